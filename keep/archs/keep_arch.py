@@ -1,0 +1,332 @@
+"""KEEP: Kalman-inspired feature propagation around a CodeFormer-style VQGAN (KEEP_SPEC sections 1-7).
+
+Per frame t of a clip (paper section 3):
+    z_obs[t]  = LQ encoder(lq[t])                                  observation
+    z_pred[t] = HQ encoder(warp(out[t-1], flow t -> t-1))          prediction       (t > 0)
+    K[t]      = gain network(z_obs of the window)                  Kalman gain
+    z_post[t] = (1 - K[t]) * z_obs[t] + K[t] * z_pred[t]           update           (t > 0)
+    idx[t]    = argmax transformer(z_post[t]);  out[t] = decoder(codebook[idx[t]]) with CFT / CFA
+
+`KEEP.forward` restores one clip exactly as the released network does. `KEEP.run` is the general
+route: it also takes and returns a `KEEPState` (previous output, CFA memory, recent observations) so a
+video of any length can be restored window by window without resets (see `keep.streaming`), and it
+returns the intermediate tensors training needs (`KEEPOutput`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .flow_warp import flow_warp
+from .fusion import CFA, CFT
+from .kalman import KalmanGain, kalman_update
+from .transformer import CodeTransformer
+from .vqgan import Decoder, Encoder, VectorQuantizer
+
+FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class KEEPConfig:
+    """Constructor arguments of `KEEP`, one to one. Defaults are the released configuration."""
+
+    img_size: int = 512
+    nf: int = 64
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4, 4, 8)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    norm_groups: int = 32
+    codebook_size: int = 1024
+    emb_dim: int = 256
+    beta: float = 0.25
+    transformer_dim: int = 512
+    transformer_heads: int = 8
+    transformer_layers: int = 9
+    cft_scales: tuple[int, ...] = (16, 32, 64)
+    cft_weight: float = 1.0
+    cfa_scales: tuple[int, ...] = (16, 32)
+    cfa_heads: int = 4
+    cfa_head_dim: int = 256
+    kalman_blocks: int = 3
+    kalman_heads: int = 8
+    kalman_head_dim: int = 48
+
+
+PRESETS: dict[str, KEEPConfig] = {
+    # The released v0.1.0 network (KEEP_SPEC section 7).
+    "released": KEEPConfig(),
+    # A tiny network with every component, for tests and CPU smoke runs (runs in milliseconds).
+    "tiny": KEEPConfig(
+        img_size=64,
+        nf=32,
+        ch_mult=(1, 1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        codebook_size=64,
+        emb_dim=32,
+        transformer_dim=64,
+        transformer_heads=4,
+        transformer_layers=2,
+        cft_scales=(16, 32),
+        cfa_scales=(16, 32),
+        cfa_heads=2,
+        cfa_head_dim=16,
+        kalman_blocks=1,
+        kalman_heads=2,
+        kalman_head_dim=16,
+    ),
+}
+
+
+@dataclass
+class KEEPState:
+    """What one window hands to the next: everything else is recomputed. All tensors batch-first."""
+
+    prev_out: torch.Tensor | None = None  # (B, 3, H, W) last restored frame (raw)
+    prev_lq: torch.Tensor | None = None  # (B, 3, H, W) last input frame, for the next flow
+    cfa_memory: dict[int, torch.Tensor] = field(default_factory=dict)  # scale -> (B, C, r, r)
+    obs_history: torch.Tensor | None = None  # (B, k, emb_dim, h, w) recent observations for the gain
+
+    def detach(self) -> KEEPState:
+        return KEEPState(
+            prev_out=None if self.prev_out is None else self.prev_out.detach(),
+            prev_lq=None if self.prev_lq is None else self.prev_lq.detach(),
+            cfa_memory={s: f.detach() for s, f in self.cfa_memory.items()},
+            obs_history=None if self.obs_history is None else self.obs_history.detach(),
+        )
+
+
+@dataclass
+class KEEPOutput:
+    """Everything `KEEP.run` computes for a window of T frames."""
+
+    out: torch.Tensor  # (B, T, 3, H, W) restored frames, raw decoder output (clamp to [-1, 1] to view)
+    logits: torch.Tensor  # (B, T, h*w, codebook_size) code logits
+    idx: torch.Tensor  # (B, T, h*w) chosen code indices, tokens row-major
+    z_obs: torch.Tensor  # (B, T, emb_dim, h, w) LQ encoder output (observation)
+    z_post: torch.Tensor  # (B, T, emb_dim, h, w) transformer input (posterior; = z_obs without a prior)
+    gain: torch.Tensor | None  # (B, T, 1, h, w) Kalman gain, None when no frame had a prediction
+    features: dict[int, torch.Tensor]  # scale -> (B, T, C, r, r) decoder features after CFT/CFA
+    state: KEEPState  # state after the last frame
+
+
+class KEEP(nn.Module):
+    """Video face super-resolution network. See the module docstring for the algorithm."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 512,
+        nf: int = 64,
+        ch_mult: tuple[int, ...] = (1, 2, 2, 4, 4, 8),
+        num_res_blocks: int = 2,
+        attn_resolutions: tuple[int, ...] = (16,),
+        norm_groups: int = 32,
+        codebook_size: int = 1024,
+        emb_dim: int = 256,
+        beta: float = 0.25,
+        transformer_dim: int = 512,
+        transformer_heads: int = 8,
+        transformer_layers: int = 9,
+        cft_scales: tuple[int, ...] = (16, 32, 64),
+        cft_weight: float = 1.0,
+        cfa_scales: tuple[int, ...] = (16, 32),
+        cfa_heads: int = 4,
+        cfa_head_dim: int = 256,
+        kalman_blocks: int = 3,
+        kalman_heads: int = 8,
+        kalman_head_dim: int = 48,
+    ):
+        super().__init__()
+        self.config = KEEPConfig(**{k: v for k, v in locals().items() if k in KEEPConfig.__dataclass_fields__})
+        vq_args = dict(
+            img_size=img_size,
+            nf=nf,
+            ch_mult=tuple(ch_mult),
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=tuple(attn_resolutions),
+            emb_dim=emb_dim,
+            norm_groups=norm_groups,
+        )
+        self.lq_encoder = Encoder(**vq_args)
+        self.hq_encoder = Encoder(**vq_args)
+        self.quantizer = VectorQuantizer(codebook_size=codebook_size, emb_dim=emb_dim, beta=beta)
+        self.decoder = Decoder(**vq_args)
+        self.latent_size = self.lq_encoder.latent_size
+        self.transformer = CodeTransformer(
+            emb_dim=emb_dim,
+            dim=transformer_dim,
+            heads=transformer_heads,
+            layers=transformer_layers,
+            num_tokens=self.latent_size**2,
+            codebook_size=codebook_size,
+        )
+        for scale in tuple(cft_scales) + tuple(cfa_scales):
+            if scale not in self.decoder.fuse_index:
+                raise ValueError(f"fusion scale {scale} is not a decoder resolution {sorted(self.decoder.fuse_index)}")
+        ch = self.decoder.channels
+        self.cft = nn.ModuleDict({str(s): CFT(ch[s], norm_groups=norm_groups) for s in cft_scales})
+        self.cfa = nn.ModuleDict({str(s): CFA(ch[s], heads=cfa_heads, head_dim=cfa_head_dim) for s in cfa_scales})
+        self.kalman = KalmanGain(
+            emb_dim, num_blocks=kalman_blocks, heads=kalman_heads, head_dim=kalman_head_dim, norm_groups=norm_groups
+        )
+        self.cft_weight = cft_weight
+        # decoder block index -> scale whose fusion happens after that block
+        self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(cft_scales) | set(cfa_scales)}
+        # Optional flow estimator used when no flows are passed; kept out of the state dict.
+        self.flow_fn: FlowFn | None = None
+
+    @classmethod
+    def from_config(cls, config: KEEPConfig) -> KEEP:
+        return cls(**vars(config))
+
+    # ----------------------------------------------------------------------------------- steps
+    def encode_observations(self, lq: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """lq `(B, T, 3, H, W)` -> z_obs `(B, T, emb_dim, h, w)`, CFT taps {scale: (B, T, C, r, r)}."""
+        batch = lq.shape[0]
+        z, taps = self.lq_encoder(rearrange(lq, "b t c h w -> (b t) c h w"), taps=tuple(int(s) for s in self.cft))
+        split = lambda x: rearrange(x, "(b t) ... -> b t ...", b=batch)  # noqa: E731
+        return split(z), {s: split(f).detach() for s, f in taps.items()}  # taps detached (spec section 3)
+
+    def predict(self, prev_out: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """Kalman prediction: previous restored frame `(B, 3, H, W)` warped by flow `(B, 2, H, W)`
+        (frame t -> t-1) and re-encoded by the HQ encoder -> `(B, emb_dim, h, w)`."""
+        z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flow))
+        return z_pred
+
+    def predict_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`)."""
+        logits = self.transformer(z)
+        idx = logits.argmax(dim=-1)
+        z_q = self.quantizer.lookup(idx, self.latent_size).detach()
+        return logits, idx, z_q
+
+    def decode(
+        self, z_q: torch.Tensor, taps: dict[int, torch.Tensor], cfa_memory: dict[int, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Decode one frame with CFT (encoder taps `(B, C, r, r)`) and CFA (previous frame's CFA
+        outputs). Returns the image `(B, 3, H, W)` and this frame's fused features per scale."""
+        x = z_q
+        features: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.decoder.blocks):
+            x = block(x)
+            scale = self._fuse_after.get(i)
+            if scale is None:
+                continue
+            if str(scale) in self.cft:
+                x = self.cft[str(scale)](taps[scale], x, self.cft_weight)
+            if str(scale) in self.cfa and scale in cfa_memory:
+                x = self.cfa[str(scale)](x, cfa_memory[scale])
+            features[scale] = x
+        return x, features
+
+    # ----------------------------------------------------------------------------------- clip
+    def run(
+        self,
+        lq: torch.Tensor,
+        flows: torch.Tensor | None = None,
+        *,
+        state: KEEPState | None = None,
+        gain_context: int = 0,
+        keep_features: bool = False,
+    ) -> KEEPOutput:
+        """Restore a window of frames, continuing from `state` (None: a fresh clip, as released).
+
+        lq: `(B, T, 3, H, W)` in [-1, 1], H = W = img_size (aligned faces).
+        flows: `(B, T-1, 2, H, W)` flows frame t -> t-1 in pixels (x, y); with a state that has a
+            previous frame, `(B, T, 2, H, W)` whose first entry is frame 0 -> the state's last frame.
+            None: estimated with `self.flow_fn` on the LQ frames.
+        gain_context: how many of the most recent observations the state keeps, so that the gain of
+            the next window also sees them (0: each window's gain sees that window only).
+        keep_features: also return the decoder features at the CFA scales (training's temporal loss).
+        """
+        state = state or KEEPState()
+        batch, frames = lq.shape[:2]
+        has_prev = state.prev_out is not None
+        flows = self._check_flows(lq, flows, state)
+
+        z_obs, taps = self.encode_observations(lq)
+        # The gain is computed once for the window from observations only (paper eq. 10),
+        # prefixed by the observations the state remembers.
+        gain = None
+        if has_prev or frames > 1:
+            history = state.obs_history
+            window = z_obs if history is None else torch.cat([history, z_obs], dim=1)
+            gain = self.kalman(window)[:, -frames:]
+
+        prev_out, cfa_memory = state.prev_out, dict(state.cfa_memory)
+        outs, logits_all, idx_all, posts = [], [], [], []
+        features: dict[int, list[torch.Tensor]] = {s: [] for s in self.cfa_scales}
+        for t in range(frames):
+            if prev_out is None:
+                z_post = z_obs[:, t]  # first frame: no prior, the observation is the posterior
+            else:
+                flow = flows[:, t] if has_prev else flows[:, t - 1]
+                z_pred = self.predict(prev_out, flow)  # predict
+                z_post = kalman_update(z_obs[:, t], z_pred, gain[:, t])  # update
+            logits, idx, z_q = self.predict_codes(z_post)
+            out, fused = self.decode(z_q, {s: f[:, t] for s, f in taps.items()}, cfa_memory)
+            cfa_memory = {s: fused[s] for s in self.cfa_scales}
+            prev_out = out
+            outs.append(out)
+            logits_all.append(logits)
+            idx_all.append(idx)
+            posts.append(z_post)
+            if keep_features:
+                for s in features:
+                    features[s].append(fused[s])
+
+        history = None
+        if gain_context > 0:
+            seen = z_obs if state.obs_history is None else torch.cat([state.obs_history, z_obs], dim=1)
+            history = seen[:, -gain_context:].detach()
+        new_state = KEEPState(prev_out=prev_out, prev_lq=lq[:, -1], cfa_memory=cfa_memory, obs_history=history)
+        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
+        return KEEPOutput(
+            out=stack(outs),
+            logits=stack(logits_all),
+            idx=stack(idx_all),
+            z_obs=z_obs,
+            z_post=stack(posts),
+            gain=gain,
+            features={s: stack(f) for s, f in features.items() if f},
+            state=new_state,
+        )
+
+    def forward(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1], flows `(B, T-1, 2, H, W)` or None
+        -> restored `(B, T, 3, H, W)`, raw (roughly [-1, 1]; clamp before display)."""
+        return self.run(lq, flows).out
+
+    # ----------------------------------------------------------------------------------- helpers
+    @property
+    def cfa_scales(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.cfa)
+
+    def _check_flows(self, lq: torch.Tensor, flows: torch.Tensor | None, state: KEEPState) -> torch.Tensor | None:
+        batch, frames, _, height, width = lq.shape
+        if lq.ndim != 5 or lq.shape[2] != 3:
+            raise ValueError(f"lq must be (B, T, 3, H, W), got {tuple(lq.shape)}")
+        if height != self.config.img_size or width != self.config.img_size:
+            raise ValueError(f"lq frames must be {self.config.img_size}x{self.config.img_size}, got {height}x{width}")
+        pairs = frames if state.prev_out is not None else frames - 1
+        if pairs == 0:
+            return None
+        if flows is None:
+            if self.flow_fn is None:
+                raise ValueError("no flows given and no flow estimator set (keep.load_model(..., flow='dis'))")
+            previous = lq[:, :-1] if state.prev_out is None else torch.cat([state.prev_lq[:, None], lq[:, :-1]], 1)
+            current = lq[:, -pairs:]
+            flows = self.flow_fn(
+                rearrange(current, "b t c h w -> (b t) c h w"), rearrange(previous, "b t c h w -> (b t) c h w")
+            )
+            return rearrange(flows, "(b t) c h w -> b t c h w", b=batch)
+        expected = (batch, pairs, 2, height, width)
+        if tuple(flows.shape) != expected:
+            raise ValueError(f"flows must be {expected} (frame t -> t-1, pixels, x then y), got {tuple(flows.shape)}")
+        return flows

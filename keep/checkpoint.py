@@ -1,0 +1,149 @@
+"""Checkpoints: the project's own self-describing format and the one converter for foreign layouts.
+
+Three layouts load (`load_model`):
+- ours: `{"format": "keep", "version": 1, "config": {...KEEPConfig}, "state_dict": {...}}` (+ optional
+  `"ema"`); written by `save_checkpoint` and by the trainer.
+- released v0.1.0 (`KEEP-a1a14d46.pth`): a bare state dict with the authors' names
+  (`encoder.`, `generator.`, `fuse_convs_dict.`, `cross_fuse.`, `kalman_filter.`, ...);
+- later upstream: the same with `cft.` / `cfa.` names, stored under `params_ema` (or `params`).
+
+Every foreign name goes through `convert_upstream_state_dict`, and loading is strict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .archs.keep_arch import KEEP, KEEPConfig, PRESETS
+from .errors import KeepError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "keep"
+VERSION = 1
+
+# (pattern, replacement) applied in order to each upstream key; first match wins.
+_UPSTREAM_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^encoder\.", "lq_encoder."),
+    (r"^hq_encoder\.", "hq_encoder."),
+    (r"^generator\.", "decoder."),
+    (r"^quantize\.", "quantizer."),
+    (r"^position_emb$", "transformer.position_emb"),
+    (r"^feat_emb\.", "transformer.feat_emb."),
+    (r"^ft_layers\.", "transformer.layers."),
+    (r"^idx_pred_layer\.", "transformer.head."),
+    (r"^(fuse_convs_dict|cft)\.", "cft."),
+    (r"^(cross_fuse|cfa)\.", "cfa."),
+    (r"^kalman_filter\.uncertainty_estimator\.", "kalman.uncertainty_blocks."),
+    (r"^kalman_filter\.kalman_gain_calculator\.", "kalman.gain_head."),
+)
+# Upstream weights this project does not use: the GMFlow flow network (flows come from
+# `keep.flow`), and the unused 1x1 quant convs some VQGAN checkpoints carry.
+_IGNORED_PREFIXES = ("flownet.",)
+
+
+def convert_upstream_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an upstream KEEP state dict (v0.1.0 or later) to this project's names.
+
+    Keys under `flownet.` (GMFlow) are dropped with a one-line notice. Unknown keys raise `KeepError`.
+    """
+    out: dict[str, torch.Tensor] = {}
+    dropped = [k for k in state if k.startswith(_IGNORED_PREFIXES)]
+    unknown = []
+    for key, value in state.items():
+        if key.startswith(_IGNORED_PREFIXES):
+            continue
+        for pattern, repl in _UPSTREAM_RENAMES:
+            new, n = re.subn(pattern, repl, key, count=1)
+            if n:
+                out[new] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise KeepError(f"not a KEEP checkpoint: {len(unknown)} unexpected keys, e.g. {unknown[:3]}")
+    if dropped:
+        log.info(
+            "ignoring %d GMFlow weights (flownet.*): flows come from keep.flow (raft_large, raft_small, dis)",
+            len(dropped),
+        )
+    return out
+
+
+def infer_upstream_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
+    """The released configuration, with the CFT / CFA scales and sizes read from the converted keys."""
+    cft = sorted({int(k.split(".")[1]) for k in state if k.startswith("cft.")})
+    cfa = sorted({int(k.split(".")[1]) for k in state if k.startswith("cfa.")})
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("transformer.layers.")})
+    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("kalman.uncertainty_blocks.")})
+    codebook = state.get("quantizer.embedding.weight")
+    base = PRESETS["released"]
+    return KEEPConfig(
+        **{
+            **asdict(base),
+            "cft_scales": tuple(cft),
+            "cfa_scales": tuple(cfa),
+            "transformer_layers": len(layers) or base.transformer_layers,
+            "kalman_blocks": len(blocks) or base.kalman_blocks,
+            "codebook_size": codebook.shape[0] if codebook is not None else base.codebook_size,
+            "emb_dim": codebook.shape[1] if codebook is not None else base.emb_dim,
+        }
+    )
+
+
+def config_from_dict(values: Mapping[str, Any]) -> KEEPConfig:
+    """`KEEPConfig` from a plain dict (as stored in checkpoints); unknown keys are an error."""
+    names = {f.name for f in fields(KEEPConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise KeepError(f"checkpoint config has unknown keys {unknown}; known: {sorted(names)}")
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return KEEPConfig(**tuples)
+
+
+def save_checkpoint(path: str | os.PathLike, model: KEEP, *, ema: KEEP | None = None, **extra: Any) -> None:
+    """Write a self-describing checkpoint atomically (temporary file, then rename)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": asdict(model.config),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    if ema is not None:
+        payload["ema"] = ema.state_dict()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(obj: Any, *, use_ema: bool = True) -> tuple[KEEPConfig, dict[str, torch.Tensor]]:
+    """Normalise any supported checkpoint object to (config, state dict in this project's names)."""
+    if not isinstance(obj, Mapping):
+        raise KeepError(f"not a KEEP checkpoint: expected a dict, got {type(obj).__name__}")
+    if obj.get("format") == FORMAT:
+        config = config_from_dict(obj["config"])
+        state = obj["ema"] if use_ema and obj.get("ema") is not None else obj["state_dict"]
+        return config, dict(state)
+    for wrapper in ("params_ema", "params", "state_dict"):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise KeepError("not a KEEP checkpoint: no tensors found (expected a state dict or a keep checkpoint)")
+    state = convert_upstream_state_dict(obj)
+    if "kalman.gain_head.0.conv1.weight" not in state or "hq_encoder.blocks.0.weight" not in state:
+        raise KeepError(
+            "not a KEEP checkpoint: it has no Kalman filter / HQ encoder weights "
+            "(a CodeFormer or VQGAN checkpoint cannot be loaded as KEEP)"
+        )
+    return infer_upstream_config(state), state

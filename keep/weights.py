@@ -1,0 +1,136 @@
+"""Registry of the pretrained files this project knows, and how to find them.
+
+Lookup order for `resolve_weights(name_or_path)`:
+  1. an existing local path;
+  2. `weights/<file>` in the repository (or `$KEEP_WEIGHTS_DIR/<file>`);
+  3. the caches: `~/.cache/keep/<file>` (or `$KEEP_CACHE_DIR`) and torch's hub cache
+     (`$TORCH_HOME/hub/checkpoints/<file>`, where torchvision puts its downloads);
+  4. download from the public URL into the cache, verifying the sha256 (unless `KEEP_OFFLINE=1`);
+  5. otherwise `WeightsUnavailable`, one message naming the file, its URL and where to put it.
+
+`sha256` is the full digest where it is published, otherwise the digest prefix the publisher put in
+the file name (the torch.hub convention); either is checked after a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KeepError, WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    filename: str
+    url: str
+    sha256: str  # full hex digest, or the published prefix
+    licence: str
+    description: str
+
+
+REGISTRY: dict[str, WeightFile] = {
+    "keep": WeightFile(
+        filename="KEEP-a1a14d46.pth",
+        url="https://github.com/jnjaby/KEEP/releases/download/v0.1.0/KEEP-a1a14d46.pth",
+        sha256="a1a14d46",
+        licence="S-Lab License 1.0 (non-commercial use only)",
+        description="released KEEP v0.1.0 network (bare state dict, includes GMFlow weights)",
+    ),
+    "raft_large": WeightFile(
+        filename="raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+        url="https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+        sha256="ff5fadd5",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision RAFT-large, trained on Chairs+Things+Sintel+KITTI+HD1K",
+    ),
+    "raft_small": WeightFile(
+        filename="raft_small_C_T_V2-01064c6d.pth",
+        url="https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth",
+        sha256="01064c6d",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision RAFT-small, trained on Chairs+Things",
+    ),
+}
+
+
+def register(name: str, entry: WeightFile) -> None:
+    """Add a known file (used by the detector, parsing and metric modules for their weights)."""
+    REGISTRY[name] = entry
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KEEP_CACHE_DIR", Path.home() / ".cache" / "keep"))
+
+
+def _candidates(entry: WeightFile) -> list[Path]:
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    weights_dir = Path(os.environ.get("KEEP_WEIGHTS_DIR", REPO_WEIGHTS_DIR))
+    return [weights_dir / entry.filename, cache_dir() / entry.filename, torch_home / "hub" / "checkpoints" / entry.filename]
+
+
+def offline() -> bool:
+    return os.environ.get("KEEP_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(entry: WeightFile, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        log.info("downloading %s from %s", entry.filename, entry.url)
+        with urllib.request.urlopen(entry.url, timeout=30) as response, open(tmp_path, "wb") as f:
+            shutil.copyfileobj(response, f)
+        digest = sha256_of(tmp_path)
+        if not digest.startswith(entry.sha256):
+            raise KeepError(f"{entry.filename}: sha256 {digest[:16]}... does not match the expected {entry.sha256}")
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -> Path:
+    """Path of a weight file given a local path or a registry name (see the module docstring)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    if name not in REGISTRY:
+        raise KeepError(f"weights '{name}': no such file, and not a known name ({', '.join(sorted(REGISTRY))})")
+    entry = REGISTRY[name]
+    for candidate in _candidates(entry):
+        if candidate.is_file():
+            return candidate
+    dest = cache_dir() / entry.filename
+    reason = "downloads are disabled (KEEP_OFFLINE=1)"
+    if download and not offline():
+        try:
+            _download(entry, dest)
+            return dest
+        except KeepError:
+            raise
+        except Exception as exc:  # network errors of every kind end in the one message below
+            reason = f"the download failed ({type(exc).__name__}: {exc})"
+    raise WeightsUnavailable(
+        f"{entry.filename} ({entry.description}) is not available: {reason}. "
+        f"Download it from {entry.url} and put it in {_candidates(entry)[0].parent}/ "
+        f"(or {dest.parent}/), or pass its path."
+    )
