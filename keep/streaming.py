@@ -1,0 +1,73 @@
+"""Restore videos of any length in bounded memory, window by window (issue #2, KEEP_SPEC section 5).
+
+The released inference cuts a video into independent 20-frame clips and resets the Kalman filter at
+every cut, which shows as a jump every 20 frames. Here the state (previous restored frame, CFA
+memory, last input frame for the flow) is carried from one window to the next, so every frame after
+the first has a prediction. The gain network sees the current window plus the `gain_context` most
+recent observations before it, so its attention window is bounded and configurable.
+
+Modes:
+- `carry` (default): state carried across windows, as described above.
+- `reset`: the released behaviour: each window is an independent clip (state reset, gain on the
+  window alone).
+On a single window both modes compute exactly what `KEEP.forward` computes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+
+from .archs.keep_arch import KEEP, KEEPState
+
+MODES = ("carry", "reset")
+
+
+class StreamingRestorer:
+    """Feed aligned LQ frames `(B, 3, S, S)` in [-1, 1]; get restored frames back in order.
+
+        restorer = StreamingRestorer(model, window=20)
+        for out in restorer.restore(frames):   # frames: any iterable of (B, 3, S, S) tensors
+            ...                                # out: (B, 3, S, S), raw network output
+
+    Memory is bounded by one window of frames plus the carried state, whatever the video length.
+    """
+
+    def __init__(self, model: KEEP, *, window: int = 20, gain_context: int = 0, mode: str = "carry"):
+        if mode not in MODES:
+            raise ValueError(f"unknown streaming mode '{mode}'; choose one of {MODES}")
+        if window < 1 or gain_context < 0:
+            raise ValueError("window must be >= 1 and gain_context >= 0")
+        self.model = model
+        self.window = window
+        self.gain_context = gain_context
+        self.mode = mode
+        self.state: KEEPState | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    @torch.no_grad()
+    def step(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore one window `(B, T, 3, S, S)` -> `(B, T, 3, S, S)`, continuing from the state.
+
+        flows: None (estimated by the model's flow estimator) or `(B, T', 2, S, S)` with T' = T when
+        a previous window exists in `carry` mode (the first flow goes to the previous window's last
+        frame), else T - 1.
+        """
+        state = self.state if self.mode == "carry" else None
+        result = self.model.run(lq, flows, state=state, gain_context=self.gain_context)
+        self.state = result.state.detach()
+        return result.out
+
+    def restore(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Yield the restored frame for every input frame, processing `window` frames at a time."""
+        buffer: list[torch.Tensor] = []
+        for frame in frames:
+            buffer.append(frame)
+            if len(buffer) == self.window:
+                yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
+                buffer = []
+        if buffer:
+            yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
