@@ -1,8 +1,8 @@
 """KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024).
 
-    import keep
-    model = keep.load_model("keep")            # released weights (local file or download)
-    out = model(lq, flows)                     # (B, T, 3, 512, 512) in [-1, 1]
+import keep
+model = keep.load_model("keep")            # released weights (local file or download)
+out = model(lq, flows)                     # (B, T, 3, 512, 512) in [-1, 1]
 """
 
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from .archs.keep_arch import KEEP, KEEPConfig, PRESETS
+from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .errors import KeepError
 
 log = logging.getLogger(__name__)

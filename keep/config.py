@@ -56,7 +56,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
             raise KeepError(f"config key '{key}': expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
+        return (
+            tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+            if args
+            else tuple(value)
+        )
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise KeepError(f"config key '{key}': expected a list, got {value!r}")
@@ -94,9 +98,7 @@ def from_dict(cls: type[T], values: dict[str, Any], *, prefix: str = "") -> T:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise KeepError(
-            f"unknown config key '{prefix}{unknown[0]}' (section {cls.__name__} has: {', '.join(names)})"
-        )
+        raise KeepError(f"unknown config key '{prefix}{unknown[0]}' (section {cls.__name__} has: {', '.join(names)})")
     kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -140,9 +142,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
     return values
 
 
-def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Defaults of `cls`, then the YAML file, then `--set` overrides; validated once."""
     values: dict[str, Any] = {}
     if path is not None:

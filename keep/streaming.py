@@ -15,7 +15,7 @@ On a single window both modes compute exactly what `KEEP.forward` computes.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 

@@ -76,7 +76,11 @@ def cache_dir() -> Path:
 def _candidates(entry: WeightFile) -> list[Path]:
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     weights_dir = Path(os.environ.get("KEEP_WEIGHTS_DIR", REPO_WEIGHTS_DIR))
-    return [weights_dir / entry.filename, cache_dir() / entry.filename, torch_home / "hub" / "checkpoints" / entry.filename]
+    return [
+        weights_dir / entry.filename,
+        cache_dir() / entry.filename,
+        torch_home / "hub" / "checkpoints" / entry.filename,
+    ]
 
 
 def offline() -> bool:

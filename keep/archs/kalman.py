@@ -38,9 +38,7 @@ class UncertaintyBlock(nn.Module):
         h = rearrange(self.norm1(x), "(b t) l c -> b t l c", t=num_frames)
         previous = torch.arange(num_frames, device=x.device).sub(1).clamp(min=0)
         context = torch.cat([h[:, :1].expand_as(h), h[:, previous]], dim=2)  # (B, T, 2L, C)
-        x = x + self.attn1(
-            rearrange(h, "b t l c -> (b t) l c"), rearrange(context, "b t l c -> (b t) l c")
-        )
+        x = x + self.attn1(rearrange(h, "b t l c -> (b t) l c"), rearrange(context, "b t l c -> (b t) l c"))
         # b) position-wise feed-forward
         x = x + self.ff(self.norm3(x))
         # c) temporal attention: each position attends to itself in every frame of the window.

@@ -15,8 +15,8 @@ returns the intermediate tensors training needs (`KEEPOutput`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from einops import rearrange
@@ -309,9 +309,9 @@ class KEEP(nn.Module):
         return tuple(int(s) for s in self.cfa)
 
     def _check_flows(self, lq: torch.Tensor, flows: torch.Tensor | None, state: KEEPState) -> torch.Tensor | None:
-        batch, frames, _, height, width = lq.shape
         if lq.ndim != 5 or lq.shape[2] != 3:
             raise ValueError(f"lq must be (B, T, 3, H, W), got {tuple(lq.shape)}")
+        batch, frames, _, height, width = lq.shape
         if height != self.config.img_size or width != self.config.img_size:
             raise ValueError(f"lq frames must be {self.config.img_size}x{self.config.img_size}, got {height}x{width}")
         pairs = frames if state.prev_out is not None else frames - 1

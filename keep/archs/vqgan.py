@@ -61,9 +61,7 @@ class Encoder(nn.Module):
         self.latent_size = resolution
         self.tap_channels = {res: nf * ch_mult[i] for i, res in enumerate(sorted(self.tap_index, reverse=True))}
 
-    def forward(
-        self, x: torch.Tensor, taps: tuple[int, ...] = ()
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, taps: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x `(N, 3, S, S)` -> (latent `(N, emb_dim, s, s)`, {resolution: feature `(N, C_r, r, r)`})."""
         wanted = {self.tap_index[r]: r for r in taps}
         features: dict[int, torch.Tensor] = {}

@@ -13,7 +13,7 @@ sampled at `p + flow(p)` looks like `target`. KEEP asks for target = frame t, so
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -27,6 +27,6 @@ class DISFlow:
     @torch.no_grad()
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         dis = cv2.DISOpticalFlow_create(_PRESETS[self.preset])
-        flows = [dis.calc(t, s, None) for t, s in zip(self._gray(target), self._gray(source))]
+        flows = [dis.calc(t, s, None) for t, s in zip(self._gray(target), self._gray(source), strict=True)]
         flow = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2)  # (N, 2, H, W), x then y
         return flow.to(device=target.device, dtype=torch.float32)
