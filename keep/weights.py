@@ -138,3 +138,16 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
         f"Download it from {entry.url} and put it in {_candidates(entry)[0].parent}/ "
         f"(or {dest.parent}/), or pass its path."
     )
+
+
+def describe() -> str:
+    """One line per known file: name, where it was found (or 'missing'), URL."""
+    lines = []
+    for name, entry in sorted(REGISTRY.items()):
+        found = next((str(p) for p in _candidates(entry) if p.is_file()), "missing")
+        lines.append(f"{name:22s} {entry.filename:42s} {found}\n{'':22s} {entry.url}  [{entry.licence}]")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe())
