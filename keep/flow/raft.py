@@ -9,7 +9,12 @@ from ..weights import resolve_weights
 
 
 class RAFTFlow:
-    """RAFT flow; see `keep.flow` for the call convention. Frames are padded to a multiple of 8."""
+    """RAFT flow; see `keep.flow` for the call convention.
+
+    Frames are padded to a multiple of 8; frames smaller than RAFT's minimum (128 px) are upsampled
+    first and the flow scaled back."""
+
+    MIN_SIZE = 128
 
     def __init__(
         self,
@@ -31,8 +36,19 @@ class RAFTFlow:
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
         height, width = target.shape[-2:]
-        pad = (0, (-width) % 8, 0, (-height) % 8)
-        target = F.pad(target.float().to(device), pad, mode="replicate")
-        source = F.pad(source.float().to(device), pad, mode="replicate")
-        flow = self.model(target, source, num_flow_updates=self.num_flow_updates)[-1]
-        return flow[..., :height, :width]
+        factor = max(1.0, self.MIN_SIZE / min(height, width))
+        target, source = target.float().to(device), source.float().to(device)
+        if factor > 1:
+            size = (round(height * factor), round(width * factor))
+            target, source = (
+                F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (target, source)
+            )
+        h, w = target.shape[-2:]
+        pad = (0, (-w) % 8, 0, (-h) % 8)
+        target = F.pad(target, pad, mode="replicate")
+        source = F.pad(source, pad, mode="replicate")
+        flow = self.model(target, source, num_flow_updates=self.num_flow_updates)[-1][..., :h, :w]
+        if factor > 1:
+            flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([width / w, height / h], device=device).view(1, 2, 1, 1)
+        return flow
