@@ -1,0 +1,31 @@
+"""Learning-rate schedules as pure functions of the step (multipliers of the base rate)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from ..errors import KeepError
+
+
+def constant(step: int, total: int) -> float:
+    return 1.0
+
+
+def cosine(step: int, total: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
+
+
+def step_decay(step: int, total: int) -> float:
+    """x0.5 at 50% and again at 75% of training (BasicSR MultiStepLR style)."""
+    return 0.5 ** sum(step >= total * f for f in (0.5, 0.75))
+
+
+SCHEDULES: dict[str, Callable[[int, int], float]] = {"constant": constant, "cosine": cosine, "step": step_decay}
+
+
+def lr_at(step: int, *, base: float, total: int, schedule: str, warmup: int = 0) -> float:
+    if schedule not in SCHEDULES:
+        raise KeepError(f"unknown schedule '{schedule}'; choose one of {list(SCHEDULES)}")
+    scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    return base * scale * SCHEDULES[schedule](step, total)
