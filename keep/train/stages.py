@@ -10,8 +10,8 @@ return the generator loss terms; the trainer owns optimizers, the discriminator 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from einops import rearrange

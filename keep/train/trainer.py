@@ -262,7 +262,7 @@ class Trainer:
                 out = model.run(lq).out
             to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
             out_u8, gt_u8, lq_u8 = to_u8(out)[0], to_u8(gt)[0], to_u8(lq)[0]
-            for o, g in zip(out_u8, gt_u8):
+            for o, g in zip(out_u8, gt_u8, strict=True):
                 mse = np.mean((o - g) ** 2)
                 psnrs.append(10 * np.log10(255.0**2 / max(mse, 1e-10)))
                 ssims.append(structural_similarity(o, g, channel_axis=2, data_range=255))
