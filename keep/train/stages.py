@@ -96,7 +96,7 @@ def temporal_step(model: KEEP, batch: dict[str, torch.Tensor], w: LossSection, t
     res = model.run(lq, flows, keep_features=w.temporal > 0)
     terms: dict[str, torch.Tensor] = {}
     if w.code_ce > 0:
-        terms["code_ce"] = w.code_ce * code_cross_entropy(_flat(res.logits), idx_gt)
+        terms["code_ce"] = w.code_ce * code_cross_entropy(res.logits, idx_gt)  # (B, T, hw, K) vs (B*T, hw)
     if w.latent_mse > 0:
         terms["latent_mse"] = w.latent_mse * latent_mse(_flat(res.z_post), z_q_gt)
     image = _image_terms(_flat(res.out), _flat(gt), w, tools)
