@@ -1,0 +1,6 @@
+"""Benchmark on the VFHQ test protocol (issue #5, KEEP_SPEC section 11): `run_benchmark(cfg)`."""
+
+from .config import BenchmarkConfig, DataConfig, MetricsConfig, ModelConfig
+from .runner import run_benchmark
+
+__all__ = ["BenchmarkConfig", "DataConfig", "MetricsConfig", "ModelConfig", "run_benchmark"]

@@ -1,0 +1,46 @@
+"""Benchmark configuration: defaults here -> `-opt configs/test_vfhq.yml` -> `--set a.b=c`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """A test set of aligned clips: `root/GT/<clip>/*.png` (aligned, model size) and
+    `root/LQ/<clip>/*.png` (GT / 4); `scripts/make_test_set.py` writes LQ from GT under a fixed seed."""
+
+    root: str = "datasets/vfhq_test"
+    clips: tuple[str, ...] = ()  # restrict to these clip names; empty: every clip under GT/
+    max_frames: int = 0  # first N frames of each clip; 0: all
+
+
+@dataclass
+class ModelConfig:
+    source: str = "keep"  # checkpoint path, registry name, or preset:<name> (keep.load_model)
+    flow: str = "dis"  # flow estimator for the network's Kalman prediction (keep.flow.build_flow)
+    window: int = 20  # streaming window (keep.streaming.StreamingRestorer)
+    gain_context: int = 0
+    stream_mode: str = "carry"  # carry: state across windows; reset: released 20-frame clips
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+
+
+@dataclass
+class MetricsConfig:
+    lpips_net: str = "alex"
+    lpips_backbone: str | None = None  # local torchvision backbone file; None: keep.weights lookup
+    identity: tuple[str, ...] = ("arcface", "dlib")  # first that can run is used
+    twe_flow: str = "dis"  # flow estimator on GT for the temporal warping error
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = "vfhq_test"  # outputs go to <results_dir>/<name>/
+    results_dir: str = "results"
+    device: str = "cpu"
+    methods: tuple[str, ...] = ("bicubic", "keep_per_frame", "keep")
+    save_images: bool = False  # restored frames as PNG under <name>/images/<method>/<clip>/
+    progress: bool = True  # a progress bar per clip and method
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
