@@ -1,0 +1,129 @@
+"""Turn raw VFHQ clips (or any face videos) into aligned 512 x 512 training crops (issue #4).
+
+    python scripts/prepare_vfhq.py --input datasets/VFHQ/train_frames --annotations datasets/VFHQ/annotations \
+        --out datasets/VFHQ/train_aligned
+
+Input: a folder whose entries are clips, each a folder of frames or a video file. Landmarks: from
+`--annotations/<clip>.txt` when given (VFHQ annotation layout: every line made only of numbers is
+`frame_index [x0 y0 w h] lx1 ly1 ... lx5 ly5`, the last ten numbers being the 5 landmarks: left eye,
+right eye, nose, left and right mouth corner in image coordinates), otherwise detected per frame with
+dlib (HOG face detector + the 68-point predictor of face-recognition-models; eye centres, nose tip and
+mouth corners give the 5 points). A frame with no detection reuses the previous frame's landmarks.
+Each frame is warped by the similarity transform onto the FFHQ template (KEEP_SPEC section 10) and
+written as `<out>/<clip>/<frame:08d>.png` - the `clips` layout of `keep.data.DataConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keep.data.datasets import IMAGE_SUFFIXES, read_image, read_video  # noqa: E402
+from keep.errors import KeepError  # noqa: E402
+
+# FFHQ 512 template: left eye, right eye, nose, left mouth corner, right mouth corner (KEEP_SPEC 10).
+TEMPLATE_512 = np.array(
+    [[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41], [313.09, 371.15]], np.float32
+)
+
+
+def read_annotations(path: Path) -> dict[int, np.ndarray]:
+    """frame index -> landmarks (5, 2) from a VFHQ-style annotation text file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        tokens = line.replace(",", " ").split()
+        try:
+            numbers = [float(t) for t in tokens]
+        except ValueError:
+            continue  # header lines
+        if len(numbers) >= 11:
+            out[int(numbers[0])] = np.array(numbers[-10:], np.float32).reshape(5, 2)
+    if not out:
+        raise KeepError(f"{path}: no landmark lines (frame index followed by 10 numbers)")
+    return out
+
+
+class DlibLandmarks:
+    """RGB frame -> 5 landmarks (5, 2) of the largest face, or None."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+            import face_recognition_models
+        except ImportError as exc:
+            raise KeepError(f"landmark detection needs dlib and face-recognition-models ({exc})") from None
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        import dlib
+
+        faces = self.detector(frame, 1)
+        if not faces:
+            return None
+        face = max(faces, key=lambda r: r.width() * r.height())
+        shape = self.predictor(frame, dlib.rectangle(face.left(), face.top(), face.right(), face.bottom()))
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        return np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
+
+
+def align(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Similarity transform of the 5 landmarks onto the template scaled to `size`."""
+    matrix, _ = cv2.estimateAffinePartial2D(landmarks, TEMPLATE_512 * (size / 512.0), method=cv2.LMEDS)
+    if matrix is None:
+        raise KeepError("cannot estimate the alignment transform from the landmarks")
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def clip_frames(entry: Path):
+    if entry.is_dir():
+        for i, p in enumerate(sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)):
+            yield i, read_image(p)
+    else:
+        yield from enumerate(read_video(entry))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="folder of clips (frame folders or video files)")
+    parser.add_argument("--out", required=True, help="output folder (clips layout)")
+    parser.add_argument("--annotations", help="folder of <clip>.txt landmark files (VFHQ)")
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args(argv)
+    try:
+        root = Path(args.input)
+        if not root.is_dir():
+            raise KeepError(f"input folder not found: {root}")
+        detector = None
+        for entry in sorted(root.iterdir()):
+            name = entry.stem if entry.is_file() else entry.name
+            annotation = Path(args.annotations) / f"{name}.txt" if args.annotations else None
+            marks = read_annotations(annotation) if annotation and annotation.is_file() else None
+            if marks is None and detector is None:
+                detector = DlibLandmarks()
+            out_dir = Path(args.out) / name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            previous, written = None, 0
+            for index, frame in clip_frames(entry):
+                points = marks.get(index) if marks is not None else detector(frame)
+                points = points if points is not None else previous
+                if points is None:
+                    continue  # no face yet in this clip
+                previous = points
+                cv2.imwrite(str(out_dir / f"{index:08d}.png"), align(frame, points, args.size)[..., ::-1])
+                written += 1
+            print(f"{name}: {written} aligned frames")
+    except KeepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
