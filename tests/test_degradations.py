@@ -53,3 +53,56 @@ def test_bad_input_is_a_clear_error():
         degrade_clip(np.zeros((4, 4, 3)), np.random.default_rng(0), DegradationConfig())
     with pytest.raises(KeepError, match="kernel_types"):
         DegradationConfig(kernel_types=("box",))
+
+
+def test_preview_and_prepare_scripts(tmp_path):
+    """The data tools run end to end: a preview grid, and alignment from VFHQ-style annotations."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    repo = Path(__file__).resolve().parent.parent
+    clip = tmp_path / "raw" / "clip0"
+    clip.mkdir(parents=True)
+    for t, frame in enumerate(_clip(3, 96)):
+        cv2.imwrite(str(clip / f"{t:03d}.png"), frame[..., ::-1])
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    marks = "36 38 60 38 48 52 38 66 58 66"
+    (notes / "clip0.txt").write_text(
+        "FRAME INDEX X0 Y0 W H [Landmarks (5 Points)]\n" + "".join(f"{t} 10 10 80 80 {marks}\n" for t in range(3))
+    )
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=repo, capture_output=True, text=True, timeout=120)  # noqa: E731
+    prep = run(
+        "scripts/prepare_vfhq.py",
+        "--input",
+        str(tmp_path / "raw"),
+        "--annotations",
+        str(notes),
+        "--out",
+        str(tmp_path / "aligned"),
+        "--size",
+        "64",
+    )
+    assert prep.returncode == 0, prep.stderr
+    assert len(list((tmp_path / "aligned" / "clip0").glob("*.png"))) == 3
+    out = tmp_path / "grid.png"
+    prev = run(
+        "scripts/preview_degradations.py",
+        "--input",
+        str(clip),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--samples",
+        "2",
+        "--set",
+        "crf=[30,30]",
+    )
+    assert prev.returncode == 0, prev.stderr
+    assert cv2.imread(str(out)).shape == (128, 128, 3)
+    bad = run("scripts/preview_degradations.py", "--input", str(clip), "--set", "codecs=[mpeg2]")
+    assert bad.returncode == 1 and "mpeg2" in bad.stderr and "Traceback" not in bad.stderr
