@@ -23,7 +23,7 @@ from ..checkpoint import config_from_dict, save_checkpoint
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..errors import KeepError
-from ..losses import adaptive_weight, build_discriminator, gan_losses
+from ..losses import adaptive_weight, build_discriminator, gan_losses, temporal_feature_loss
 from ..precision import autocast
 from .config import STAGES, TrainConfig
 from .schedules import lr_at
@@ -71,7 +71,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         if cfg.data.gt_size != self.model.config.img_size:
             raise KeepError(f"data.gt_size {cfg.data.gt_size} != model img_size {self.model.config.img_size}")
-        if t.stage == "temporal" and cfg.loss.temporal > 0 and cfg.loss.temporal_scale not in self.model.cfa_scales:
+        if t.stage == "temporal" and cfg.loss.temporal_scale not in self.model.cfa_scales:
             raise KeepError(f"loss.temporal_scale {cfg.loss.temporal_scale} is not a CFA scale {self.model.cfa_scales}")
         children = dict(self.model.named_children())
         for name in t.trainable:
@@ -248,7 +248,7 @@ class Trainer:
 
         model = self.ema.model if self.ema else self.model
         model.eval()
-        psnrs, ssims, grid = [], [], []
+        psnrs, ssims, grid, temporal = [], [], [], []
         for index in range(min(self.cfg.log.val_items, len(self.val))):
             item = self.val[(0, index)]
             gt, lq = item["gt"][None].to(self.device), item["lq"][None].to(self.device)
@@ -257,9 +257,11 @@ class Trainer:
                 out = model.decoder(model.quantizer(z)[0])[:, None]
             elif self.cfg.train.stage == "transformer":
                 out = model.run(lq[0][:, None]).out.transpose(0, 1)
-            else:
-                model.flow_fn = self.tools.flow_fn
-                out = model.run(lq).out
+            else:  # flows from the GT frames, as in training; val/temporal = the training loss unweighted
+                flows = self.tools.flow_fn(gt[0, 1:], gt[0, :-1]).float()[None]
+                res = model.run(lq, flows, keep_features=True)
+                out = res.out
+                temporal.append(float(temporal_feature_loss(res.features[self.cfg.loss.temporal_scale], flows)))
             to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
             out_u8, gt_u8, lq_u8 = to_u8(out)[0], to_u8(gt)[0], to_u8(lq)[0]
             for o, g in zip(out_u8, gt_u8, strict=True):
@@ -269,6 +271,8 @@ class Trainer:
             grid.append(np.concatenate([lq_u8[0], out_u8[0], gt_u8[0]], axis=1))
         self.model.train()
         values = {"val/psnr": float(np.mean(psnrs)), "val/ssim": float(np.mean(ssims))}
+        if temporal:
+            values["val/temporal"] = float(np.mean(temporal))
         self.logger.log(self.step, values)
         if self.rank == 0 and grid:
             import cv2
