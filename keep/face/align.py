@@ -1,0 +1,99 @@
+"""FFHQ-template alignment and paste-back through the inverse affine (issue #3).
+
+The template is the FFHQ 512x512 five-point layout (eyes, nose tip, mouth corners; image-left
+first) used by the face-restoration pipelines the released KEEP network was trained with. A network
+with a smaller `img_size` (the tiny test preset: 64) gets the same template scaled to its size.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ]
+)
+
+
+def template(size: int = 512) -> np.ndarray:
+    """The five template points `(5, 2)` for an aligned face of `size` x `size` pixels."""
+    return FFHQ_TEMPLATE_512 * (size / 512.0)
+
+
+def estimate_affine(landmarks: np.ndarray, size: int = 512) -> np.ndarray:
+    """Similarity transform `(2, 3)` mapping frame landmarks `(5, 2)` onto the template at `size`."""
+    matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float64), template(size), method=cv2.LMEDS)
+    if matrix is None:  # degenerate landmarks (all equal): fall back to a least-squares fit
+        matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float64), template(size), method=0)
+    return matrix
+
+
+def align_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Warp a frame `(H, W, 3)` uint8 into the aligned crop `(size, size, 3)` uint8."""
+    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def crop_corners(matrix: np.ndarray, size: int) -> np.ndarray:
+    """Corners `(4, 2)` of the aligned crop in frame coordinates."""
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64)
+    return corners @ inverse[:, :2].T + inverse[:, 2]
+
+
+def feathered_mask(size: int, *, border: float = 0.08, feather: float = 0.06) -> np.ndarray:
+    """A soft mask `(size, size)` in [0, 1]: 1 inside, falling smoothly to exactly 0 over the crop's
+    outer band, so the pasted face has no seam and nothing outside the crop changes.
+
+    border: fraction of the crop left untouched at each edge; feather: width of the ramp (fraction).
+    """
+    inner = int(round(size * border))
+    mask = np.zeros((size, size), np.float32)
+    mask[inner : size - inner, inner : size - inner] = 1.0
+    sigma = max(size * feather / 2.0, 0.5)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    edge = max(int(round(size * border / 2)), 1)  # the blur must not reach the crop edge
+    mask[:edge], mask[-edge:], mask[:, :edge], mask[:, -edge:] = 0, 0, 0, 0
+    return mask
+
+
+def paste_face(
+    background: np.ndarray,
+    face: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    mask: np.ndarray,
+    upscale: int = 1,
+) -> np.ndarray:
+    """Blend a restored aligned face `(S, S, 3)` uint8 into `background` `(H*u, W*u, 3)` uint8.
+
+    matrix: the frame -> crop affine used for alignment (at the input resolution); `upscale` u scales
+    it to the background. Pixels where the warped mask is 0 are returned bit-for-bit unchanged.
+    """
+    height, width = background.shape[:2]
+    scaled = matrix.copy()
+    scaled[:, :2] /= upscale  # crop = A (x / u) + b for output pixel x
+    inverse = cv2.invertAffineTransform(scaled)
+    corners = crop_corners(scaled, face.shape[0])
+    left, top = np.floor(corners.min(0)).astype(int) - 1
+    right, bottom = np.ceil(corners.max(0)).astype(int) + 2
+    left, top, right, bottom = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+    out = background.copy()
+    if right <= left or bottom <= top:
+        return out
+    # warp only the region the crop covers (cheap on 1080p frames)
+    shift = inverse.copy()
+    shift[:, 2] -= (left, top)
+    box = (right - left, bottom - top)
+    warped = cv2.warpAffine(face, shift, box, flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha = cv2.warpAffine(mask, shift, box, flags=cv2.INTER_LINEAR, borderValue=0)[:, :, None]
+    region = out[top:bottom, left:right]
+    blend = alpha * warped.astype(np.float32) + (1 - alpha) * region.astype(np.float32)
+    changed = alpha[:, :, 0] > 0
+    region[changed] = np.clip(np.rint(blend[changed]), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,169 @@
+"""Multi-face tracking with a Kalman filter per track, gap interpolation and landmark smoothing.
+
+`FaceTracker.update(detections)` associates the frame's detections with the live tracks (Hungarian
+matching on the IoU between each track's Kalman-predicted box and the detections) and returns the
+track id of every detection. A track survives `max_gap` frames without a detection.
+
+`TrackSmoother` sits behind the tracker as a bounded look-ahead buffer: a frame leaves it once
+`lookahead` newer frames have arrived, with, for every track covering it, landmarks that are
+(1) linearly interpolated across a gap of at most `max_gap` frames and (2) Gaussian-smoothed over
+time (`sigma` frames, truncated at 3 sigma). Memory: `lookahead` frames, whatever the video length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .detectors import Detection
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    left, top = max(a[0], b[0]), max(a[1], b[1])
+    right, bottom = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(right - left, 0) * max(bottom - top, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class KalmanTrack:
+    """Constant-velocity Kalman filter on the box `(4,)` and 5 landmarks `(10,)` of one face."""
+
+    def __init__(
+        self, track_id: int, detection: Detection, *, process_noise: float = 1e-2, measure_noise: float = 1e-1
+    ):
+        self.track_id = track_id
+        dim = 14
+        self.x = np.concatenate([detection.box, detection.landmarks.ravel(), np.zeros(dim)])  # (28,) value, velocity
+        self.P = np.eye(2 * dim) * 10.0
+        self.F = np.eye(2 * dim)
+        self.F[:dim, dim:] = np.eye(dim)
+        self.H = np.eye(dim, 2 * dim)
+        scale = max(detection.box[2] - detection.box[0], 1.0)  # noise in units of the face size
+        self.Q = np.eye(2 * dim) * (process_noise * scale) ** 2
+        self.R = np.eye(dim) * (measure_noise * scale) ** 2
+        self.missed = 0
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.x[:4]
+
+    def predict(self) -> None:
+        self.x = self.F @ self.x
+        self.P = self.F @ self.P @ self.F.T + self.Q
+
+    def update(self, detection: Detection) -> None:
+        z = np.concatenate([detection.box, detection.landmarks.ravel()])
+        innovation = z - self.H @ self.x
+        S = self.H @ self.P @ self.H.T + self.R
+        K = self.P @ self.H.T @ np.linalg.inv(S)  # Kalman gain
+        self.x = self.x + K @ innovation
+        self.P = (np.eye(len(self.x)) - K @ self.H) @ self.P
+        self.missed = 0
+
+
+class FaceTracker:
+    """Every face across frames; ids are stable while a face is seen at least every `max_gap` frames."""
+
+    def __init__(self, *, max_gap: int = 5, min_iou: float = 0.2):
+        self.max_gap = max_gap
+        self.min_iou = min_iou
+        self.tracks: dict[int, KalmanTrack] = {}
+        self._next_id = 0
+
+    def update(self, detections: list[Detection]) -> list[int]:
+        """Track ids, one per detection (new ids for unmatched detections)."""
+        for track in self.tracks.values():
+            track.predict()
+        ids = list(self.tracks)
+        assigned: list[int | None] = [None] * len(detections)
+        if ids and detections:
+            cost = np.array([[1.0 - iou(self.tracks[t].box, d.box) for d in detections] for t in ids])
+            for row, col in zip(*linear_sum_assignment(cost), strict=True):
+                if 1.0 - cost[row, col] >= self.min_iou:
+                    assigned[col] = ids[row]
+        for col, detection in enumerate(detections):
+            if assigned[col] is None:
+                assigned[col] = self._next_id
+                self.tracks[self._next_id] = KalmanTrack(self._next_id, detection)
+                self._next_id += 1
+            else:
+                self.tracks[assigned[col]].update(detection)
+        matched = set(assigned)
+        for track_id in ids:
+            if track_id not in matched:
+                self.tracks[track_id].missed += 1
+                if self.tracks[track_id].missed > self.max_gap:
+                    del self.tracks[track_id]
+        return [int(a) for a in assigned]
+
+
+class TrackSmoother:
+    """Bounded look-ahead buffer: push `(frame_index, payload, {track_id: landmarks (5, 2)})`, pop frames
+    with interpolated, temporally smoothed landmarks for every track that covers them."""
+
+    def __init__(self, *, max_gap: int = 5, sigma: float = 1.5):
+        self.max_gap = max_gap
+        self.sigma = sigma
+        self.radius = int(math.ceil(3 * sigma)) if sigma > 0 else 0
+        self.lookahead = self.radius + max_gap + 1
+        self._frames: deque[tuple[int, Any]] = deque()
+        self._observed: dict[int, dict[int, np.ndarray]] = {}  # track -> frame -> (5, 2)
+        self._latest = -1
+
+    def push(self, index: int, payload: Any, observations: dict[int, np.ndarray]) -> Iterator[tuple[int, Any, dict]]:
+        self._frames.append((index, payload))
+        self._latest = index
+        for track_id, landmarks in observations.items():
+            self._observed.setdefault(track_id, {})[index] = landmarks
+        while self._frames and self._frames[0][0] <= self._latest - self.lookahead:
+            yield self._pop()
+
+    def flush(self) -> Iterator[tuple[int, Any, dict]]:
+        while self._frames:
+            yield self._pop()
+
+    def _pop(self) -> tuple[int, Any, dict[int, np.ndarray]]:
+        index, payload = self._frames.popleft()
+        faces = {}
+        for track_id, observed in list(self._observed.items()):
+            values = [(t, self._interpolate(observed, t)) for t in range(index - self.radius, index + self.radius + 1)]
+            if self._interpolate(observed, index) is None:
+                continue
+            weights, points = [], []
+            for t, value in values:
+                if value is not None:
+                    weights.append(
+                        math.exp(-0.5 * ((t - index) / self.sigma) ** 2) if self.sigma > 0 else float(t == index)
+                    )
+                    points.append(value)
+            weights_array = np.array(weights)[:, None, None]
+            faces[track_id] = (weights_array * np.stack(points)).sum(0) / weights_array.sum()
+        # forget observations no later frame can need
+        horizon = index + 1 - self.radius - self.max_gap - 1
+        for track_id in list(self._observed):
+            observed = self._observed[track_id]
+            for t in [t for t in observed if t < horizon]:
+                del observed[t]
+            if not observed:
+                del self._observed[track_id]
+        return index, payload, faces
+
+    def _interpolate(self, observed: dict[int, np.ndarray], t: int) -> np.ndarray | None:
+        """Landmarks at frame t: observed, or linear between observations at most `max_gap` apart."""
+        if t in observed:
+            return observed[t]
+        before = [s for s in observed if s < t]
+        after = [s for s in observed if s > t]
+        if not before or not after:
+            return None
+        a, b = max(before), min(after)
+        if b - a - 1 > self.max_gap:
+            return None
+        w = (t - a) / (b - a)
+        return (1 - w) * observed[a] + w * observed[b]
