@@ -1,0 +1,112 @@
+"""Video / frame-folder / image I/O: timing, sizes, audio copy, bad input (issue #3)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from keep.errors import KeepError
+from keep.video import ImageFolderReader, VideoWriter, open_input, probe, to_rgb, write_image
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "assets" / "carphone_sample.mp4"
+
+
+def make_clip(
+    dst: Path, frames: list[np.ndarray], *, fps: Fraction = Fraction(30000, 1001), audio: bool = True
+) -> Path:
+    """Encode RGB frames (H.264) plus, optionally, an AAC sine tone as long as the video."""
+    height, width = frames[0].shape[:2]
+    out = av.open(str(dst), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    for n, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = n, 1 / fps
+        out.mux(video.encode(frame))
+    out.mux(video.encode(None))
+    if audio:
+        rate = 16000
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(len(frames) / fps * rate)) / rate
+        wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for i in range(0, len(wave), 1024):
+            chunk = av.AudioFrame.from_ndarray(wave[None, i : i + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
+            out.mux(stream.encode(chunk))
+        out.mux(stream.encode(None))
+    out.close()
+    return dst
+
+
+def noise_frames(n: int, height: int = 64, width: int = 80, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_sample_asset_has_audio_and_is_small():
+    info = probe(SAMPLE)
+    assert info["audio"] == ["aac"] and info["frames"] >= 60 and SAMPLE.stat().st_size < 1_000_000
+
+
+def test_roundtrip_keeps_timing_and_copies_audio(tmp_path):
+    reader = open_input(SAMPLE)
+    writer = VideoWriter(
+        tmp_path / "out.mp4", width=reader.width, height=reader.height, fps=reader.fps,
+        time_base=reader.time_base, audio_source=SAMPLE,
+    )  # fmt: skip
+    for frame in reader:
+        writer.write(frame.rgb, frame.pts)
+    writer.close()
+    src, out = probe(SAMPLE), probe(tmp_path / "out.mp4")
+    assert out["frames"] == src["frames"] and out["fps"] == src["fps"]
+    assert (out["width"], out["height"]) == (src["width"], src["height"])
+    assert out["audio"] == ["aac"]
+    assert out["duration"] == pytest.approx(src["duration"], abs=0.05)
+
+
+def test_odd_size_and_grayscale_frames(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):  # grayscale PNGs, odd size
+        write_image(folder / f"{i:03d}.png", to_rgb(rng.integers(0, 256, (143, 175), dtype=np.uint8)))
+    reader = open_input(folder, fps=10)
+    assert isinstance(reader, ImageFolderReader) and (reader.width, reader.height) == (175, 143)
+    writer = VideoWriter(tmp_path / "odd.mp4", width=175, height=143, fps=reader.fps)
+    for frame in reader:
+        assert frame.rgb.shape == (143, 175, 3)
+        writer.write(frame.rgb)
+    writer.close()
+    info = probe(tmp_path / "odd.mp4")
+    assert (info["width"], info["height"], info["frames"]) == (175, 143, 3) and info["fps"] == 10
+
+
+def test_to_rgb_shapes():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert to_rgb(gray).shape == (3, 4, 3) and (to_rgb(gray)[:, :, 2] == gray).all()
+    assert to_rgb(np.zeros((3, 4, 4), np.uint8)).shape == (3, 4, 3)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(KeepError, match="does not exist"):
+        open_input(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 10)
+    with pytest.raises(KeepError, match="cannot open video"):
+        open_input(tmp_path / "junk.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KeepError, match="no images"):
+        open_input(tmp_path / "empty")
+
+
+def test_truncated_video_decodes_what_it_can(tmp_path):
+    clip = make_clip(tmp_path / "clip.mkv", noise_frames(20), audio=False)
+    data = clip.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    frames = list(open_input(tmp_path / "cut.mkv"))
+    assert 0 < len(frames) < 20
