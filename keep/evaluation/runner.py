@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..config import save_config
@@ -86,10 +85,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         f"# Benchmark `{cfg.name}`",
         "",
         f"Test set `{cfg.data.root}`: {len(clips)} clips, {total_frames} frames. "
-        f"Network: `{cfg.model.source}` ({cfg.model.stream_mode} streaming, window {cfg.model.window}, "
-        f"flow {cfg.model.flow}, {cfg.model.precision}) on {cfg.device}. "
-        "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
-        "Values: mean over the frames of a clip, then over clips; std = over the frames of a clip, "
+        + (
+            f"Network: `{cfg.model.source}` ({cfg.model.stream_mode} streaming, window {cfg.model.window}, "
+            f"flow {cfg.model.flow}, {cfg.model.precision}) on {cfg.device}. "
+            "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
+            if model is not None
+            else "No network run. "
+        )
+        + "Values: mean over the frames of a clip, then over clips; std = over the frames of a clip, "
         "then averaged over clips.",
     ]
     notes = {
@@ -101,6 +104,4 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     write_csv(out_dir / "per_frame.csv", frame_rows)
     write_csv(out_dir / "per_clip.csv", clip_rows)
     write_json(out_dir / "results.json", {"summary": summary, "clips": clip_rows, "notes": notes})
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     return {"table": table, "summary": summary, "dir": out_dir, "notes": notes}
