@@ -125,23 +125,54 @@ def test_lpips_real_backbone_if_present(astronaut):
 
 
 # ---------------------------------------------------------------------------------------- IDS / AKD
-def test_identity_separates_same_person_from_different_people(carphone, astronaut):
-    embed, name, skipped = build_identity(("arcface", "dlib"))
-    assert "dlib" in name and "arcface" in skipped  # ArcFace is reported unavailable, with its reason
-    same = [carphone[0], carphone[1], carphone[2]]
-    embeddings = [embed(f) for f in same]
+def arcface_or_none():
+    try:
+        return build_identity(("arcface",))[0]
+    except KeepError:
+        return None
+
+
+@pytest.mark.parametrize("name", ["dlib", "arcface"])
+def test_identity_separates_same_person_from_different_people(carphone, astronaut, name):
+    if name == "arcface" and arcface_or_none() is None:
+        pytest.skip("ArcFace weights (recognition_arcface_ir_se50.pth) not available here")
+    embed, used, _ = build_identity((name,))
+    embeddings = [embed(f) for f in carphone]  # one person, three moments
     other = embed(astronaut)
     assert identity_similarity(embeddings[0], embeddings[0]) == pytest.approx(1.0)
     same_scores = [identity_similarity(embeddings[i], embeddings[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
     other_scores = [identity_similarity(e, other) for e in embeddings]
-    assert min(same_scores) > max(other_scores) + 0.05, (same_scores, other_scores)
+    assert min(same_scores) > max(other_scores) + 0.05, (used, same_scores, other_scores)
 
 
-def test_identity_unknown_or_unavailable_names():
+def test_identity_unknown_or_unavailable_names(monkeypatch, tmp_path):
     with pytest.raises(KeepError, match="choose from"):
         build_identity("facenet")
-    with pytest.raises(KeepError, match="ArcFace is unavailable"):
+    for var in ("KEEP_WEIGHTS_DIR", "KEEP_CACHE_DIR", "TORCH_HOME"):
+        monkeypatch.setenv(var, str(tmp_path))
+    with pytest.raises(KeepError, match="ArcFace is unavailable.*recognition_arcface_ir_se50.pth"):
         build_identity(("arcface",))
+    embed, name, skipped = build_identity(("arcface", "dlib"))  # falls back, saying why
+    assert "dlib" in name and "recognition_arcface_ir_se50.pth" in skipped["arcface"]
+
+
+def test_arcface_network_loads_its_layout_strictly(tmp_path, astronaut):
+    from keep.metrics.arcface import ArcFaceIdentity, ArcFaceIRSE50
+
+    torch.manual_seed(0)
+    net = ArcFaceIRSE50()
+    assert sum(p.numel() for p in net.parameters()) == 43_797_696  # IR-SE50 with a 512-D head
+    path = tmp_path / "arcface.pth"
+    torch.save(net.state_dict(), path)
+    embed = ArcFaceIdentity(weights=str(path))
+    embedding = embed(astronaut)
+    assert embedding.shape == (512,) and np.linalg.norm(embedding) == pytest.approx(1.0)
+    assert ArcFaceIdentity.crop(astronaut).shape == (112, 112, 3)
+    state = net.state_dict()
+    state.pop("output_layer.3.weight")
+    torch.save(state, path)
+    with pytest.raises(KeepError, match="do not fit IR-SE50"):
+        ArcFaceIdentity(weights=str(path))
 
 
 def test_akd_identical_zero_and_follows_a_shift(astronaut):

