@@ -24,22 +24,24 @@ def make_clip(
     out = av.open(str(dst), "w")
     video = out.add_stream("libx264", rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    audio_stream = None
+    if audio:  # every stream must exist before the first packet is muxed
+        audio_stream = out.add_stream("aac", rate=16000)
+        audio_stream.layout = "mono"
     for n, rgb in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = n, 1 / fps
         out.mux(video.encode(frame))
     out.mux(video.encode(None))
-    if audio:
+    if audio_stream is not None:
         rate = 16000
-        stream = out.add_stream("aac", rate=rate)
-        stream.layout = "mono"
         t = np.arange(int(len(frames) / fps * rate)) / rate
         wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         for i in range(0, len(wave), 1024):
             chunk = av.AudioFrame.from_ndarray(wave[None, i : i + 1024], format="fltp", layout="mono")
             chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
-            out.mux(stream.encode(chunk))
-        out.mux(stream.encode(None))
+            out.mux(audio_stream.encode(chunk))
+        out.mux(audio_stream.encode(None))
     out.close()
     return dst
 
