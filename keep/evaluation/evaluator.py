@@ -57,7 +57,7 @@ class Evaluator:
         return net
 
     def _build_identity(self, cfg: MetricsConfig):
-        embedder, name, skipped = build_identity(cfg.identity)
+        embedder, name, skipped = build_identity(cfg.identity, device=self.device)
         self.notes["ids"] = f"cosine similarity of {name} embeddings" + "".join(
             f"; {k} not used: {v}" for k, v in skipped.items()
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import KeepError
 from ..weights import REGISTRY, WeightFile, register
@@ -56,22 +57,25 @@ class DlibIdentity:
         return embedding / max(np.linalg.norm(embedding), 1e-12)
 
 
-def _arcface() -> Callable[[np.ndarray], np.ndarray]:
+def _arcface(device: str | torch.device) -> Callable[[np.ndarray], np.ndarray]:
     from .arcface import ArcFaceIdentity
 
     try:
-        return ArcFaceIdentity()
+        return ArcFaceIdentity(device=device)
     except KeepError as exc:
         raise KeepError(f"ArcFace is unavailable: {exc}") from None
 
 
-IDENTITY_EMBEDDERS: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
-    "dlib": DlibIdentity,
+# name -> builder(device) -> embedder
+IDENTITY_EMBEDDERS: dict[str, Callable[..., Callable[[np.ndarray], np.ndarray]]] = {
+    "dlib": lambda device: DlibIdentity(),  # dlib runs on the CPU
     "arcface": _arcface,
 }
 
 
-def build_identity(names: str | Sequence[str]) -> tuple[Callable[[np.ndarray], np.ndarray], str, dict[str, str]]:
+def build_identity(
+    names: str | Sequence[str], *, device: str | torch.device = "cpu"
+) -> tuple[Callable[[np.ndarray], np.ndarray], str, dict[str, str]]:
     """First embedder of `names` that can run -> (embedder, its name, {skipped name: reason}).
 
     Raises KeepError with every reason when none can run."""
@@ -81,7 +85,7 @@ def build_identity(names: str | Sequence[str]) -> tuple[Callable[[np.ndarray], n
         if name not in IDENTITY_EMBEDDERS:
             raise KeepError(f"unknown identity embedding '{name}'; choose from {sorted(IDENTITY_EMBEDDERS)}")
         try:
-            embedder = IDENTITY_EMBEDDERS[name]()
+            embedder = IDENTITY_EMBEDDERS[name](device)
         except KeepError as exc:
             skipped[name] = str(exc)
             continue
