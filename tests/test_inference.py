@@ -169,3 +169,19 @@ def test_released_configuration_end_to_end(tmp_path):
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), "--model", "preset:released", "--detector", "dlib"]
     assert main([*args, "--flow", "dis"]) == 0
     assert probe(tmp_path / "out" / "two.mp4")["frames"] == 2
+
+
+def test_has_aligned_restores_whole_frames(tmp_path):
+    from keep.face import align_face, build_detector, estimate_affine
+
+    frame = next(iter(open_input(SAMPLE))).rgb
+    (face,) = build_detector("dlib")(frame)
+    crop = align_face(frame, estimate_affine(face.landmarks, 128), 128)  # resized to the network's 64
+    folder = tmp_path / "aligned"
+    folder.mkdir()
+    for i in range(3):
+        write_image(folder / f"{i}.png", crop)
+    assert main(["-i", str(folder), "-o", str(tmp_path / "out"), *TINY, "--has_aligned"]) == 0
+    restored = decode(tmp_path / "out" / "aligned.mp4")
+    assert len(restored) == 3 and restored[0].shape == (128, 128, 3)
+    assert np.abs(restored[0].astype(int) - crop).mean() > 5  # the (random) network changed the face
