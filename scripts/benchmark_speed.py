@@ -1,0 +1,270 @@
+"""Speed, peak memory and reduced-precision code agreement of KEEP (issue #2; see docs/speed.md).
+
+Restores `--frames` synthetic aligned faces through `keep.streaming.StreamingRestorer` (window
+`--window`, carry mode) `--repeats` times and prints frames/s, s/frame (min and median over the
+repeats), the process CPU time per frame, and the peak memory after the first window and after all
+frames (flat when streaming is bounded). With a reduced precision it also reports how many code
+indices agree with fp32 on the same frames.
+
+    python scripts/benchmark_speed.py --device cpu --precision fp32 --frames 4 --window 4
+    python scripts/benchmark_speed.py --weights golden --precision bf16 --frames 3 --agreement
+    python scripts/benchmark_speed.py --device cuda --precision fp16 --frames 100 --flow raft_small
+
+Weights: `random` (the released configuration, randomly initialised; speed does not depend on the
+values), `golden` (the released-layout stand-in weights of ../shared/golden, meaningful codes for
+the agreement check; input frames then come from its golden case), or any `keep.load_model` source
+(a checkpoint path, a registry name such as `keep`, `preset:tiny`). Flows are given (random smooth
+or zero) unless `--flow NAME` asks for estimating them, which is then part of the timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from keep.errors import KeepError  # noqa: E402
+from keep.precision import PRECISIONS, autocast, prepare_for_inference  # noqa: E402
+from keep.streaming import StreamingRestorer  # noqa: E402
+
+GOLDEN = REPO.parent / "shared" / "golden"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    p.add_argument("--frames", type=int, default=20, help="frames restored per repeat")
+    p.add_argument("--window", type=int, default=20, help="streaming window (frames per model call)")
+    p.add_argument("--batch", type=int, default=1, help="faces restored side by side")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs; min and median are printed")
+    p.add_argument("--weights", default="random", help="random | golden | a keep.load_model source")
+    p.add_argument("--flows", default="random", choices=["random", "zero"], help="given flows")
+    p.add_argument("--flow", default=None, help="estimate flows with this keep.flow estimator (timed)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC weights/activations (keep.precision.prepare_for_inference); --no-channels-last: plain",
+    )
+    p.add_argument("--agreement", action="store_true", help="also compare code indices with fp32 (same frames)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.frames < 1 or args.window < 1 or args.batch < 1 or args.repeats < 1:
+        raise KeepError("--frames, --window, --batch and --repeats must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise KeepError("--threads must be >= 1")
+    return args
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def load_golden() -> tuple[dict, dict[str, np.ndarray]]:
+    if not (GOLDEN / "make_weights.py").is_file():
+        raise KeepError(f"--weights golden needs the golden case in {GOLDEN} (not found)")
+    spec = importlib.util.spec_from_file_location("make_weights", GOLDEN / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = module.official_state_dict(GOLDEN / "keep_v010_manifest.json")
+    case = np.load(GOLDEN / "keep_v010_case_a.npz")
+    return state, {k: case[k] for k in case.files}
+
+
+def smooth_noise(gen: torch.Generator, shape: tuple[int, ...], size: int, cells: int) -> torch.Tensor:
+    """Random field `(N, C, size, size)`, smooth at the scale of `size / cells` pixels."""
+    coarse = torch.rand(*shape, cells, cells, generator=gen) * 2 - 1
+    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def make_inputs(args, size: int, golden_case: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames `(B, N, 3, S, S)` in [-1, 1] and flows `(B, N, 2, S, S)` (flow t -> t-1; entry 0 is
+    only used for windows after the first)."""
+    gen = torch.Generator().manual_seed(args.seed)
+    n, b = args.frames, args.batch
+    if golden_case is not None:  # cycle through the golden frames and flows
+        lq = torch.from_numpy(golden_case["lq"])[:1]
+        gflows = torch.from_numpy(golden_case["flows"])[:1]
+        frames = lq[:, [i % lq.shape[1] for i in range(n)]].expand(b, -1, -1, -1, -1)
+        flows = torch.cat([gflows[:, :1], gflows], 1)[:, [i % lq.shape[1] for i in range(n)]]
+        return frames.contiguous(), flows.expand(b, -1, -1, -1, -1).contiguous()
+    base = smooth_noise(gen, (b, 3), size, 8)
+    frames = torch.stack([(base + 0.1 * smooth_noise(gen, (b, 3), size, 32)).clamp(-1, 1) for _ in range(n)], 1)
+    if args.flows == "zero":
+        flows = torch.zeros(b, n, 2, size, size)
+    else:  # a few pixels of smooth motion
+        flows = torch.stack([3.0 * smooth_noise(gen, (b, 2), size, 4) for _ in range(n)], 1)
+    return frames, flows
+
+
+def build_model(args, golden_state):
+    import keep
+
+    if args.weights == "random":
+        source = "preset:released"
+    elif args.weights == "golden":
+        source = golden_state
+    else:
+        source = args.weights
+    return keep.load_model(source, device=args.device, flow=args.flow)
+
+
+# ------------------------------------------------------------------------------------------- memory
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak so far: CUDA allocator peak since the last reset, or the process's peak RSS (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------- runs
+def stream(model, frames, flows, args, device, on_window=None) -> None:
+    """Restore all frames window by window with the carry-mode StreamingRestorer, dropping outputs."""
+    restorer = StreamingRestorer(model, window=args.window)
+    with torch.inference_mode(), autocast(device, args.precision):
+        for start in range(0, frames.shape[1], args.window):
+            lq = frames[:, start : start + args.window].to(device)
+            if args.flow is not None:
+                window_flows = None
+            else:
+                first = start if start > 0 else start + 1  # the first window has T-1 flows
+                window_flows = flows[:, first : start + args.window].to(device)
+            restorer.step(lq, window_flows)
+            sync(device)
+            if on_window is not None:
+                on_window(start + lq.shape[1])
+
+
+def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
+    """Code indices `(B, N, h*w)` of the streamed frames at `precision`."""
+    state, idx = None, []
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, frames.shape[1], args.window):
+            first = start if start > 0 else start + 1
+            window_flows = None if args.flow is not None else flows[:, first : start + args.window].to(device)
+            result = model.run(frames[:, start : start + args.window].to(device), window_flows, state=state)
+            state = result.state
+            idx.append(result.idx.cpu())
+    return torch.cat(idx, 1)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KeepError("--device cuda asked for but no CUDA device is available")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
+    model = build_model(args, golden_state)
+    prepare_for_inference(model, channels_last=args.channels_last)
+    frames, flows = make_inputs(args, model.config.img_size, golden_case)
+
+    if args.warmup:
+        warm = min(args.window, args.frames)
+        warm_args = argparse.Namespace(**{**vars(args), "window": warm})
+        stream(model, frames[:, :warm], flows[:, :warm], warm_args, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    memory_loaded = peak_memory_mib(device)
+
+    seconds, cpu_seconds, peak_first = [], [], []
+    for _ in range(args.repeats):
+        sync(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        stream(
+            model,
+            frames,
+            flows,
+            args,
+            device,
+            on_window=lambda done: peak_first.append(peak_memory_mib(device)) if done <= args.window else None,
+        )
+        seconds.append(time.perf_counter() - wall)
+        cpu_seconds.append(time.process_time() - cpu)
+    processed = args.frames * args.batch
+    results = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "threads": torch.get_num_threads(),
+        "weights": args.weights if isinstance(args.weights, str) else "state dict",
+        "flow": args.flow or f"given ({args.flows})",
+        "frames": args.frames,
+        "batch": args.batch,
+        "window": args.window,
+        "repeats": args.repeats,
+        "s_per_frame_min": min(seconds) / processed,
+        "s_per_frame_median": statistics.median(seconds) / processed,
+        "fps_max": processed / min(seconds),
+        "fps_median": processed / statistics.median(seconds),
+        "cpu_s_per_frame_median": statistics.median(cpu_seconds) / processed,
+        "memory_after_load_mib": memory_loaded,
+        "peak_memory_first_window_mib": peak_first[0],
+        "peak_memory_all_frames_mib": peak_memory_mib(device),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    results["peak_memory_growth"] = results["peak_memory_all_frames_mib"] / results["peak_memory_first_window_mib"] - 1
+    if args.agreement and args.precision != "fp32":
+        reduced = codes(model, frames, flows, args, device, args.precision)
+        exact = codes(model, frames, flows, args, device, "fp32")
+        results["code_agreement_vs_fp32"] = (reduced == exact).double().mean().item()
+        results["agreement_tokens"] = exact.numel()
+    report(results)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def report(r: dict) -> None:
+    memory = "CUDA allocated" if r["device"].startswith("cuda") else "process RSS"
+    print(
+        f"KEEP {r['weights']} weights, {r['device']} ({r['device_name']}), {r['precision']}, "
+        f"channels_last={r['channels_last']}, {r['threads']} threads, flows {r['flow']}"
+    )
+    print(f"{r['frames']} frames x batch {r['batch']}, window {r['window']}, {r['repeats']} repeat(s)")
+    print(
+        f"frames/s: {r['fps_max']:.3f} (best)  {r['fps_median']:.3f} (median)   "
+        f"s/frame: {r['s_per_frame_min']:.2f} (best)  {r['s_per_frame_median']:.2f} (median)   "
+        f"CPU s/frame: {r['cpu_s_per_frame_median']:.2f}"
+    )
+    print(
+        f"peak memory ({memory}): {r['peak_memory_first_window_mib']:.0f} MiB after the first window, "
+        f"{r['peak_memory_all_frames_mib']:.0f} MiB after all frames ({100 * r['peak_memory_growth']:+.1f}%); "
+        f"{r['memory_after_load_mib']:.0f} MiB after loading"
+    )
+    if "code_agreement_vs_fp32" in r:
+        print(f"code agreement with fp32: {100 * r['code_agreement_vs_fp32']:.2f}% of {r['agreement_tokens']} tokens")
+    if r["load_average"]:
+        print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in r["load_average"]))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
