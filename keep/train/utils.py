@@ -96,7 +96,8 @@ class MetricsLogger:
         """On resume: drop records of steps after the resumed one (they will be logged again)."""
         if not self.enabled or not self.path.is_file():
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        keep = (lambda s: s <= step) if step > 0 else (lambda s: False)  # a fresh start keeps nothing
+        lines = [ln for ln in self.path.read_text().splitlines() if ln and keep(json.loads(ln)["step"])]
         self.path.write_text("".join(ln + "\n" for ln in lines))
 
     def close(self) -> None:
