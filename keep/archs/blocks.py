@@ -36,11 +36,14 @@ class ResBlock(nn.Module):
         self.conv_out = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(swish(self.norm2(h)))
+        # Without autograd (inference), activations are updated in place: on CPU at 512 px each
+        # fresh (N, 64, 512, 512) tensor costs page faults and a memory pass (docs/speed.md).
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
         if self.conv_out is not None:
             x = self.conv_out(x)
-        return x + h
+        return h.add_(x) if inplace else x + h
 
 
 class AttnBlock(nn.Module):
@@ -60,7 +63,8 @@ class AttnBlock(nn.Module):
         q, k, v = (rearrange(f(h), "n c h w -> n 1 (h w) c") for f in (self.q, self.k, self.v))
         h = F.scaled_dot_product_attention(q, k, v)  # default scale = C ** -0.5
         h = rearrange(h, "n 1 (h w) c -> n c h w", h=height)
-        return x + self.proj_out(h)
+        h = self.proj_out(h)
+        return h.add_(x) if not torch.is_grad_enabled() else x + h  # in place: see ResBlock
 
 
 class Downsample(nn.Module):
