@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from keep.errors import KeepError  # noqa: E402
-from keep.precision import PRECISIONS, autocast, prepare_for_inference  # noqa: E402
+from keep.precision import PRECISIONS, autocast, prepare_for_inference, reuse_freed_memory  # noqa: E402
 from keep.streaming import StreamingRestorer  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "golden"
@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="NHWC weights/activations (keep.precision.prepare_for_inference); --no-channels-last: plain",
+    )
+    p.add_argument(
+        "--reuse-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: glibc malloc keeps freed memory (keep.precision.reuse_freed_memory); --no-reuse-memory: default",
     )
     p.add_argument("--agreement", action="store_true", help="also compare code indices with fp32 (same frames)")
     p.add_argument("--seed", type=int, default=0)
@@ -133,6 +139,14 @@ def peak_memory_mib(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise KeepError("--device cuda asked for but no CUDA device is available")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
     prepare_for_inference(model, channels_last=args.channels_last)
@@ -220,12 +235,13 @@ def main(argv: list[str] | None = None) -> dict:
     processed = args.frames * args.batch
     results = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "precision": args.precision,
         "channels_last": args.channels_last,
+        "reuse_freed_memory": reused,
         "threads": torch.get_num_threads(),
         "weights": args.weights if isinstance(args.weights, str) else "state dict",
-        "flow": args.flow or f"given ({args.flows})",
+        "flow": args.flow or f"given ({'golden' if golden_case is not None else args.flows})",
         "frames": args.frames,
         "batch": args.batch,
         "window": args.window,
@@ -257,7 +273,8 @@ def report(r: dict) -> None:
     memory = "CUDA allocated" if r["device"].startswith("cuda") else "process RSS"
     print(
         f"KEEP {r['weights']} weights, {r['device']} ({r['device_name']}), {r['precision']}, "
-        f"channels_last={r['channels_last']}, {r['threads']} threads, flows {r['flow']}"
+        f"channels_last={r['channels_last']}, reuse_freed_memory={r['reuse_freed_memory']}, "
+        f"{r['threads']} threads, flows {r['flow']}"
     )
     print(f"{r['frames']} frames x batch {r['batch']}, window {r['window']}, {r['repeats']} repeat(s)")
     print(

@@ -51,6 +51,18 @@ def test_precision_names():
         assert torch.is_autocast_enabled("cpu")
 
 
+def test_reuse_freed_memory_is_harmless():
+    # in a child process: the setting is process-wide and would outlive this test
+    code = (
+        "import sys, torch; from keep.precision import reuse_freed_memory as r\n"
+        "applied = r(); assert applied == r()\n"
+        "assert applied or not sys.platform.startswith('linux')\n"
+        "for _ in range(3): assert torch.ones(64, 1024, 1024).sum().item() == 64 * 1024 * 1024\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_channels_last_changes_layout_not_result():
     model, lq, flows = tiny_clip()
     with torch.inference_mode():
