@@ -61,11 +61,39 @@ REGISTRY: dict[str, WeightFile] = {
         licence="BSD-3-Clause (torchvision)",
         description="torchvision RAFT-small, trained on Chairs+Things",
     ),
+    "retinaface_resnet50": WeightFile(
+        filename="detection_Resnet50_Final.pth",
+        url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+        sha256="",  # no published digest
+        licence="MIT (facexlib)",
+        description="RetinaFace-ResNet50 face detector with 5 landmarks (facexlib)",
+    ),
+    "arcface": WeightFile(
+        filename="recognition_arcface_ir_se50.pth",
+        url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth",
+        sha256="",  # no published digest
+        licence="MIT (facexlib)",
+        description="ArcFace IR-SE50 face recognition (facexlib), for the IDS metric",
+    ),
+    "alexnet": WeightFile(
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256="7be5be79",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision AlexNet ImageNet weights (LPIPS 'alex' backbone)",
+    ),
+    "vgg16": WeightFile(
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision VGG16 ImageNet weights (LPIPS 'vgg' backbone, perceptual loss)",
+    ),
 }
 
 
 def register(name: str, entry: WeightFile) -> None:
-    """Add a known file (used by the detector, parsing and metric modules for their weights)."""
+    """Add a known file at run time (e.g. a user's own detector weights)."""
     REGISTRY[name] = entry
 
 
@@ -104,7 +132,9 @@ def _download(entry: WeightFile, dest: Path) -> None:
         with urllib.request.urlopen(entry.url, timeout=30) as response, open(tmp_path, "wb") as f:
             shutil.copyfileobj(response, f)
         digest = sha256_of(tmp_path)
-        if not digest.startswith(entry.sha256):
+        if not entry.sha256:
+            log.warning("%s: no published checksum, sha256 %s not verified", entry.filename, digest)
+        elif not digest.startswith(entry.sha256):
             raise KeepError(f"{entry.filename}: sha256 {digest[:16]}... does not match the expected {entry.sha256}")
         os.replace(tmp_path, dest)
     finally:

@@ -21,20 +21,9 @@ import numpy as np
 
 from ..errors import KeepError
 from ..metrics.landmarks import dlib_model_path, import_dlib
-from ..weights import WeightFile, register, resolve_weights
+from ..weights import resolve_weights
 
 log = logging.getLogger(__name__)
-
-register(
-    "retinaface_resnet50",
-    WeightFile(
-        filename="detection_Resnet50_Final.pth",
-        url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
-        sha256="",
-        licence="MIT (facexlib)",
-        description="RetinaFace-ResNet50 face detector with 5 landmarks (facexlib)",
-    ),
-)
 
 
 @dataclass(frozen=True)

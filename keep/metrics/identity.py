@@ -22,20 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import KeepError
-from ..weights import REGISTRY, WeightFile, register
 from .landmarks import dlib_model_path, face_rectangle, import_dlib
-
-if "arcface" not in REGISTRY:
-    register(
-        "arcface",
-        WeightFile(
-            filename="recognition_arcface_ir_se50.pth",
-            url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth",
-            sha256="",  # no published digest
-            licence="MIT (facexlib)",
-            description="ArcFace IR-SE50 face recognition (facexlib)",
-        ),
-    )
 
 
 class DlibIdentity:

@@ -21,29 +21,10 @@ import warnings
 import torch
 
 from ..errors import KeepError
-from ..weights import REGISTRY, WeightFile, register, resolve_weights
+from ..weights import resolve_weights
 
 # lpips network name -> registry name of its torchvision ImageNet backbone.
 BACKBONES: dict[str, str] = {"alex": "alexnet", "vgg": "vgg16"}
-
-for _name, _entry in {
-    "alexnet": WeightFile(
-        filename="alexnet-owt-7be5be79.pth",
-        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        sha256="7be5be79",
-        licence="BSD-3-Clause (torchvision)",
-        description="torchvision AlexNet ImageNet weights (LPIPS 'alex' backbone)",
-    ),
-    "vgg16": WeightFile(
-        filename="vgg16-397923af.pth",
-        url="https://download.pytorch.org/models/vgg16-397923af.pth",
-        sha256="397923af",
-        licence="BSD-3-Clause (torchvision)",
-        description="torchvision VGG16 ImageNet weights (LPIPS 'vgg' backbone)",
-    ),
-}.items():
-    if _name not in REGISTRY:
-        register(_name, _entry)
 
 
 def build_lpips(
