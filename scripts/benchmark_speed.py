@@ -197,7 +197,10 @@ def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise KeepError(f"unknown device '{args.device}'; use cpu or cuda[:index]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise KeepError("--device cuda asked for but no CUDA device is available")
     if args.threads is not None:
