@@ -180,6 +180,8 @@ class KEEP(nn.Module):
         self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(cft_scales) | set(cfa_scales)}
         # Optional flow estimator used when no flows are passed; kept out of the state dict.
         self.flow_fn: FlowFn | None = None
+        # Frames per LQ-encoder call when autograd is off (None: the whole window at once).
+        self.encode_chunk: int | None = 4
 
     @classmethod
     def from_config(cls, config: KEEPConfig) -> KEEP:
@@ -189,7 +191,14 @@ class KEEP(nn.Module):
     def encode_observations(self, lq: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """lq `(B, T, 3, H, W)` -> z_obs `(B, T, emb_dim, h, w)`, CFT taps {scale: (B, T, C, r, r)}."""
         batch = lq.shape[0]
-        z, taps = self.lq_encoder(rearrange(lq, "b t c h w -> (b t) c h w"), taps=tuple(int(s) for s in self.cft))
+        frames = rearrange(lq, "b t c h w -> (b t) c h w")
+        scales = tuple(int(s) for s in self.cft)
+        # Inference encodes a window a few frames at a time: peak memory is then set by
+        # `encode_chunk` frames of 512 activations, not by the window length (issue #2).
+        chunk = len(frames) if torch.is_grad_enabled() or not self.encode_chunk else self.encode_chunk
+        parts = [self.lq_encoder(frames[i : i + chunk], taps=scales) for i in range(0, len(frames), chunk)]
+        z = torch.cat([p[0] for p in parts])
+        taps = {s: torch.cat([p[1][s] for p in parts]) for s in scales}
         split = lambda x: rearrange(x, "(b t) ... -> b t ...", b=batch)  # noqa: E731
         return split(z), {s: split(f).detach() for s, f in taps.items()}  # taps detached (spec section 3)
 
