@@ -25,7 +25,8 @@ from einops import rearrange
 from tqdm import tqdm
 
 from .errors import KeepError
-from .face.align import align_face, crop_corners, estimate_affine, feathered_mask, paste_face
+from .face.align import align_face, crop_corners, estimate_affine, paste_face
+from .face.parsing import build_masker
 from .face.tracker import FaceTracker, TrackSmoother
 from .precision import autocast
 from .streaming import StreamingRestorer
@@ -42,6 +43,7 @@ class PipelineOptions:
 
     model: str = "keep"
     detector: str = "auto"
+    mask: str = "auto"  # paste-back mask: auto (face parsing if available, else feather) | parsenet | feather
     flow: str = "auto"
     upscale: int = 1
     has_aligned: bool = False
@@ -92,7 +94,8 @@ class Pipeline:
 
             self.detector = build_detector(options.detector, device=options.device)
             log.info("face detector: %s", self.detector.name)
-        self.mask = feathered_mask(self.size)
+        self.masker = build_masker(options.mask, self.size, device=options.device)
+        log.info("paste mask: %s", self.masker.name)
 
     @contextmanager
     def _timed(self, stage: str):
@@ -273,7 +276,7 @@ class Pipeline:
                     if matrix is None:
                         out = cv2.resize(face, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_CUBIC)
                         continue
-                    out = paste_face(out, face, matrix, mask=self.mask, upscale=opts.upscale)
+                    out = paste_face(out, face, matrix, mask=self.masker(face), upscale=opts.upscale)
                     records.append({"track": track_id, "corners": crop_corners(matrix, size).round(2).tolist()})
                 self._stats["faces"] += len(pasted[pos])
                 self._stats["frames_with_face"] += bool(pasted[pos])

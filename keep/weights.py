@@ -68,6 +68,13 @@ REGISTRY: dict[str, WeightFile] = {
         licence="MIT (facexlib)",
         description="RetinaFace-ResNet50 face detector with 5 landmarks (facexlib)",
     ),
+    "parsenet": WeightFile(
+        filename="parsing_parsenet.pth",
+        url="https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
+        sha256="",  # no published digest
+        licence="MIT (facexlib)",
+        description="ParseNet face parsing (facexlib), for the paste-back mask",
+    ),
     "arcface": WeightFile(
         filename="recognition_arcface_ir_se50.pth",
         url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth",
