@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= options.crf <= 51 or options.window < 1 or options.upscale < 1:
         print("error: need 0 <= --crf <= 51, --window >= 1, --upscale >= 1", file=sys.stderr)
         return 2
+    if options.device == "cpu":
+        from keep.precision import reuse_freed_memory
+
+        reuse_freed_memory()  # large activations reuse freed heap memory: ~1.3x faster on CPU (docs/speed.md)
     try:
         summary = Pipeline(options).run(args.input, args.output)
     except KeepError as exc:
