@@ -18,12 +18,8 @@ def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=min(groups, channels), num_channels=channels, eps=1e-6, affine=True)
 
 
-def swish(x: torch.Tensor) -> torch.Tensor:
-    return F.silu(x)
-
-
 class ResBlock(nn.Module):
-    """Pre-activation residual block: `x' + conv(swish(norm(conv(swish(norm(x))))))`."""
+    """Pre-activation residual block: `x' + conv(silu(norm(conv(silu(norm(x))))))`."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, norm_groups: int = 32):
         super().__init__()
