@@ -26,11 +26,8 @@ import numpy as np  # noqa: E402
 
 from keep.data.datasets import IMAGE_SUFFIXES, read_image, read_video  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
-
-# FFHQ 512 template: left eye, right eye, nose, left mouth corner, right mouth corner (KEEP_SPEC 10).
-TEMPLATE_512 = np.array(
-    [[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41], [313.09, 371.15]], np.float32
-)
+from keep.face.align import align_face, estimate_affine  # noqa: E402
+from keep.face.detectors import DlibDetector  # noqa: E402
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:
@@ -49,36 +46,22 @@ def read_annotations(path: Path) -> dict[int, np.ndarray]:
     return out
 
 
-class DlibLandmarks:
-    """RGB frame -> 5 landmarks (5, 2) of the largest face, or None."""
+class LargestFace:
+    """RGB frame -> 5 landmarks (5, 2) of the largest face found by the offline dlib detector, or None."""
 
     def __init__(self) -> None:
-        try:
-            import dlib
-            import face_recognition_models
-        except ImportError as exc:
-            raise KeepError(f"landmark detection needs dlib and face-recognition-models ({exc})") from None
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+        self.detector = DlibDetector()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
-        import dlib
-
-        faces = self.detector(frame, 1)
+        faces = self.detector(frame)
         if not faces:
             return None
-        face = max(faces, key=lambda r: r.width() * r.height())
-        shape = self.predictor(frame, dlib.rectangle(face.left(), face.top(), face.right(), face.bottom()))
-        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-        return np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
+        return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).landmarks
 
 
 def align(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Similarity transform of the 5 landmarks onto the template scaled to `size`."""
-    matrix, _ = cv2.estimateAffinePartial2D(landmarks, TEMPLATE_512 * (size / 512.0), method=cv2.LMEDS)
-    if matrix is None:
-        raise KeepError("cannot estimate the alignment transform from the landmarks")
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    """The frame aligned to the FFHQ template at `size` (the inference pipeline's alignment)."""
+    return align_face(frame, estimate_affine(landmarks, size), size)
 
 
 def clip_frames(entry: Path):
@@ -106,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             annotation = Path(args.annotations) / f"{name}.txt" if args.annotations else None
             marks = read_annotations(annotation) if annotation and annotation.is_file() else None
             if marks is None and detector is None:
-                detector = DlibLandmarks()
+                detector = LargestFace()
             out_dir = Path(args.out) / name
             out_dir.mkdir(parents=True, exist_ok=True)
             previous, written = None, 0
