@@ -1,14 +1,17 @@
 """KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024).
 
 import keep
-model = keep.load_model("keep")            # released weights (local file or download)
-out = model(lq, flows)                     # (B, T, 3, 512, 512) in [-1, 1]
+model = keep.load_model("keep")            # released weights (local file or download), a Restorer
+out = model(lq)                            # (B, T, 3, 512, 512) in [-1, 1]; flows estimated
+out = model(lq, flows)                     # or given, frame t -> t-1 (B, T-1, 2, 512, 512)
+net = keep.load_network("keep")            # the bare nn.Module
 """
 
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
 from .checkpoint import save_checkpoint
 from .errors import KeepError, WeightsUnavailable
-from .model import load_model
+from .model import load_model, load_network
+from .restorer import Restorer
 
 __version__ = "0.1.0"
 
@@ -20,6 +23,8 @@ __all__ = [
     "KeepError",
     "PRESETS",
     "WeightsUnavailable",
+    "Restorer",
     "load_model",
+    "load_network",
     "save_checkpoint",
 ]

@@ -1,4 +1,5 @@
-"""`load_model`: any supported KEEP checkpoint (or preset name) -> a ready network."""
+"""`load_network`: any supported KEEP checkpoint (or preset name) -> the network in eval mode.
+`load_model`: the same network with its flow estimator (`keep.restorer.Restorer`), ready for `model(lq)`."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ import torch
 from .archs.keep_arch import KEEP, PRESETS
 from .checkpoint import read_checkpoint
 from .errors import KeepError
+from .restorer import Restorer
 from .weights import REGISTRY, resolve_weights
 
 log = logging.getLogger(__name__)
 
 
-def load_model(
+def load_network(
     source: str | os.PathLike | Mapping[str, Any] = "keep",
     *,
     device: str | torch.device = "cpu",
-    flow: str | None = "dis",
     use_ema: bool = True,
     **overrides: Any,
 ) -> KEEP:
@@ -32,7 +33,6 @@ def load_model(
         dict / checkpoint object already in memory (released v0.1.0 layout, later upstream layout
         with `params_ema`, or this project's own), or `"preset:<name>"` for randomly initialised
         weights of a preset configuration (`preset:tiny`, `preset:released`).
-    flow: estimator used when `model(lq)` gets no flows (`keep.flow.build_flow` name), or None.
     overrides: KEEPConfig fields that do not change the weights' shapes (e.g. `cft_weight=0.5`).
     """
     if isinstance(source, (str, os.PathLike)) and str(source).startswith("preset:"):
@@ -58,11 +58,28 @@ def load_model(
                 f"missing {result.missing_keys[:4]}{'...' if len(result.missing_keys) > 4 else ''}, "
                 f"unexpected {result.unexpected_keys[:4]}{'...' if len(result.unexpected_keys) > 4 else ''}"
             )
-    if flow is not None:
-        from .flow import build_flow
-
-        model.flow_fn = build_flow(flow, device=device)
     return model.to(device).eval()
 
 
-__all__ = ["load_model", "REGISTRY"]
+def load_model(
+    source: str | os.PathLike | Mapping[str, Any] = "keep",
+    *,
+    device: str | torch.device = "cpu",
+    flow: str | None = "dis",
+    use_ema: bool = True,
+    **overrides: Any,
+) -> Restorer:
+    """`load_network(source, ...)` with a flow estimator: callable as `model(lq)` and `model(lq, flows)`.
+
+    flow: estimator used when no flows are given (`keep.flow.build_flow` name), or None.
+    """
+    network = load_network(source, device=device, use_ema=use_ema, **overrides)
+    estimator = None
+    if flow is not None:
+        from .flow import build_flow
+
+        estimator = build_flow(flow, device=device)
+    return Restorer(network, estimator)
+
+
+__all__ = ["load_model", "load_network", "REGISTRY"]

@@ -21,13 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from einops import rearrange
 from tqdm import tqdm
 
 from .errors import KeepError
 from .face.align import align_face, crop_corners, estimate_affine, paste_face
 from .face.parsing import build_masker
 from .face.tracker import FaceTracker, TrackSmoother
+from .image import to_tensor, to_uint8
 from .precision import autocast
 from .streaming import StreamingRestorer
 from .video.io import Frame, VideoWriter, open_input, write_image
@@ -66,18 +66,6 @@ def face_size(landmarks: np.ndarray) -> float:
     return float(3 * np.linalg.norm(landmarks[3:5].mean(0) - landmarks[0:2].mean(0)))
 
 
-def to_tensor(crops: list[np.ndarray], device: str) -> torch.Tensor:
-    """Aligned crops, each `(S, S, 3)` uint8 -> `(1, T, 3, S, S)` in [-1, 1]."""
-    x = torch.from_numpy(np.stack(crops)).to(device)
-    return rearrange(x, "t h w c -> 1 t c h w").float() / 127.5 - 1.0
-
-
-def to_uint8(out: torch.Tensor) -> list[np.ndarray]:
-    """`(1, T, 3, S, S)` raw network output -> T crops `(S, S, 3)` uint8."""
-    x = ((out.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(rearrange(x[0], "t c h w -> t h w c").cpu().numpy())
-
-
 class Pipeline:
     def __init__(self, options: PipelineOptions):
         self.options = options
@@ -107,22 +95,14 @@ class Pipeline:
         """Restore consecutive aligned crops of one track, continuing the track's state."""
         if not self.options.restore:
             return crops
-        lq = to_tensor(crops, self.options.device)
+        lq = to_tensor(np.stack(crops), self.options.device)[None]  # (1, T, 3, S, S)
         with self._timed("flow"):
-            state = restorer.state
-            previous = lq[:, :-1] if state is None else torch.cat([state.prev_lq[:, None], lq[:, :-1]], 1)
-            current = lq[:, -previous.shape[1] :]
-            flows = None
-            if previous.shape[1] > 0:
-                flat = self.model.flow_fn(
-                    rearrange(current, "b t c h w -> (b t) c h w"), rearrange(previous, "b t c h w -> (b t) c h w")
-                )
-                flows = rearrange(flat, "(b t) c h w -> b t c h w", b=1)
+            flows = self.model.flows(lq, restorer.previous if restorer.state is not None else None)
         with self._timed("network"), autocast(self.options.device, self.options.precision):
             out = restorer.step(lq, flows)
         if self.options.device.startswith("cuda"):
             torch.cuda.synchronize()
-        return to_uint8(out)
+        return list(to_uint8(out[0]))
 
     def run(self, input_path: str | Path, outdir: str | Path) -> dict:
         opts = self.options

@@ -2,9 +2,10 @@
 
 The released inference cuts a video into independent 20-frame clips and resets the Kalman filter at
 every cut, which shows as a jump every 20 frames. Here the state (previous restored frame, CFA
-memory, last input frame for the flow) is carried from one window to the next, so every frame after
-the first has a prediction. The gain network sees the current window plus the `gain_context` most
-recent observations before it, so its attention window is bounded and configurable.
+memory) and the last input frame (for the next window's first flow) are carried from one window to
+the next, so every frame after the first has a prediction. The gain network sees the current window
+plus the `gain_context` most recent observations before it, so its attention window is bounded and
+configurable.
 
 Modes:
 - `carry` (default): state carried across windows, as described above.
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from .archs.keep_arch import KEEP, KEEPState
+from .restorer import Restorer
 
 MODES = ("carry", "reset")
 
@@ -34,31 +36,40 @@ class StreamingRestorer:
     Memory is bounded by one window of frames plus the carried state, whatever the video length.
     """
 
-    def __init__(self, model: KEEP, *, window: int = 20, gain_context: int = 0, mode: str = "carry"):
+    def __init__(self, model: Restorer | KEEP, *, window: int = 20, gain_context: int = 0, mode: str = "carry"):
         if mode not in MODES:
             raise ValueError(f"unknown streaming mode '{mode}'; choose one of {MODES}")
         if window < 1 or gain_context < 0:
             raise ValueError("window must be >= 1 and gain_context >= 0")
-        self.model = model
+        self.model = model if isinstance(model, Restorer) else Restorer(model)  # a bare network: flows given
         self.window = window
         self.gain_context = gain_context
         self.mode = mode
         self.state: KEEPState | None = None
+        self.previous: torch.Tensor | None = None  # (B, 3, S, S) last input frame, for the next flow
 
     def reset(self) -> None:
         self.state = None
+        self.previous = None
 
     @torch.no_grad()
     def step(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
         """Restore one window `(B, T, 3, S, S)` -> `(B, T, 3, S, S)`, continuing from the state.
 
-        flows: None (estimated by the model's flow estimator) or `(B, T', 2, S, S)` with T' = T when
+        flows: None (estimated by the restorer's flow estimator) or `(B, T', 2, S, S)` with T' = T when
         a previous window exists in `carry` mode (the first flow goes to the previous window's last
         frame), else T - 1.
         """
-        state = self.state if self.mode == "carry" else None
-        result = self.model.run(lq, flows, state=state, gain_context=self.gain_context)
+        carry = self.mode == "carry" and self.state is not None
+        result = self.model.run(
+            lq,
+            flows,
+            state=self.state if carry else None,
+            previous=self.previous if carry else None,
+            gain_context=self.gain_context,
+        )
         self.state = result.state.detach()
+        self.previous = lq[:, -1].detach()
         return result.out
 
     def restore(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from keep.errors import KeepError  # noqa: E402
 from keep.precision import PRECISIONS, autocast, prepare_for_inference, reuse_freed_memory  # noqa: E402
+from keep.restorer import Restorer  # noqa: E402
 from keep.streaming import StreamingRestorer  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "golden"
@@ -154,13 +155,16 @@ def sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------------- runs
 class CodeRecorder:
-    """Stands in for the model inside `StreamingRestorer` and keeps each window's code indices."""
+    """Stands in for the network inside a `Restorer` and keeps each window's code indices."""
 
-    def __init__(self, model):
-        self.model, self.idx = model, []
+    def __init__(self, network):
+        self.network, self.idx = network, []
+
+    def parameters(self):
+        return self.network.parameters()
 
     def run(self, *args, **kwargs):
-        result = self.model.run(*args, **kwargs)
+        result = self.network.run(*args, **kwargs)
         self.idx.append(result.idx.cpu())
         return result
 
@@ -184,15 +188,10 @@ def stream(model, frames, flows, args, device, on_window=None) -> None:
 
 def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
     """Code indices `(B, N, h*w)` of the streamed frames at `precision`."""
-    state, idx = None, []
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, frames.shape[1], args.window):
-            first = start if start > 0 else start + 1
-            window_flows = None if args.flow is not None else flows[:, first : start + args.window].to(device)
-            result = model.run(frames[:, start : start + args.window].to(device), window_flows, state=state)
-            state = result.state
-            idx.append(result.idx.cpu())
-    return torch.cat(idx, 1)
+    recorder = CodeRecorder(model.network)
+    at_precision = argparse.Namespace(**{**vars(args), "precision": precision})
+    stream(Restorer(recorder, model.flow), frames, flows, at_precision, device)
+    return torch.cat(recorder.idx, 1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
-    prepare_for_inference(model, channels_last=args.channels_last)
+    prepare_for_inference(model.network, channels_last=args.channels_last)
     frames, flows = make_inputs(args, model.config.img_size, golden_case)
 
     if args.warmup:
@@ -220,13 +219,13 @@ def main(argv: list[str] | None = None) -> dict:
     memory_loaded = peak_memory_mib(device)
 
     seconds, cpu_seconds, peaks = [], [], []  # peaks: after each window of the first repeat
-    recorder = CodeRecorder(model)  # the timed stream's codes, for the agreement check
+    recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
     for _ in range(args.repeats):
         recorder.idx.clear()
         sync(device)
         wall, cpu = time.perf_counter(), time.process_time()
         stream(
-            recorder,
+            Restorer(recorder, model.flow),
             frames,
             flows,
             args,

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keep.config import load_config, save_config  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
-from keep.evaluation.data import frame_files, list_clips, read_rgb, write_rgb  # noqa: E402
+from keep.evaluation.data import list_clips  # noqa: E402
+from keep.image import list_images, read_image, write_image  # noqa: E402
 
 
 def clip_seed(name: str, seed: int) -> int:
@@ -38,18 +39,19 @@ def make_lq(root: Path, *, seed: int = 0, params: DegradationConfig, overwrite: 
     written = []
     for name in list_clips(root):
         lq_dir = root / "LQ" / name
-        if lq_dir.is_dir() and frame_files(lq_dir) and not overwrite:
+        if lq_dir.is_dir() and list_images(lq_dir) and not overwrite:
             continue
-        files = frame_files(root / "GT" / name)
-        gt = [read_rgb(p) for p in files]
+        files = list_images(root / "GT" / name)
+        gt = [read_image(p) for p in files]
         if len({f.shape for f in gt}) != 1:
             raise KeepError(f"clip {name}: GT frames of different sizes")
         height, width = gt[0].shape[:2]
         if height % params.scale or width % params.scale:
             raise KeepError(f"clip {name}: GT size {width}x{height} is not divisible by {params.scale}")
+        lq_dir.mkdir(parents=True, exist_ok=True)
         lq = degrade_clip(np.stack(gt), np.random.default_rng(clip_seed(name, seed)), params)
         for path, frame in zip(files, lq, strict=True):
-            write_rgb(lq_dir / f"{path.stem}.png", frame)
+            write_image(lq_dir / f"{path.stem}.png", frame)
         written.append(name)
     return written
 

@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keep.data.datasets import IMAGE_SUFFIXES, read_image, read_video  # noqa: E402
+from keep.data.datasets import read_video  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.align import align_face, estimate_affine  # noqa: E402
 from keep.face.detectors import DlibDetector  # noqa: E402
+from keep.image import list_images, read_image  # noqa: E402
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:
@@ -66,7 +67,7 @@ def align(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
 
 def clip_frames(entry: Path):
     if entry.is_dir():
-        for i, p in enumerate(sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)):
+        for i, p in enumerate(list_images(entry)):
             yield i, read_image(p)
     else:
         yield from enumerate(read_video(entry))

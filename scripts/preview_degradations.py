@@ -22,14 +22,15 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keep.config import apply_overrides, from_dict, load_config, to_dict  # noqa: E402
-from keep.data.datasets import IMAGE_SUFFIXES, read_image, read_video, square_resize  # noqa: E402
+from keep.data.datasets import read_video, square_resize  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
+from keep.image import list_images, read_image  # noqa: E402
 
 
 def load_frames(path: Path, size: int, frames: int) -> np.ndarray:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:frames]
+        files = list_images(path)[:frames]
         if not files:
             raise KeepError(f"no images in {path}")
         clip = np.stack([square_resize(read_image(p), size) for p in files])

@@ -17,6 +17,7 @@ import torchvision
 from keep.archs.keep_arch import KEEP, PRESETS
 from keep.evaluation.config import ModelConfig
 from keep.evaluation.methods import run_keep, run_keep_per_frame
+from keep.restorer import Restorer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,7 @@ def test_per_frame_method_is_gain_zero_without_cfa():
     model = tiny_model()
     rng = np.random.default_rng(0)
     lq = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
-    per_frame = run_keep_per_frame(lq, 64, model, ModelConfig(), _Bar())
+    per_frame = run_keep_per_frame(lq, 64, Restorer(model), ModelConfig(), _Bar())
 
     frames = torch.from_numpy(np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_CUBIC) for f in lq]))
     clip = frames.permute(0, 3, 1, 2)[None].float() / 127.5 - 1
@@ -70,8 +71,8 @@ def test_per_frame_method_is_gain_zero_without_cfa():
     assert np.abs(per_frame.astype(int) - expected.astype(int)).max() <= 1  # rounding of ~1e-6 differences
     assert (per_frame == expected).mean() > 0.999
 
-    model.flow_fn = lambda target, source: torch.zeros_like(target[:, :2])
-    temporal = run_keep(lq, 64, model, ModelConfig(), _Bar())
+    zero_flow = lambda target, source: torch.zeros_like(target[:, :2])  # noqa: E731
+    temporal = run_keep(lq, 64, Restorer(model, zero_flow), ModelConfig(), _Bar())
     assert np.abs(temporal[1:].astype(int) - per_frame[1:].astype(int)).max() > 2  # propagation matters
     assert np.array_equal(temporal[0], per_frame[0])  # frame 0 has no prior in either
 

@@ -21,7 +21,7 @@ def golden(shared_dir):
 
 def test_released_checkpoint_layout_loads_and_matches(golden):
     state, case = golden
-    model = keep.load_model(state, flow=None)
+    model = keep.load_network(state)
     assert not model.training
     with torch.inference_mode():
         result = model.run(torch.from_numpy(case["lq"]), torch.from_numpy(case["flows"]))
@@ -40,7 +40,7 @@ def test_upstream_layout_with_params_ema_loads_identically(golden):
         for k, v in state.items()
         if not k.startswith("flownet.")
     }
-    a = keep.load_model(state, flow=None).state_dict()
-    b = keep.load_model({"params_ema": renamed}, flow=None).state_dict()
+    a = keep.load_network(state).state_dict()
+    b = keep.load_network({"params_ema": renamed}).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

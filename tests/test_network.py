@@ -11,6 +11,7 @@ from keep.archs.kalman import kalman_update
 from keep.archs.keep_arch import KEEP, PRESETS
 from keep.archs.vqgan import Decoder, Encoder
 from keep.flow import build_flow
+from keep.restorer import Restorer
 from keep.streaming import StreamingRestorer
 
 
@@ -173,10 +174,9 @@ def test_streaming_gain_sees_the_configured_context():
 
 def test_streaming_restore_iterates_all_frames_with_estimated_flow():
     model = tiny()
-    model.flow_fn = build_flow("dis")
     lq, _ = clip(frames=7)
     with torch.no_grad():
-        outs = list(StreamingRestorer(model, window=3).restore(lq.unbind(1)))
+        outs = list(StreamingRestorer(Restorer(model, build_flow("dis")), window=3).restore(lq.unbind(1)))
     assert len(outs) == 7 and outs[0].shape == (1, 3, 64, 64)
 
 

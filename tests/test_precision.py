@@ -117,10 +117,10 @@ def test_benchmark_reports_speed_memory_and_agreement(tmp_path):
     assert results["peak_memory_all_frames_mib"] >= results["peak_memory_first_window_mib"] > 0
     assert 0.0 <= results["code_agreement_vs_fp32"] <= 1.0 and results["agreement_tokens"] == 5 * 16 * 16
     # the codes compared are those of the stream: window by window, with the state carried
-    model = keep.load_model("preset:tiny", flow=None)
+    model = keep.load_network("preset:tiny")
     args = bench.parse_args(["--weights", "preset:tiny", "--frames", "5", "--window", "2"])
     frames, flows = bench.make_inputs(args, 64, None)
-    streamed = bench.codes(model, frames, flows, args, torch.device("cpu"), "fp32")
+    streamed = bench.codes(keep.Restorer(model), frames, flows, args, torch.device("cpu"), "fp32")
     with torch.inference_mode():
         first = model.run(frames[:, :2], flows[:, 1:2])
         second = model.run(frames[:, 2:4], flows[:, 2:4], state=first.state)
@@ -147,7 +147,7 @@ def test_golden_codes_with_channels_last(shared_dir):
     NCHW path, with the in-place blocks, is held to 1e-3 by tests/test_golden.py)."""
     bench = load_benchmark()
     state, case = bench.load_golden()
-    model = prepare_for_inference(keep.load_model(state, flow=None), channels_last=True)
+    model = prepare_for_inference(keep.load_network(state), channels_last=True)
     with torch.inference_mode():
         result = model.run(torch.from_numpy(case["lq"]), torch.from_numpy(case["flows"]))
     assert (result.idx[0].numpy() == case["idx"][..., 0]).mean() == 1.0

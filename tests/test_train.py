@@ -68,9 +68,9 @@ def test_each_stage_trains_on_generated_clips(stage, tmp_path, clip_folder):
     assert sorted(metrics) == [1, 2, 3] and all(np.isfinite(m["train/loss"]) for m in metrics.values())
     assert (run / "models" / "net_g_latest.pth").is_file() and (run / "training_states" / "latest.state").is_file()
     assert (run / "config.yml").is_file() and list((run / "samples").glob("*.png"))
-    from keep import load_model
+    from keep import load_network
 
-    restored = load_model(str(run / "models" / "net_g_latest.pth"), flow=None)
+    restored = load_network(str(run / "models" / "net_g_latest.pth"))
     assert restored.config.img_size == 64
 
 

@@ -96,7 +96,7 @@ def test_own_checkpoint_round_trip_with_ema(tmp_path):
     keep.save_checkpoint(path, model, ema=ema, step=7)
     assert path.is_file() and not path.with_name("net.pth.tmp").exists()
     for use_ema, ref in ((True, ema), (False, model)):
-        loaded = keep.load_model(path, flow=None, use_ema=use_ema)
+        loaded = keep.load_network(path, use_ema=use_ema)
         assert loaded.config == model.config and not loaded.training
         expected = ref.state_dict()
         assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
@@ -144,7 +144,7 @@ def test_converter_renames_and_drops_gmflow(caplog):
 )
 def test_wrong_kind_of_checkpoint(obj, message):
     with pytest.raises(KeepError, match=message):
-        keep.load_model(obj, flow=None)
+        keep.load_network(obj)
 
 
 def test_shape_mismatch_and_corrupt_file(tmp_path):
@@ -156,10 +156,10 @@ def test_shape_mismatch_and_corrupt_file(tmp_path):
     payload["state_dict"] = {k: v for k, v in state.items() if not k.startswith("kalman.")}
     torch.save(payload, bad)
     with pytest.raises(KeepError, match="missing"):
-        keep.load_model(bad, flow=None)
+        keep.load_network(bad)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(KeepError, match="cannot read checkpoint"):
-        keep.load_model(corrupt, flow=None)
+        keep.load_network(corrupt)
     with pytest.raises(KeepError, match="unknown preset"):
         keep.load_model("preset:huge")

@@ -15,7 +15,6 @@ returns the intermediate tensors training needs (`KEEPOutput`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +26,6 @@ from .fusion import CFA, CFT
 from .kalman import KalmanGain, kalman_update
 from .transformer import CodeTransformer
 from .vqgan import Decoder, Encoder, VectorQuantizer
-
-FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -88,14 +85,12 @@ class KEEPState:
     """What one window hands to the next: everything else is recomputed. All tensors batch-first."""
 
     prev_out: torch.Tensor | None = None  # (B, 3, H, W) last restored frame (raw)
-    prev_lq: torch.Tensor | None = None  # (B, 3, H, W) last input frame, for the next flow
     cfa_memory: dict[int, torch.Tensor] = field(default_factory=dict)  # scale -> (B, C, r, r)
     obs_history: torch.Tensor | None = None  # (B, k, emb_dim, h, w) recent observations for the gain
 
     def detach(self) -> KEEPState:
         return KEEPState(
             prev_out=None if self.prev_out is None else self.prev_out.detach(),
-            prev_lq=None if self.prev_lq is None else self.prev_lq.detach(),
             cfa_memory={s: f.detach() for s, f in self.cfa_memory.items()},
             obs_history=None if self.obs_history is None else self.obs_history.detach(),
         )
@@ -178,8 +173,6 @@ class KEEP(nn.Module):
         self.cft_weight = cft_weight
         # decoder block index -> scale whose fusion happens after that block
         self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(cft_scales) | set(cfa_scales)}
-        # Optional flow estimator used when no flows are passed; kept out of the state dict.
-        self.flow_fn: FlowFn | None = None
         # Frames per LQ-encoder call when autograd is off (None: the whole window at once).
         self.encode_chunk: int | None = 4
 
@@ -249,7 +242,7 @@ class KEEP(nn.Module):
         lq: `(B, T, 3, H, W)` in [-1, 1], H = W = img_size (aligned faces).
         flows: `(B, T-1, 2, H, W)` flows frame t -> t-1 in pixels (x, y); with a state that has a
             previous frame, `(B, T, 2, H, W)` whose first entry is frame 0 -> the state's last frame.
-            None: estimated with `self.flow_fn` on the LQ frames.
+            Flow estimation is the runtime's job (`keep.restorer.Restorer`), not the network's.
         gain_context: how many of the most recent observations the state keeps, so that the gain of
             the next window also sees them (0: each window's gain sees that window only).
         keep_features: also return the decoder features at the CFA scales (training's temporal loss).
@@ -294,7 +287,7 @@ class KEEP(nn.Module):
         if gain_context > 0:
             seen = z_obs if state.obs_history is None else torch.cat([state.obs_history, z_obs], dim=1)
             history = seen[:, -gain_context:].detach()
-        new_state = KEEPState(prev_out=prev_out, prev_lq=lq[:, -1], cfa_memory=cfa_memory, obs_history=history)
+        new_state = KEEPState(prev_out=prev_out, cfa_memory=cfa_memory, obs_history=history)
         stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
         return KEEPOutput(
             out=stack(outs),
@@ -308,7 +301,7 @@ class KEEP(nn.Module):
         )
 
     def forward(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1], flows `(B, T-1, 2, H, W)` or None
+        """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1], flows `(B, T-1, 2, H, W)` (None for T = 1)
         -> restored `(B, T, 3, H, W)`, raw (roughly [-1, 1]; clamp before display)."""
         return self.run(lq, flows).out
 
@@ -327,14 +320,10 @@ class KEEP(nn.Module):
         if pairs == 0:
             return None
         if flows is None:
-            if self.flow_fn is None:
-                raise ValueError("no flows given and no flow estimator set (keep.load_model(..., flow='dis'))")
-            previous = lq[:, :-1] if state.prev_out is None else torch.cat([state.prev_lq[:, None], lq[:, :-1]], 1)
-            current = lq[:, -pairs:]
-            flows = self.flow_fn(
-                rearrange(current, "b t c h w -> (b t) c h w"), rearrange(previous, "b t c h w -> (b t) c h w")
+            raise ValueError(
+                "no flows given: KEEP takes flows frame t -> t-1; keep.load_model(...) returns a Restorer that "
+                "estimates them"
             )
-            return rearrange(flows, "(b t) c h w -> b t c h w", b=batch)
         expected = (batch, pairs, 2, height, width)
         if tuple(flows.shape) != expected:
             raise ValueError(f"flows must be {expected} (frame t -> t-1, pixels, x then y), got {tuple(flows.shape)}")

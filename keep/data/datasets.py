@@ -19,12 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from einops import rearrange
 
 from ..errors import KeepError
+from ..image import IMAGE_SUFFIXES, list_images, read_image, to_tensor  # noqa: F401 (IMAGE_SUFFIXES re-exported)
 from .degradations import DegradationConfig, degrade_clip
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SOURCES = ("video", "clips", "images")
 
 
@@ -71,17 +70,6 @@ def square_resize(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def read_image(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise KeepError(f"cannot read image {path}")
-    return img[..., ::-1]
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 class FaceClipDataset(torch.utils.data.Dataset):
     """Items `(epoch, index)` -> {"gt": (T, 3, S, S), "lq": (T, 3, S, S), "lq_small": (T, 3, S/s, S/s)}
     in [-1, 1]; `lq` is the degraded clip resized back to S (bicubic), the network's input size."""
@@ -106,11 +94,11 @@ class FaceClipDataset(torch.utils.data.Dataset):
             if not root.is_dir():
                 raise KeepError(f"data folder not found: {root}")
             if cfg.source == "images":
-                self.clips = [[p] for p in _list_images(root)]
+                self.clips = [[p] for p in list_images(root)]
                 if length != 1:
                     raise KeepError("data.source 'images' holds single frames: set data.clip_length to 1")
             else:
-                self.clips = [_list_images(d) for d in sorted(root.iterdir()) if d.is_dir()]
+                self.clips = [list_images(d) for d in sorted(root.iterdir()) if d.is_dir()]
             self.starts = [
                 (c, s) for c, files in enumerate(self.clips) for s in range(0, len(files) - length + 1, stride)
             ]
@@ -140,7 +128,6 @@ class FaceClipDataset(torch.utils.data.Dataset):
         lq_small = degrade_clip(gt, rng, self.cfg.degradation)
         size = self.cfg.gt_size
         lq = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in lq_small])
-        to_tensor = lambda x: rearrange(torch.from_numpy(x).float() / 127.5 - 1.0, "t h w c -> t c h w")  # noqa: E731
         return {"gt": to_tensor(gt), "lq": to_tensor(lq), "lq_small": to_tensor(lq_small)}
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import KeepError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+from ..image import list_images, read_image
 
 
 @dataclass
@@ -19,23 +17,6 @@ class Clip:
     frame_names: list[str]
     gt: np.ndarray  # (T, H, W, 3) uint8 RGB
     lq: np.ndarray  # (T, H/4, W/4, 3) uint8 RGB
-
-
-def frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise KeepError(f"cannot read image {path}")
-    return np.ascontiguousarray(img[..., ::-1])
-
-
-def write_rgb(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(img[..., ::-1])):
-        raise KeepError(f"cannot write image {path}")
 
 
 def list_clips(root: str | Path, names: tuple[str, ...] = ()) -> list[str]:
@@ -54,7 +35,7 @@ def list_clips(root: str | Path, names: tuple[str, ...] = ()) -> list[str]:
 def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
     """Read one clip; LQ must exist for every GT frame and be GT / 4 in size."""
     root = Path(root)
-    gt_files = frame_files(root / "GT" / name)
+    gt_files = list_images(root / "GT" / name)
     if max_frames > 0:
         gt_files = gt_files[:max_frames]
     if not gt_files:
@@ -69,7 +50,7 @@ def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
     absent = [p for p in lq_files if not p.is_file()]
     if absent:
         raise KeepError(f"clip {name}: LQ frame {absent[0]} missing")
-    gt, lq = _stack([read_rgb(p) for p in gt_files], name), _stack([read_rgb(p) for p in lq_files], name)
+    gt, lq = _stack([read_image(p) for p in gt_files], name), _stack([read_image(p) for p in lq_files], name)
     height, width = gt.shape[1:3]
     if lq.shape[1:3] != (height // 4, width // 4):
         raise KeepError(

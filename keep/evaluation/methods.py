@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..archs.keep_arch import KEEP
 from ..errors import KeepError
+from ..image import to_tensor, to_uint8
 from ..precision import autocast
+from ..restorer import Restorer
 from ..streaming import StreamingRestorer
 from .config import ModelConfig
 
@@ -31,48 +32,37 @@ def upsample(lq: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in lq])
 
 
-def to_network(frame: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """`(H, W, 3)` uint8 -> `(1, 3, H, W)` in [-1, 1]."""
-    return torch.from_numpy(frame).permute(2, 0, 1)[None].float().div(127.5).sub(1.0).to(device)
-
-
-def from_network(out: torch.Tensor) -> np.ndarray:
-    """`(1, 3, H, W)` raw network output -> `(H, W, 3)` uint8 (clamped to [-1, 1], rounded)."""
-    img = (out[0].float().clamp(-1, 1) + 1.0) * 127.5
-    return img.round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def run_bicubic(lq: np.ndarray, size: int, model: KEEP | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
+def run_bicubic(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
     out = upsample(lq, size)
     bar.update(len(out))
     return out
 
 
 @torch.no_grad()
-def run_keep_per_frame(lq: np.ndarray, size: int, model: KEEP | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
-    device = next(model.parameters()).device
+def run_keep_per_frame(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
+    device = model.device
     outs = []
     with autocast(device, cfg.precision):
         for frame in upsample(lq, size):
-            outs.append(from_network(model.run(to_network(frame, device)[:, None], None, state=None).out[:, 0]))
+            outs.append(to_uint8(model.run(to_tensor(frame, device)[None, None], None, state=None).out[0, 0]))
             bar.update(1)
     return np.stack(outs)
 
 
 @torch.no_grad()
-def run_keep(lq: np.ndarray, size: int, model: KEEP | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
-    device = next(model.parameters()).device
+def run_keep(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
+    device = model.device
     restorer = StreamingRestorer(model, window=cfg.window, gain_context=cfg.gain_context, mode=cfg.stream_mode)
-    frames: Iterator[torch.Tensor] = (to_network(f, device) for f in upsample(lq, size))
+    frames: Iterator[torch.Tensor] = (to_tensor(f, device)[None] for f in upsample(lq, size))
     outs = []
     with autocast(device, cfg.precision):
         for out in restorer.restore(frames):
-            outs.append(from_network(out))
+            outs.append(to_uint8(out[0]))
             bar.update(1)
     return np.stack(outs)
 
 
-Method = Callable[[np.ndarray, int, "KEEP | None", ModelConfig, tqdm], np.ndarray]
+Method = Callable[[np.ndarray, int, "Restorer | None", ModelConfig, tqdm], np.ndarray]
 METHODS: dict[str, tuple[Method, bool]] = {  # name -> (runner, needs the network)
     "bicubic": (run_bicubic, False),
     "keep_per_frame": (run_keep_per_frame, True),

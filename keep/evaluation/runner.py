@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from ..config import save_config
 from ..errors import KeepError
+from ..image import write_image
 from .config import BenchmarkConfig
-from .data import list_clips, load_clip, write_rgb
+from .data import list_clips, load_clip
 from .evaluator import FRAME_METRICS, Evaluator
 from .methods import METHODS, check_methods
 from .report import markdown_table, plot_clip, summarize, write_csv, write_json
@@ -67,7 +68,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                 out = run(clip.lq, size, model, cfg.model, bar)
             if cfg.save_images:
                 for frame_name, frame in zip(clip.frame_names, out, strict=True):
-                    write_rgb(out_dir / "images" / method / clip_name / f"{frame_name}.png", frame)
+                    folder = out_dir / "images" / method / clip_name
+                    folder.mkdir(parents=True, exist_ok=True)
+                    write_image(folder / f"{frame_name}.png", frame)
             values = evaluator.frames(out, clip.gt, ref)
             per_method[method] = values
             for t, frame_name in enumerate(clip.frame_names):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import KeepError
+from ..image import to_tensor
 from ..weights import resolve_weights
 from .align import feathered_mask
 
@@ -78,7 +79,7 @@ class ParsingMask:
 
         size = face.shape[0]
         x = cv2.resize(face, (self.NET_SIZE, self.NET_SIZE), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(x).permute(2, 0, 1)[None].float().div(127.5).sub(1.0).to(self.device)
+        x = to_tensor(x, self.device)[None]
         with torch.no_grad():
             logits = self.network(x)[0]  # (1, 19, 512, 512)
         labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import KeepError
+from ..image import to_tensor
 from ..weights import resolve_weights
 
 STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # (channels, units) of IR-SE50, first unit strides 2
@@ -108,5 +109,5 @@ class ArcFaceIdentity:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise KeepError(f"identity embedding needs an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(self.crop(img))).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        return self.net(x.to(self.device))[0].double().cpu().numpy()
+        x = to_tensor(self.crop(img), self.device)[None]
+        return self.net(x)[0].double().cpu().numpy()

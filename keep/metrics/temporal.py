@@ -18,13 +18,9 @@ import numpy as np
 import torch
 
 from ..archs.flow_warp import flow_warp
+from ..image import to_tensor
 
 FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """`(T, H, W, 3)` uint8 -> `(T, 3, H, W)` float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def consistent_flows(gt: np.ndarray, flow_fn: FlowFn) -> tuple[torch.Tensor, torch.Tensor]:

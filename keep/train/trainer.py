@@ -34,9 +34,9 @@ from .utils import EMA, MetricsLogger, average_gradients, broadcast_module, init
 def build_model(cfg: TrainConfig) -> KEEP:
     section = cfg.model
     if section.pretrained:
-        from ..model import load_model
+        from ..model import load_network
 
-        model = load_model(section.pretrained, flow=None, use_ema=True, **section.config)
+        model = load_network(section.pretrained, use_ema=True, **section.config)
     else:
         if section.preset not in PRESETS:
             raise KeepError(f"unknown model.preset '{section.preset}'; choose one of {sorted(PRESETS)}")

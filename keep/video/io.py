@@ -17,10 +17,9 @@ import av
 import numpy as np
 
 from ..errors import KeepError
+from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -28,35 +27,6 @@ class Frame:
     index: int
     rgb: np.ndarray  # (H, W, 3) uint8
     pts: int | None  # in the source time base (None for images)
-
-
-def to_rgb(img: np.ndarray) -> np.ndarray:
-    """Grayscale `(H, W)` / `(H, W, 1)`, RGB or RGBA uint8 -> contiguous `(H, W, 3)` uint8 RGB."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise KeepError(f"cannot read image {path}")
-    if img.dtype == np.uint16:
-        img = (img // 257).astype(np.uint8)
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_rgb(img)
-
-
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise KeepError(f"cannot write image {path}")
 
 
 class VideoReader:
@@ -105,9 +75,9 @@ class ImageFolderReader:
     def __init__(self, path: str | Path, *, fps: float = 25.0):
         self.path = Path(path)
         if self.path.is_dir():
-            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            self.files = list_images(self.path)
             if not self.files:
-                raise KeepError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {self.path}")
+                raise KeepError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {self.path}")
         else:
             self.files = [self.path]
             self.kind = "image"
@@ -132,7 +102,7 @@ def open_input(path: str | Path, *, fps: float = 25.0) -> VideoReader | ImageFol
     path = Path(path)
     if not path.exists():
         raise KeepError(f"input {path} does not exist")
-    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFolderReader(path, fps=fps)
     return VideoReader(path)
 

@@ -1,0 +1,164 @@
+"""What every entry point shares (inference.py, train.py, test.py, scripts/): one convention for
+errors, devices, CPU threads and `--set` overrides (issue 10).
+
+    def main(argv=None) -> int:
+        parser = argparse.ArgumentParser(...)
+        add_device_argument(parser); add_threads_argument(parser); add_set_argument(parser)
+        return run_main(lambda: _main(parser.parse_args(argv)))
+
+Exit codes: 0 done; 2 the user's input cannot be used (bad file, bad option, bad config key, a device
+that is not there, weights that cannot be had), printed as one `error: ...` line, never a traceback
+(argparse uses 2 for bad options too); 130 interrupted; 1 an unexpected internal failure, printed as
+one line (`KEEP_DEBUG=1` shows its traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+from .errors import KeepError
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def error(message: str) -> int:
+    """Print the one `error:` line and return the usage exit code."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def run_main(body: Callable[[], int | None]) -> int:
+    """Run an entry point's body with the project's error convention (see the module docstring)."""
+    try:
+        return body() or EXIT_OK
+    except KeepError as exc:
+        return error(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("error: out of memory (try a smaller --window or batch, or another device)", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
+        if os.environ.get("KEEP_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"error: internal failure ({type(exc).__name__}: {exc}); KEEP_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERNAL
+
+
+# ------------------------------------------------------------------------------------------ devices
+def resolve_device(name: str):
+    """`cpu`, `cuda`, `cuda:N`, `mps` or `auto` -> a `torch.device` that exists here, else KeepError."""
+    import torch
+
+    name = str(name).strip()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise KeepError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KeepError(f"device '{name}' asked for, but no CUDA GPU is available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise KeepError(f"device '{name}' does not exist: this machine has {count} CUDA device(s)")
+        return device
+    if device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise KeepError("device 'mps' asked for, but Metal is not available here; use --device cpu")
+        return device
+    raise KeepError(f"device '{name}' is not supported; use cpu, cuda, cuda:N or auto")
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument("--device", default=default, help=f"cpu | cuda | cuda:N | auto (default {default})")
+
+
+# ------------------------------------------------------------------------------------------ threads
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Intra-op threads for this run: the cores not already busy (1-minute load average), at least 1.
+
+    Why: torch's OpenMP threads wait for each other at every parallel region; when another process
+    holds one of the cores, a thread placed there stalls all the others and the network slows ~60x
+    (issue 10). With one thread per free core a busy machine slows work in proportion instead.
+    """
+    cores = cpu_cores()
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (`None`: `default_threads()`); returns the number set."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise KeepError(f"--threads must be >= 1, got {threads}")
+    count = threads or default_threads()
+    torch.set_num_threads(count)
+    logging.getLogger(__name__).debug("torch threads: %d", count)
+    return count
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: the cores not busy with other work, at least 1)",
+    )
+
+
+# ------------------------------------------------------------------------------------------ --set
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """`--set a.b=1 c=2 --set d=3`: repeatable, several items each; all of them apply, in order."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys (dotted, value parsed as YAML); repeatable",
+    )
+
+
+# ------------------------------------------------------------------------------------------ paths
+def check_output_outside_inputs(output, inputs) -> None:
+    """KeepError when `output` (a file or folder a run will write) is, or lies inside, one of `inputs`
+    (files or folders the run reads): no run writes into its own inputs."""
+    from pathlib import Path
+
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item).expanduser().resolve()
+        if out == source or (source.is_dir() and out.is_relative_to(source)):
+            raise KeepError(f"output {output} would write into the input {item}; choose another output location")
