@@ -12,15 +12,21 @@ Modes:
 - `reset`: the released behaviour: each window is an independent clip (state reset, gain on the
   window alone).
 On a single window both modes compute exactly what `KEEP.forward` computes.
+
+`TrackStreams` carries many such streams at once (the faces of a video, one state per track) and
+restores their windows in one batched call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 
 from .archs.keep_arch import KEEP, KEEPState
+from .precision import autocast
 from .restorer import Restorer
 
 MODES = ("carry", "reset")
@@ -82,3 +88,100 @@ class StreamingRestorer:
                 buffer = []
         if buffer:
             yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
+
+
+# ------------------------------------------------------------------------------------------ many tracks
+def stack_states(states: Sequence[KEEPState]) -> KEEPState:
+    """Per-stream states (batch 1 each) -> one state of batch `len(states)`, in that order."""
+    first = states[0]
+    cat = lambda xs: torch.cat(list(xs), dim=0)  # noqa: E731
+    return KEEPState(
+        prev_out=None if first.prev_out is None else cat(s.prev_out for s in states),
+        cfa_memory={scale: cat(s.cfa_memory[scale] for s in states) for scale in first.cfa_memory},
+        obs_history=None if first.obs_history is None else cat(s.obs_history for s in states),
+    )
+
+
+def select_state(state: KEEPState, i: int) -> KEEPState:
+    """Sample `i` of a batched state, as a state of batch 1."""
+    pick = lambda x: None if x is None else x[i : i + 1]  # noqa: E731
+    return KEEPState(
+        prev_out=pick(state.prev_out),
+        cfa_memory={scale: f[i : i + 1] for scale, f in state.cfa_memory.items()},
+        obs_history=pick(state.obs_history),
+    )
+
+
+@dataclass
+class StreamOutput:
+    """One stream's share of a batched window."""
+
+    out: torch.Tensor  # (T, 3, S, S) raw restored frames
+    idx: torch.Tensor  # (T, h*w) code indices
+
+
+class TrackStreams:
+    """Many independent streams (the face tracks of a video), each with its own Kalman / KEEP state, whose
+    windows are restored together: one batched flow call and one batched network call per window
+    (issue #11). Batch element i computes what stream i alone would (the network is per-sample exact).
+
+        streams = TrackStreams(model)
+        results = streams.step({track_id: lq})   # lq (T, 3, S, S) in [-1, 1] -> {track_id: StreamOutput}
+        streams.retain(live_ids)                 # forget the states of ended tracks
+
+    Streams whose windows cannot share a call (different lengths, a first window beside continuing ones,
+    different observation-history lengths) go in separate calls, one per such group.
+    """
+
+    def __init__(
+        self,
+        model: Restorer | KEEP,
+        *,
+        gain_context: int = 0,
+        precision: str = "fp32",
+        timer: Callable[[str], AbstractContextManager] | None = None,
+    ):
+        self.model = model if isinstance(model, Restorer) else Restorer(model)
+        self.gain_context = gain_context
+        self.precision = precision
+        self.timer = timer or (lambda stage: nullcontext())
+        self.states: dict[Hashable, tuple[KEEPState, torch.Tensor]] = {}  # id -> (state, last LQ frame (1, 3, S, S))
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.states
+
+    def retain(self, keys: Iterable[Hashable]) -> None:
+        """Keep the states of `keys` only."""
+        keep = set(keys)
+        for key in [k for k in self.states if k not in keep]:
+            del self.states[key]
+
+    def _group(self, key: Hashable, frames: int) -> tuple:
+        if key not in self.states:
+            return (frames, False, 0)
+        history = self.states[key][0].obs_history
+        return (frames, True, 0 if history is None else history.shape[1])
+
+    @torch.no_grad()
+    def step(self, windows: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, StreamOutput]:
+        """Restore the next window `(T_i, 3, S, S)` of each stream given; returns each stream's output."""
+        groups: dict[tuple, list[Hashable]] = {}
+        for key, lq in windows.items():
+            groups.setdefault(self._group(key, lq.shape[0]), []).append(key)
+        device = self.model.device
+        results: dict[Hashable, StreamOutput] = {}
+        for (_, carry, _), keys in groups.items():
+            lq = torch.stack([windows[k] for k in keys]).to(device)  # (B, T, 3, S, S)
+            state = stack_states([self.states[k][0] for k in keys]) if carry else None
+            previous = torch.cat([self.states[k][1] for k in keys]) if carry else None
+            with self.timer("flow"):
+                flows = self.model.flows(lq, previous)
+            with self.timer("network"), autocast(device, self.precision):
+                result = self.model.network.run(lq, flows, state=state, gain_context=self.gain_context)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the time is the network's, not the next stage's
+            new_state = result.state.detach()
+            for i, key in enumerate(keys):
+                self.states[key] = (select_state(new_state, i), lq[i : i + 1, -1])
+                results[key] = StreamOutput(out=result.out[i], idx=result.idx[i])
+        return results

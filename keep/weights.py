@@ -75,6 +75,13 @@ REGISTRY: dict[str, WeightFile] = {
         licence="MIT (facexlib)",
         description="ParseNet face parsing (facexlib), for the paste-back mask",
     ),
+    "realesrgan_x2plus": WeightFile(
+        filename="RealESRGAN_x2plus.pth",
+        url="https://github.com/jnjaby/KEEP/releases/download/v1.0.0/RealESRGAN_x2plus.pth",
+        sha256="",  # no published digest
+        licence="BSD-3-Clause (Real-ESRGAN)",
+        description="Real-ESRGAN x2plus RRDBNet background / face upsampler (KEEP v1.0.0 release)",
+    ),
     "arcface": WeightFile(
         filename="recognition_arcface_ir_se50.pth",
         url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth",

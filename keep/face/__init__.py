@@ -1,6 +1,6 @@
 """Faces in video frames: detection, tracking, alignment to the FFHQ template and paste-back."""
 
-from .align import align_face, crop_corners, estimate_affine, feathered_mask, paste_face, template
+from .align import align_face, crop_corners, draw_box, estimate_affine, feathered_mask, paste_face, template
 from .detectors import DETECTORS, Detection, build_detector
 from .tracker import FaceTracker, TrackSmoother
 
@@ -12,6 +12,7 @@ __all__ = [
     "align_face",
     "build_detector",
     "crop_corners",
+    "draw_box",
     "estimate_affine",
     "feathered_mask",
     "paste_face",

@@ -69,11 +69,13 @@ def paste_face(
     *,
     mask: np.ndarray,
     upscale: int = 1,
+    inplace: bool = False,
 ) -> np.ndarray:
-    """Blend a restored aligned face `(S, S, 3)` uint8 into `background` `(H*u, W*u, 3)` uint8.
+    """Blend a restored aligned face `(F, F, 3)` uint8 into `background` `(H*u, W*u, 3)` uint8.
 
-    matrix: the frame -> crop affine used for alignment (at the input resolution); `upscale` u scales
-    it to the background. Pixels where the warped mask is 0 are returned bit-for-bit unchanged.
+    matrix: the frame -> face-crop affine at the input resolution (for a crop upsampled k times, k x the
+    alignment matrix); `upscale` u scales it to the background. mask: `(F, F)` in [0, 1]. Pixels where
+    the warped mask is 0 are returned bit-for-bit unchanged; `inplace` writes into `background`.
     """
     height, width = background.shape[:2]
     scaled = matrix.copy()
@@ -83,7 +85,7 @@ def paste_face(
     left, top = np.floor(corners.min(0)).astype(int) - 1
     right, bottom = np.ceil(corners.max(0)).astype(int) + 2
     left, top, right, bottom = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
-    out = background.copy()
+    out = background if inplace else background.copy()
     if right <= left or bottom <= top:
         return out
     # warp only the region the crop covers (cheap on 1080p frames)
@@ -97,3 +99,21 @@ def paste_face(
     changed = alpha[:, :, 0] > 0
     region[changed] = np.clip(np.rint(blend[changed]), 0, 255).astype(np.uint8)
     return out
+
+
+def track_color(track: int) -> tuple[int, int, int]:
+    """A distinct, stable RGB colour per track id (for `--draw_box`)."""
+    hue = (track * 47) % 180  # OpenCV hue range; 47 spreads consecutive ids apart
+    hsv = np.array([[[hue, 220, 255]]], dtype=np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_box(image: np.ndarray, corners: np.ndarray, track: int) -> None:
+    """Outline a face's aligned crop (`corners` `(4, 2)` in `image` pixels) and write its track id, in place."""
+    color = track_color(track)
+    thickness = max(1, round(min(image.shape[:2]) / 360))
+    points = np.rint(corners).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(image, [points], isClosed=True, color=color, thickness=thickness, lineType=cv2.LINE_AA)
+    x, y = np.rint(corners.min(0)).astype(int)
+    scale = 0.4 * thickness
+    cv2.putText(image, str(track), (max(x, 0), max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness)

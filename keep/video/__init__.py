@@ -1,12 +1,26 @@
 """Video input/output for the inference pipeline."""
 
-from .io import Frame, ImageFolderReader, VideoReader, VideoWriter, open_input, probe, read_image, to_rgb, write_image
+from .io import (
+    VIDEO_SUFFIXES,
+    Frame,
+    ImageFolderReader,
+    VideoReader,
+    VideoWriter,
+    is_video,
+    open_input,
+    probe,
+    read_image,
+    to_rgb,
+    write_image,
+)
 
 __all__ = [
+    "VIDEO_SUFFIXES",
     "Frame",
     "ImageFolderReader",
     "VideoReader",
     "VideoWriter",
+    "is_video",
     "open_input",
     "probe",
     "read_image",

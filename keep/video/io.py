@@ -21,6 +21,13 @@ from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image
 
 log = logging.getLogger(__name__)
 
+# What a folder of videos may hold (matched case-insensitively); anything FFmpeg reads works as `-i FILE`.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".y4m")
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -51,6 +58,10 @@ class VideoReader:
         self.num_frames: int | None = stream.frames or None
         self.has_audio = bool(self._container.streams.audio)
         self.stopped: str | None = None  # why decoding ended early, if it did
+
+    def close(self) -> None:
+        """Release the file without decoding (after reading the header only)."""
+        self._container.close()
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -95,6 +106,9 @@ class ImageFolderReader:
             if rgb.shape[:2] != (self.height, self.width):
                 raise KeepError(f"{file} is {rgb.shape[1]}x{rgb.shape[0]}, the first frame {self.width}x{self.height}")
             yield Frame(index, rgb, index)
+
+    def close(self) -> None:
+        pass
 
 
 def open_input(path: str | Path, *, fps: float = 25.0) -> VideoReader | ImageFolderReader:
@@ -192,6 +206,15 @@ class VideoWriter:
         self._container.mux(self.stream.encode(frame))
         self.frames += 1
         self._mux_audio_until(seconds + 0.5)
+
+    def abort(self) -> None:
+        """Close without flushing the encoder (after a failure; the file is incomplete and discarded)."""
+        for container in (self._container, self._audio_in):
+            try:
+                if container is not None:
+                    container.close()
+            except (av.FFmpegError, OSError, ValueError):
+                pass
 
     def close(self) -> None:
         self._container.mux(self.stream.encode(None))

@@ -1,0 +1,146 @@
+"""`Pipeline`: the models built once, then one video (or frames folder, or image) at a time.
+
+    with Pipeline(PipelineOptions(model="keep")) as pipeline:
+        summary = pipeline.run("clip.mp4", "results/")      # writes results/clip.mp4 + clip_summary.json
+
+Per video: read the header, give the stages a frame pool sized for it, stream every frame through
+decode -> detect/track -> align/restore -> paste -> encode (see `runner`), rename the finished output
+into place and write the summary (frames, faces, per-track frame counts, skipped small faces, seconds
+per stage). The progress bar counts restored frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import KeepError
+from ..model import load_model
+from ..video.io import open_input
+from .encode import EncodeJob
+from .inputs import Input, check_outputs, make_output_folder, outputs_of
+from .items import StageTimer
+from .options import STAGES, PipelineOptions
+from .restore import RestoreStage
+from .runner import InlineRunner, build_runner, new_pool
+from .workers import BackJob, FrontJob
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, options: PipelineOptions):
+        options.check()
+        self.options = options
+        self.model = load_model(options.model, device=options.device, flow=options.flow)
+        self.size = self.model.config.img_size
+        self.timer = StageTimer()
+        self.restore = RestoreStage(
+            self.model, window=options.window, gain_context=options.gain_context, precision=options.precision,
+            timer=self.timer, restore=options.restore,
+        )  # fmt: skip
+        self.runner = build_runner(options, self.size)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    def run(self, source: str | Path | Input, outdir: str | Path, *, progress: bool = True) -> dict:
+        """Restore one input into `outdir`; returns its summary (also written as JSON for videos)."""
+        opts = self.options
+        start = time.perf_counter()
+        item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
+        outdir = Path(outdir)
+        out = outputs_of(item, outdir)
+        check_outputs([item], None, outdir, save_frames=opts.save_frames, save_faces=opts.save_faces)
+        reader = open_input(item.source, fps=opts.fps)  # the header: size, frame rate, frame count
+        reader.close()
+        make_output_folder(outdir)
+        if self.runner is None:  # the previous run failed and stopped the workers
+            self.runner = build_runner(opts, self.size)
+        runner = self.runner
+        pool = new_pool(runner, runner.info["held"], reader.height, reader.width)
+        u = opts.upscale
+        encode = EncodeJob(
+            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
+            time_base=reader.time_base, crf=opts.crf, audio_source=item.source if reader.kind == "video" else None,
+            frames_dir=out.frames_dir if opts.save_frames else None,
+            faces_log=out.faces_log if opts.save_faces else None,
+        )  # fmt: skip
+        self.timer.seconds.clear()
+        self.restore.start(pool)
+        bar = tqdm(
+            total=reader.num_frames, unit="frame", desc=item.stem, dynamic_ncols=True, leave=False,
+            disable=not progress,
+        )  # fmt: skip
+        try:
+            jobs = FrontJob(item.source, opts.fps, pool), BackJob(encode, pool)
+            front, back = runner.run(*jobs, self.restore, bar.update)
+        except BaseException:
+            if not isinstance(runner, InlineRunner):
+                self.runner = None  # its workers are stopped; the next run starts new ones
+            out.partial.unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        if back["frames"] == 0:
+            out.partial.unlink(missing_ok=True)
+            stopped = f" ({front['stopped']})" if front["stopped"] else ""
+            raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
+        out.partial.replace(out.main)
+        summary = self._summary(item, out.main, front, back, time.perf_counter() - start)
+        if reader.kind != "image":
+            out.summary.write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _summary(self, item: Input, output: Path, front: dict, back: dict, elapsed: float) -> dict:
+        restore = self.restore.stats()
+        tracks, frames = restore["track_frames"], back["frames"]
+        for track, count in tracks.items():
+            first, last = restore["track_spans"][track]
+            log.info("%s: track %d: a face in %d of %d frames (%d-%d)", item.stem, track, count, frames, first, last)
+        if front["small_faces_skipped"]:
+            log.info(
+                "%s: %d faces smaller than --min_face %g px skipped",
+                item.stem, front["small_faces_skipped"], self.options.min_face,
+            )  # fmt: skip
+        timings = {**front["timings"], **back["timings"], **self.timer.seconds}
+        return {
+            "input": str(item.source),
+            "output": str(output),
+            "frames": frames,
+            "faces": back["faces"],
+            "frames_with_face": back["frames_with_face"],
+            "tracks": len(tracks),
+            "track_frames": tracks,
+            "longest_track_coverage": max(tracks.values(), default=0) / frames,
+            "small_faces_skipped": front["small_faces_skipped"],
+            "min_face": self.options.min_face,
+            "detector": front["detector"],
+            "mask": self.runner.info.get("mask") if self.runner else None,
+            "background": self.runner.info.get("background") if self.runner else None,
+            "overlap": self.options.overlap,
+            "seconds": round(elapsed, 3),
+            "frames_per_second": round(frames / elapsed, 3),
+            "stopped": front["stopped"],
+            "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
+        }
+
+
+def _kind(path: Path) -> str:
+    from ..image import is_image
+
+    if path.is_dir():
+        return "frames"
+    return "image" if is_image(path) else "video"

@@ -1,0 +1,105 @@
+"""Stage 3, restore: align every tracked face to the FFHQ template and restore the faces of `window`
+consecutive frames with KEEP, all tracks in one batched call, each track's Kalman / KEEP state carried
+over the whole track (`keep.streaming.TrackStreams`).
+
+A track's state is kept while the tracker keeps the track, even through a window where it has no face
+(issue #12), and dropped when the tracker drops it. Memory: one window of aligned crops plus one state
+per live track.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+
+import cv2
+import numpy as np
+
+from ..face.align import align_face, estimate_affine
+from ..image import to_tensor, to_uint8
+from ..restorer import Restorer
+from ..streaming import TrackStreams
+from .items import FaceFrame, FramePool, RestoredFace, RestoredFrame, StageTimer
+
+log = logging.getLogger(__name__)
+
+
+class RestoreStage:
+    """`FaceFrame`s in; `RestoredFrame`s out, a window at a time, order kept."""
+
+    def __init__(
+        self,
+        model: Restorer,
+        *,
+        window: int,
+        gain_context: int,
+        precision: str,
+        timer: StageTimer,
+        restore: bool = True,
+    ):
+        self.model = model
+        self.size = model.config.img_size
+        self.window = window
+        self.gain_context = gain_context
+        self.precision = precision
+        self.timer = timer
+        self.restore = restore
+
+    def start(self, pool: FramePool) -> None:
+        self.pool = pool
+        self.streams = TrackStreams(
+            self.model, gain_context=self.gain_context, precision=self.precision, timer=self.timer
+        )
+        self.chunk: list[tuple[FaceFrame, dict[int, tuple[np.ndarray | None, np.ndarray]]]] = []
+        self.track_frames: Counter[int] = Counter()
+        self.track_span: dict[int, tuple[int, int]] = {}
+
+    def push(self, frame: FaceFrame) -> list[RestoredFrame]:
+        with self.timer("align"):
+            rgb = self.pool[frame.slot]
+            aligned = {}
+            for track, landmarks in frame.faces.items():
+                if landmarks is None:  # --has_aligned: the frame is the face
+                    crop = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                    aligned[track] = (None, crop)
+                else:
+                    matrix = estimate_affine(landmarks, self.size)
+                    aligned[track] = (matrix, align_face(rgb, matrix, self.size))
+        self.chunk.append((frame, aligned))
+        return self._restore_chunk() if len(self.chunk) == self.window else []
+
+    def finish(self) -> list[RestoredFrame]:
+        return self._restore_chunk() if self.chunk else []
+
+    def _restore_chunk(self) -> list[RestoredFrame]:
+        per_track: dict[int, list[np.ndarray]] = defaultdict(list)
+        for frame, aligned in self.chunk:
+            for track, (_, crop) in aligned.items():
+                per_track[track].append(crop)
+                first, _ = self.track_span.get(track, (frame.index, frame.index))
+                self.track_span[track] = (first, frame.index)
+        restored: dict[int, list[np.ndarray]] = {}
+        if self.restore and per_track:
+            windows = {track: to_tensor(np.stack(crops)) for track, crops in per_track.items()}  # (T, 3, S, S)
+            outputs = self.streams.step(windows)
+            restored = {track: list(to_uint8(result.out)) for track, result in outputs.items()}
+        else:
+            restored = dict(per_track)
+        # the tracker's verdict on the chunk's last frame decides which states live on
+        self.streams.retain(self.chunk[-1][0].live | per_track.keys())
+        out, used = [], Counter()
+        for frame, aligned in self.chunk:
+            faces = []
+            for track, (matrix, _) in aligned.items():
+                faces.append(RestoredFace(track, matrix, restored[track][used[track]]))
+                used[track] += 1
+            out.append(RestoredFrame(frame.index, frame.slot, frame.pts, faces))
+        self.track_frames.update(used)
+        self.chunk = []
+        return out
+
+    def stats(self) -> dict:
+        return {
+            "track_frames": {int(t): n for t, n in sorted(self.track_frames.items())},
+            "track_spans": {int(t): list(span) for t, span in sorted(self.track_span.items())},
+        }

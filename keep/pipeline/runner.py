@@ -1,0 +1,322 @@
+"""Running the stages overlapped, joined by bounded queues, frame order kept (issue #11):
+
+    front worker                        main thread                     back worker
+    decode -> detect -> track  --Q1-->  align -> flow + network  --Q2-->  background -> paste -> encode
+         ^                                                                                  |
+         +-------------------------------- free frame slots <------------------------------+
+
+`overlap="processes"` (default) runs the two workers in spawned processes: dlib's detector and the
+Python tracking hold the GIL, so in threads they would stall the network (measured: a detection thread
+beside the network thread made both slower than running one after the other). Frames stay in a shared
+`FramePool`; the queues carry slot numbers, landmarks and restored crops. `overlap="threads"` runs the
+same workers in threads (cheaper to start; for small jobs and tests), `overlap="off"` runs every stage
+one after another in the calling thread (each stage's time alone, for the benchmark).
+
+Memory is bounded by the pool: the decoder waits for a free slot. An exception in any stage sets the
+shared stop flag; every stage leaves its loop, and the main thread raises one error (a `KeepError` for
+bad input, else `StageError`) - no hang, no traceback unless KEEP_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..errors import KeepError
+from .items import End, Failure, FramePool, Ready, StageError
+from .options import PipelineOptions
+from .restore import RestoreStage
+from .workers import BackJob, BackWorker, FrontJob, FrontWorker
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often a waiting stage checks whether the run is being stopped
+FACES_QUEUE = 8  # FaceFrames waiting for the restore stage
+
+
+class Stopped(Exception):
+    """Raised inside a waiting stage when another stage has failed."""
+
+
+class _Waiter:
+    """Blocking queue operations that give up when `stop` is set or a peer is gone."""
+
+    def __init__(self, stop, check: Callable[[], None] | None = None):
+        self.stop = stop
+        self.check = check
+
+    def _idle(self) -> None:
+        if self.stop.is_set():
+            raise Stopped
+        if self.check is not None:
+            self.check()
+
+    def get(self, q) -> Any:
+        while True:
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                self._idle()
+
+    def put(self, q, item: Any) -> None:
+        while True:
+            try:
+                return q.put(item, timeout=POLL_S)
+            except queue.Full:
+                self._idle()
+
+
+def _parent_alive() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        raise Stopped
+
+
+def _serve(role: str, build: Callable, args: tuple, q: dict, stop, log_level: int, threads: int, child: bool) -> None:
+    """A worker's life: build its stages, then serve jobs until told to stop (None) or stopped."""
+    if child:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
+        logging.basicConfig(level=log_level, format="%(message)s", stream=sys.stderr)
+        torch.set_num_threads(threads)
+    wait = _Waiter(stop, _parent_alive if child else None)
+    try:
+        worker = build(*args)
+        q["events"].put((role, Ready(worker.info())))
+        while (task := wait.get(q[f"{role}_jobs"])) is not None:
+            generation, job = task
+            if role == "front":
+
+                def acquire(generation: int = generation) -> int:
+                    while True:  # slots of an earlier video may still be in the queue: skip them
+                        slot_generation, slot = wait.get(q["free"])
+                        if slot_generation == generation:
+                            return slot
+
+                stats = worker.run(job, acquire, lambda item: wait.put(q["faces"], item))
+                wait.put(q["faces"], End(stats))
+            else:
+                worker.begin(job, lambda slot, g=generation: q["free"].put((g, slot)))
+                try:
+                    while not isinstance(item := wait.get(q["restored"]), End):
+                        worker.push(item)
+                except BaseException:
+                    worker.abort()
+                    raise
+                q["events"].put((role, End(worker.end())))
+    except Stopped:
+        return
+    except BaseException as exc:
+        stop.set()
+        q["events"].put((role, Failure.from_exception(role, exc)))
+
+
+def raise_failure(failure: Failure) -> None:
+    if os.environ.get("KEEP_DEBUG") and failure.traceback:
+        print(failure.traceback, file=sys.stderr)
+    if failure.user_error:
+        raise KeepError(failure.message)
+    raise StageError(f"{failure.stage} stage: {failure.message}")
+
+
+class OverlappedRunner:
+    """The front and back workers in processes or threads, and the queues between them."""
+
+    def __init__(self, options: PipelineOptions, size: int, *, window: int):
+        self.mode = options.overlap
+        self.window = window
+        child = self.shared = self.mode == "processes"
+        ctx = multiprocessing.get_context("spawn") if child else None
+        make_queue = ctx.Queue if child else queue.Queue
+        self.stop = ctx.Event() if child else threading.Event()
+        self.q = {
+            "front_jobs": make_queue(),
+            "back_jobs": make_queue(),
+            "faces": make_queue(FACES_QUEUE),
+            "restored": make_queue(window),
+            "free": make_queue(),
+            "events": make_queue(),
+        }
+        level = logging.getLogger().getEffectiveLevel()
+        threads = torch.get_num_threads()
+        self.workers = {}
+        for role, build, args in (("front", FrontWorker, (options,)), ("back", BackWorker, (options, size))):
+            target_args = (role, build, args, self.q, self.stop, level, threads, child)
+            if child:
+                worker = ctx.Process(target=_serve, args=target_args, name=f"keep-{role}", daemon=True)
+            else:
+                worker = threading.Thread(target=_serve, args=target_args, name=f"keep-{role}", daemon=True)
+            worker.start()
+            self.workers[role] = worker
+        self.wait = _Waiter(self.stop, self._check_workers)
+        self.pending: dict[str, deque] = {"front": deque(), "back": deque()}
+        self.generation = 0
+        self.info = {}
+        try:
+            for role in self.workers:
+                self.info.update(self._event(role, Ready).info)
+        except BaseException:
+            self.abort()
+            raise
+
+    def pool_size(self, held: int) -> int:
+        """Frame slots for: the front's look-ahead, Q1, one window being restored, Q2, paste and encode."""
+        return held + FACES_QUEUE + 2 * self.window + 3
+
+    def _check_workers(self) -> None:
+        for role, worker in self.workers.items():
+            if not worker.is_alive():
+                code = getattr(worker, "exitcode", None)
+                self.stop.set()
+                kind = "process" if self.shared else "thread"
+                raise StageError(f"the {role} stage {kind} ended unexpectedly (exit code {code})")
+
+    def _event(self, role: str, kind: type) -> Any:
+        """Wait for the next `kind` event of `role` (a Failure of any worker is raised)."""
+        while True:
+            if self.pending[role]:
+                event = self.pending[role].popleft()
+            else:
+                try:
+                    source, event = self.q["events"].get(timeout=POLL_S)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        self._raise_failure()
+                    self._check_workers()
+                    continue
+                if isinstance(event, Failure):
+                    raise_failure(event)
+                if source != role:
+                    self.pending[source].append(event)
+                    continue
+            if isinstance(event, kind):
+                return event
+            raise StageError(f"{role} stage: unexpected {type(event).__name__} while waiting for {kind.__name__}")
+
+    def _raise_failure(self) -> None:
+        """The stop flag is set: raise the failure a worker reported (waiting a little for it)."""
+        for _ in range(int(5 / POLL_S)):
+            try:
+                _, event = self.q["events"].get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if isinstance(event, Failure):
+                raise_failure(event)
+        raise StageError("a stage stopped without saying why")
+
+    def run(self, front: FrontJob, back: BackJob, restore: RestoreStage, progress: Callable[[int], None]) -> tuple:
+        """Stream one video through all stages; returns (front stats, back stats)."""
+        self.generation += 1
+        for slot in range(len(front.pool)):
+            self.q["free"].put((self.generation, slot))
+        self.q["front_jobs"].put((self.generation, front))
+        self.q["back_jobs"].put((self.generation, back))
+        try:
+            while not isinstance(item := self._get(self.q["faces"]), End):
+                for restored in restore.push(item):
+                    self._put(self.q["restored"], restored)
+                    progress(1)
+            front_stats = item.stats
+            for restored in restore.finish():
+                self._put(self.q["restored"], restored)
+                progress(1)
+            self._put(self.q["restored"], End())
+            back_stats = self._event("back", End).stats
+        except BaseException:
+            self.abort()
+            raise
+        return front_stats, back_stats
+
+    def _get(self, q) -> Any:
+        try:
+            return self.wait.get(q)
+        except Stopped:
+            self._raise_failure()
+
+    def _put(self, q, item: Any) -> None:
+        try:
+            self.wait.put(q, item)
+        except Stopped:
+            self._raise_failure()
+
+    def close(self) -> None:
+        """Let the workers finish and exit."""
+        for role in self.workers:
+            self.q[f"{role}_jobs"].put(None)
+        self._join(timeout=10)
+
+    def abort(self) -> None:
+        """Stop every worker now (after a failure or an interrupt); the runner cannot be used again."""
+        self.stop.set()
+        self._join(timeout=3)
+
+    def _join(self, timeout: float) -> None:
+        for worker in self.workers.values():
+            worker.join(timeout)
+            if worker.is_alive() and hasattr(worker, "terminate"):
+                worker.terminate()
+                worker.join(1)
+
+
+class InlineRunner:
+    """`overlap="off"`: every stage in the calling thread, one frame after another."""
+
+    shared = False
+
+    def __init__(self, options: PipelineOptions, size: int, *, window: int):
+        self.window = window
+        self.front = FrontWorker(options)
+        self.back = BackWorker(options, size)
+        self.info = {**self.front.info(), **self.back.info()}
+
+    def pool_size(self, held: int) -> int:
+        return held + self.window + 2
+
+    def run(self, front: FrontJob, back: BackJob, restore: RestoreStage, progress: Callable[[int], None]) -> tuple:
+        free = deque(range(len(front.pool)))
+
+        def acquire() -> int:
+            if not free:
+                raise StageError("no free frame slot (pool too small)")
+            return free.popleft()
+
+        def emit(item) -> None:
+            for restored in restore.push(item):
+                self.back.push(restored)
+                progress(1)
+
+        self.back.begin(back, free.append)
+        try:
+            front_stats = self.front.run(front, acquire, emit)
+            for restored in restore.finish():
+                self.back.push(restored)
+                progress(1)
+        except BaseException:
+            self.back.abort()
+            raise
+        return front_stats, self.back.end()
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def build_runner(options: PipelineOptions, size: int) -> OverlappedRunner | InlineRunner:
+    if options.overlap == "off":
+        return InlineRunner(options, size, window=options.window)
+    return OverlappedRunner(options, size, window=options.window)
+
+
+def new_pool(runner: OverlappedRunner | InlineRunner, held: int, height: int, width: int) -> FramePool:
+    return FramePool(runner.pool_size(held), height, width, shared=runner.shared)

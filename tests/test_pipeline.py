@@ -1,0 +1,189 @@
+"""The pipeline's parts on their own (issue #11): batched tracks, track states through gaps, batched
+detection, the Real-ESRGAN background upsampler, face upsampling and boxes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from test_network import tiny
+
+from keep.archs.rrdbnet import RRDBNet
+from keep.background import BicubicUpsampler, RealESRGANUpsampler, build_upsampler, load_rrdbnet
+from keep.face.align import crop_corners, draw_box, estimate_affine, feathered_mask, paste_face, template
+from keep.face.detectors import Detection
+from keep.flow import build_flow
+from keep.pipeline.faces import FaceStage
+from keep.pipeline.items import FaceFrame, FramePool, StageTimer
+from keep.pipeline.restore import RestoreStage
+from keep.restorer import Restorer
+from keep.streaming import StreamingRestorer, TrackStreams
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def frames(count: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(count, 3, 64, 64, generator=g) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------------ batched tracks
+@pytest.mark.parametrize("gain_context", [0, 2])
+def test_batched_tracks_equal_each_track_alone(gain_context):
+    """Three tracks over three windows (one joins late, one window shorter): per track, the codes of that
+    track restored alone and the output within 1e-3."""
+    model = Restorer(tiny(), build_flow("dis"))
+    clips = {0: frames(9, 1), 1: frames(9, 2), 7: frames(5, 3)}  # track 7 appears in the second window
+    windows = [  # (track -> (first, last)) per window
+        {0: (0, 4), 1: (0, 4)},
+        {0: (4, 7), 1: (4, 7), 7: (0, 3)},
+        {0: (7, 9), 1: (7, 9), 7: (3, 5)},
+    ]
+    batched = TrackStreams(model, gain_context=gain_context)
+    alone = {track: StreamingRestorer(model, window=100, gain_context=gain_context) for track in clips}
+    calls = []
+    original = model.network.run
+    counted = lambda lq, *a, **k: calls.append(lq.shape[0]) or original(lq, *a, **k)  # noqa: E731
+    for window in windows:
+        model.network.run = counted
+        results = batched.step({t: clips[t][a:b] for t, (a, b) in window.items()})
+        model.network.run = original
+        assert results.keys() == window.keys()
+        for track, (a, b) in window.items():
+            reference = alone[track].model.run(
+                clips[track][a:b][None], state=alone[track].state, previous=alone[track].previous,
+                gain_context=gain_context,
+            )  # fmt: skip
+            alone[track].state, alone[track].previous = reference.state, clips[track][b - 1][None]
+            assert torch.equal(results[track].idx, reference.idx[0])
+            torch.testing.assert_close(results[track].out, reference.out[0], atol=1e-3, rtol=0)
+    # window 1: one call for 2 tracks; window 2: 0 and 1 continue, 7 starts -> 2 calls; window 3: one call
+    assert calls == [2, 2, 1, 3]
+
+
+def test_track_state_lives_while_the_tracker_keeps_the_track():
+    model = Restorer(tiny(), build_flow("dis"))
+    pool = FramePool(4, 96, 96)
+    pool.frames[:] = np.random.default_rng(0).integers(0, 255, pool.frames.shape, dtype=np.uint8)
+    landmarks = template(64) + 16
+    stage = RestoreStage(model, window=2, gain_context=0, precision="fp32", timer=StageTimer())
+    stage.start(pool)
+
+    def push(index: int, faces: dict, live: set) -> list:
+        return stage.push(FaceFrame(index, index % 4, index, faces, frozenset(live)))
+
+    push(0, {3: landmarks}, {3})
+    out = push(1, {3: landmarks}, {3})
+    assert [len(f.faces) for f in out] == [1, 1] and 3 in stage.streams
+    push(2, {}, {3})  # a window without the face, but the tracker still keeps track 3: state kept
+    push(3, {}, {3})
+    assert 3 in stage.streams
+    push(4, {3: landmarks}, {3})
+    push(5, {}, set())  # the tracker dropped it after frame 4
+    push(6, {}, set())
+    push(7, {}, set())
+    assert 3 not in stage.streams
+    assert stage.stats()["track_frames"] == {3: 3}
+
+
+# ------------------------------------------------------------------------------------------ detection
+class BatchDetector:
+    name = "fake"
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, rgb):
+        raise AssertionError("detect_batch should be used")
+
+    def detect_batch(self, rgbs):
+        self.batches.append(len(rgbs))
+        box = np.array([10.0, 10.0, 60.0, 60.0])
+        big = Detection(box, 0.9, template(64) * 50 / 64 + 10)
+        small = Detection(box / 10, 0.9, template(64) / 64)
+        return [[big, small] for _ in rgbs]
+
+
+def test_face_stage_uses_detect_batch_and_counts_small_faces():
+    detector = BatchDetector()
+    pool = FramePool(32, 80, 80)
+    stage = FaceStage(detector, min_face=16, max_gap=2, smooth_sigma=0, timer=StageTimer(), batch=4)
+    stage.start(pool)
+    out = [f for i in range(10) for f in stage.push(i, i, i)] + list(stage.finish())
+    assert detector.batches == [4, 4, 2]
+    assert [f.index for f in out] == list(range(10)) and all(list(f.faces) == [0] for f in out)
+    assert stage.stats()["small_faces_skipped"] == 10
+
+
+# ------------------------------------------------------------------------------------------ background
+def test_rrdbnet_has_the_released_x2plus_layout():
+    state = RRDBNet(scale=2).state_dict()
+    assert len([k for k in state if k.endswith("weight")]) == 1 + 23 * 15 + 5
+    assert state["conv_first.weight"].shape == (64, 12, 3, 3)  # pixel-unshuffled input
+    assert state["body.22.rdb3.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
+    assert state["conv_last.weight"].shape == (3, 64, 3, 3)
+
+
+def test_tiled_upsampler_equals_untiled():
+    torch.manual_seed(0)
+    network = RRDBNet(num_block=2)  # stand-in weights
+    x = torch.rand(1, 3, 50, 70)
+    whole = RealESRGANUpsampler(network).upsample(x)
+    tiled = RealESRGANUpsampler(network, tile=24, tile_pad=10).upsample(x)
+    assert whole.shape == (1, 3, 100, 140)
+    assert (whole - tiled).abs().max() < 1e-3
+
+
+def test_realesrgan_loads_params_ema_and_scales(tmp_path):
+    torch.manual_seed(0)
+    network = RRDBNet()
+    torch.save({"params_ema": network.state_dict()}, tmp_path / "x2.pth")
+    loaded = load_rrdbnet(str(tmp_path / "x2.pth"))
+    original, restored = network.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys() and all(torch.equal(original[k], restored[k]) for k in original)
+    torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}}, tmp_path / "bad.pth")
+    with pytest.raises(Exception, match="not a Real-ESRGAN"):
+        load_rrdbnet(str(tmp_path / "bad.pth"))
+    small = RealESRGANUpsampler(RRDBNet(num_block=1))
+    rgb = np.random.default_rng(0).integers(0, 255, (15, 21, 3), dtype=np.uint8)  # odd size
+    assert small(rgb, 2).shape == (30, 42, 3) and small(rgb, 1).shape == (15, 21, 3)
+    assert small(rgb, 3).shape == (45, 63, 3)
+
+
+def test_realesrgan_without_weights_falls_back_to_bicubic(caplog):
+    with caplog.at_level(logging.WARNING):
+        upsampler = build_upsampler("realesrgan")
+    assert isinstance(upsampler, BicubicUpsampler)
+    lines = [r.getMessage() for r in caplog.records if "realesrgan" in r.getMessage()]
+    assert len(lines) == 1 and "RealESRGAN_x2plus.pth" in lines[0] and "bicubic" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------ paste
+def test_paste_of_an_upsampled_face_matches_the_plain_paste():
+    """A face upsampled k times pasted with k x the matrix lands where the plain face does."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    matrix = estimate_affine(template(64) * 0.9 + [40, 20], 64)
+    face = np.full((64, 64, 3), 200, np.uint8)
+    plain = paste_face(background, face, matrix, mask=feathered_mask(64), upscale=2)
+    big = paste_face(background, np.full((128, 128, 3), 200, np.uint8), matrix * 2, mask=feathered_mask(128), upscale=2)
+    assert np.abs(plain.astype(int) - big).mean() < 1.0
+    outside = np.ones(plain.shape[:2], bool)
+    (left, top), (right, bottom) = (crop_corners(matrix, 64) * 2).min(0), (crop_corners(matrix, 64) * 2).max(0)
+    outside[int(top) : int(bottom) + 1, int(left) : int(right) + 1] = False
+    assert (plain[outside] == background[outside]).all() and (big[outside] == background[outside]).all()
+
+
+def test_draw_box_outlines_the_crop():
+    image = np.zeros((100, 120, 3), np.uint8)
+    corners = np.array([[20.0, 20.0], [80.0, 20.0], [80.0, 80.0], [20.0, 80.0]])
+    draw_box(image, corners, track=2)
+    assert image[20, 50].any() and image[50, 80].any() and not image[50, 50].any()
