@@ -1,4 +1,4 @@
-"""End-to-end `inference.py` on real and generated clips, and every bad input of issue #3."""
+"""End-to-end `inference.py` on real and generated clips, and every bad input of issues #3, #10, #11."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from inference import main
 from keep.video import VideoWriter, open_input, probe, write_image
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis"]
+TINY = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--overlap", "threads"]
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_truncated_video_restores_what_decodes(tmp_path):
         ("missing", "does not exist"),
         ("junk", "cannot open video"),
         ("unwritable", "cannot create output folder"),
-        ("overwrite", "overwrite the input"),
+        ("overwrite", "would write into the input"),
         ("weights", "KEEP-a1a14d46.pth"),
         ("detector", "choose one of"),
     ],
@@ -185,3 +185,176 @@ def test_has_aligned_restores_whole_frames(tmp_path):
     restored = decode(tmp_path / "out" / "aligned.mp4")
     assert len(restored) == 3 and restored[0].shape == (128, 128, 3)
     assert np.abs(restored[0].astype(int) - crop).mean() > 5  # the (random) network changed the face
+
+
+# ------------------------------------------------------------------------------------------ issue 11
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny network with fixed weights, so that separate runs restore identically."""
+    import keep
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    keep.save_checkpoint(path, keep.load_network("preset:tiny"))
+    return path
+
+
+def sample_frames(count: int, start: int = 0) -> list[np.ndarray]:
+    return [f.rgb for f, _ in zip(open_input(SAMPLE), range(start + count), strict=False)][start:]
+
+
+def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_path, caplog):
+    """The default (stages in worker processes) writes what running the stages in turn writes, and the
+    summary and log count the frames of every track."""
+    caplog.set_level("INFO")
+    clip = make_clip(tmp_path / "talk.mp4", sample_frames(23), audio=False)
+    base = ["-i", str(clip), "--model", str(tiny_weights), "--detector", "dlib", "--flow", "dis", "--crf", "0"]
+    assert main([*base, "-o", str(tmp_path / "a"), "--overlap", "processes", "--window", "8"]) == 0
+    assert main([*base, "-o", str(tmp_path / "b"), "--overlap", "off", "--window", "8"]) == 0
+    a, b = decode(tmp_path / "a" / "talk.mp4"), decode(tmp_path / "b" / "talk.mp4")
+    assert len(a) == 23 and all((x == y).all() for x, y in zip(a, b, strict=True))
+    summary = json.loads((tmp_path / "a" / "talk_summary.json").read_text())
+    assert summary["track_frames"] == {"0": 23} and summary["small_faces_skipped"] == 0
+    assert summary["timings"]["network"] > 0 and summary["timings"]["detect"] > 0
+    assert "talk: track 0: a face in 23 of 23 frames (0-22)" in caplog.text
+
+
+def test_upscale_with_realesrgan_fallback_face_upsample_and_boxes(tmp_path, caplog):
+    caplog.set_level("INFO")
+    clip = make_clip(tmp_path / "talk.mp4", sample_frames(4), audio=False)
+    args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--upscale", "2", "--bg_upsampler", "realesrgan"]
+    assert main([*args, "--face_upsample", "--draw_box", "--save_faces"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "realesrgan unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "bicubic" in warnings[0]  # offline: no weights, one line
+    out = decode(tmp_path / "out" / "talk.mp4")
+    assert len(out) == 4 and out[0].shape == (288, 352, 3)
+    records = [json.loads(line) for line in (tmp_path / "out" / "talk_faces.jsonl").read_text().splitlines()]
+    corners = np.array(records[0]["faces"][0]["corners"]) * 2  # the box is drawn along the crop's edges
+    (x, y) = np.rint(corners[0]).astype(int)
+    edge = out[0][max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3].astype(int)
+    assert (np.abs(edge - edge.mean((0, 1))) > 0).any()
+    summary = json.loads((tmp_path / "out" / "talk_summary.json").read_text())
+    assert summary["background"] == "bicubic"
+
+
+def test_folder_of_videos_writes_one_output_each_and_skips_finished(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_clip(videos / "a.mp4", sample_frames(3), audio=False)
+    make_clip(videos / "b.mkv", noise_frames(2), audio=False)
+    (videos / "c").mkdir()
+    for i, frame in enumerate(sample_frames(2, start=10)):
+        write_image(videos / "c" / f"{i}.png", frame)
+    (videos / "notes.txt").write_text("not a video")
+    out = tmp_path / "out"
+    assert main(["-i", str(videos), "-o", str(out), *TINY]) == 0
+    assert [probe(out / f"{s}.mp4")["frames"] for s in "abc"] == [3, 2, 2]
+    assert "3 inputs: 3 restored, 0 skipped" in capsys.readouterr().out
+    before = {s: (out / f"{s}.mp4").stat().st_mtime_ns for s in "abc"}
+    (out / "b.mp4").unlink()
+    assert main(["-i", str(videos), "-o", str(out), *TINY]) == 0
+    assert "3 inputs: 1 restored, 2 skipped" in capsys.readouterr().out
+    assert all((out / f"{s}.mp4").stat().st_mtime_ns == before[s] for s in "ac")
+    assert main(["-i", str(videos), "-o", str(out), *TINY, "--overwrite"]) == 0
+    assert "3 inputs: 3 restored, 0 skipped" in capsys.readouterr().out
+
+
+def test_a_failing_input_in_a_folder_is_reported_and_the_others_go_on(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_clip(videos / "good.mp4", sample_frames(2), audio=False)
+    (videos / "junk.mp4").write_bytes(b"\x00garbage" * 100)
+    assert main(["-i", str(videos), "-o", str(tmp_path / "out"), *TINY]) == 2
+    captured = capsys.readouterr()
+    assert "1 restored, 0 skipped (output exists), 1 failed" in captured.out
+    assert captured.err.count("error:") == 1 and "junk.mp4" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "out" / "good.mp4").is_file() and not (tmp_path / "out" / "junk.mp4").exists()
+
+
+def test_torchrun_shards_a_folder_over_two_processes(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("one", "two", "three"):
+        make_clip(videos / f"{name}.mp4", sample_frames(2), audio=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [str(REPO / "inference.py"), "-i", str(videos), "-o", str(out), *TINY, "--device", "cpu"]
+    env = {**__import__("os").environ, "KEEP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    done = [line for line in result.stdout.splitlines() if line.startswith("done:")]
+    assert sorted(line.rsplit("/", 1)[-1] for line in done) == ["one.mp4", "three.mp4", "two.mp4"]  # each once
+    assert "3 inputs: 3 restored, 0 skipped (output exists), 0 failed" in result.stdout
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["one.mp4", "three.mp4", "two.mp4"]
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "3 inputs: 0 restored, 3 skipped" in again.stdout, again.stderr[-2000:]
+
+
+def test_no_run_writes_into_its_inputs(tmp_path, capsys):
+    """A frames folder named `frames` that an earlier --save_frames run wrote inside OUTDIR (issue 10)."""
+    source = tmp_path / "frames"
+    source.mkdir()
+    for i, frame in enumerate(sample_frames(2)):
+        write_image(source / f"{i}.png", frame)
+    out = tmp_path / "out"
+    assert main(["-i", str(source), "-o", str(out), *TINY, "--save_frames"]) == 0
+    written = out / "frames" / "frames"  # OUTDIR/<stem>/frames
+    before = {p.name: p.read_bytes() for p in written.iterdir()}
+    capsys.readouterr()
+    assert main(["-i", str(written), "-o", str(out), *TINY, "--save_frames", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "would write into the input" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in written.iterdir()} == before
+    assert main(["-i", str(source), "-o", str(source / "sub"), *TINY]) == 2  # an output inside the input folder
+
+
+@pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU"), ("tpu", "unknown device"), ("meta", "not supported")])
+def test_unavailable_devices_are_one_line(device, message, tmp_path, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["-i", str(SAMPLE), "-o", str(tmp_path), *TINY, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_inputs_are_checked_before_any_model_is_built(tmp_path, monkeypatch, capsys):
+    import keep.pipeline.pipeline as pipeline_module
+
+    built = []
+    monkeypatch.setattr(pipeline_module, "load_model", lambda *a, **k: built.append(1))
+    (tmp_path / "junk.mp4").write_bytes(b"\x00garbage" * 100)
+    for bad in ("missing.mp4", "junk.mp4"):
+        assert main(["-i", str(tmp_path / bad), "-o", str(tmp_path / "o"), *TINY]) == 2
+    assert built == [] and "does not exist" in capsys.readouterr().err
+    assert main(["-i", str(SAMPLE), "-o", str(tmp_path / "o"), *TINY, "--threads", "0"]) == 2
+    assert built == [] and "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_a_stage_failure_stops_every_stage_with_one_line(tmp_path, capsys):
+    """A frame of another size in a frames folder: the decoder (in its worker process) fails; the run ends
+    with one error line, exit 2, and leaves neither the output nor its partial file."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = sample_frames(30)
+    for i, frame in enumerate(frames):
+        write_image(folder / f"{i:03d}.png", frame if i != 25 else frame[:100])
+    out = tmp_path / "out"
+    args = ["-i", str(folder), "-o", str(out), "--model", "preset:tiny", "--detector", "dlib", "--flow", "dis"]
+    assert main(args) == 2  # --overlap processes (default)
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "025.png" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_an_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    from keep.pipeline.compose import ComposeStage
+
+    def broken(self, rgb, frame):
+        raise RuntimeError("paste exploded")
+
+    monkeypatch.setattr(ComposeStage, "__call__", broken)
+    clip = make_clip(tmp_path / "talk.mp4", sample_frames(3), audio=False)
+    assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "paste exploded" in err and "Traceback" not in err
+    assert list((tmp_path / "out").iterdir()) == []

@@ -57,3 +57,18 @@ class PipelineOptions:
             raise KeepError(f"--overlap must be one of {', '.join(OVERLAP_MODES)}, got '{self.overlap}'")
         if self.fps <= 0:
             raise KeepError(f"--fps must be > 0, got {self.fps}")
+        from ..background import UPSAMPLERS
+        from ..face.detectors import DETECTORS
+        from ..flow import FLOW_ESTIMATORS
+        from ..precision import PRECISIONS
+
+        choices = {
+            "detector": ("auto", *DETECTORS),
+            "mask": ("auto", "parsenet", "feather"),
+            "flow": ("auto", *FLOW_ESTIMATORS),
+            "bg_upsampler": UPSAMPLERS,
+            "precision": tuple(PRECISIONS),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise KeepError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(valid)}")
