@@ -308,7 +308,10 @@ def test_no_run_writes_into_its_inputs(tmp_path, capsys):
     assert main(["-i", str(source), "-o", str(source / "sub"), *TINY]) == 2  # an output inside the input folder
 
 
-@pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU"), ("tpu", "unknown device"), ("meta", "not supported")])
+DEVICES = [("cuda", "no CUDA GPU"), ("tpu", "unknown device"), ("meta", "not supported")]
+
+
+@pytest.mark.parametrize("device, message", DEVICES)
 def test_unavailable_devices_are_one_line(device, message, tmp_path, capsys):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is present")

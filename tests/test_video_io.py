@@ -112,3 +112,17 @@ def test_truncated_video_decodes_what_it_can(tmp_path):
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
     frames = list(open_input(tmp_path / "cut.mkv"))
     assert 0 < len(frames) < 20
+
+
+def test_video_suffixes_header_only_close_and_abort(tmp_path):
+    from keep.video import VIDEO_SUFFIXES, is_video
+
+    assert is_video("a.MP4") and is_video(Path("x/y.mkv")) and not is_video("a.png") and ".webm" in VIDEO_SUFFIXES
+    reader = open_input(SAMPLE)  # the header, without decoding
+    assert (reader.width, reader.height) == (176, 144)
+    reader.close()
+    writer = VideoWriter(tmp_path / "cut.mp4", width=80, height=64, fps=Fraction(25), audio_source=SAMPLE)
+    for frame in noise_frames(3):
+        writer.write(frame)
+    writer.abort()  # after a failure: closes without raising; the caller removes the file
+    writer.abort()

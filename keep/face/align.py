@@ -92,12 +92,20 @@ def paste_face(
     shift = inverse.copy()
     shift[:, 2] -= (left, top)
     box = (right - left, bottom - top)
-    warped = cv2.warpAffine(face, shift, box, flags=cv2.INTER_LINEAR, borderValue=0)
-    alpha = cv2.warpAffine(mask, shift, box, flags=cv2.INTER_LINEAR, borderValue=0)[:, :, None]
-    region = out[top:bottom, left:right]
-    blend = alpha * warped.astype(np.float32) + (1 - alpha) * region.astype(np.float32)
-    changed = alpha[:, :, 0] > 0
-    region[changed] = np.clip(np.rint(blend[changed]), 0, 255).astype(np.uint8)
+    alpha = cv2.warpAffine(mask.astype(np.float32), shift, box, flags=cv2.INTER_LINEAR, borderValue=0)
+    rows, cols = np.nonzero(alpha.max(axis=1) > 0)[0], np.nonzero(alpha.max(axis=0) > 0)[0]
+    if len(rows) == 0:
+        return out
+    # blend only the mask's bounding box: region + alpha (face - region), exact where alpha is 0 or 1
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    shift[:, 2] -= (x0, y0)
+    warped = cv2.warpAffine(face, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0)
+    region = out[top + y0 : top + y1, left + x0 : left + x1]
+    base = region.astype(np.float32)
+    blend = cv2.subtract(warped.astype(np.float32), base)
+    blend = cv2.multiply(blend, cv2.merge([alpha[y0:y1, x0:x1]] * 3))
+    blend = cv2.add(blend, base)
+    region[...] = np.rint(blend).astype(np.uint8)  # within [0, 255]: a convex combination
     return out
 
 

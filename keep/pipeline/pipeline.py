@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -56,8 +57,19 @@ class Pipeline:
             self.runner.close()
             self.runner = None
 
-    def run(self, source: str | Path | Input, outdir: str | Path, *, progress: bool = True) -> dict:
-        """Restore one input into `outdir`; returns its summary (also written as JSON for videos)."""
+    def run(
+        self,
+        source: str | Path | Input,
+        outdir: str | Path,
+        *,
+        progress: bool = True,
+        on_restored: Callable[[int], None] | None = None,
+    ) -> dict:
+        """Restore one input into `outdir`; returns its summary (also written as JSON for videos).
+
+        progress: show a bar counting restored frames; on_restored: called with the number of frames
+        restored so far, after each one.
+        """
         opts = self.options
         start = time.perf_counter()
         item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
@@ -86,7 +98,15 @@ class Pipeline:
         )  # fmt: skip
         try:
             jobs = FrontJob(item.source, opts.fps, pool), BackJob(encode, pool)
-            front, back = runner.run(*jobs, self.restore, bar.update)
+            restored = [0]
+
+            def advance(count: int) -> None:
+                bar.update(count)
+                restored[0] += count
+                if on_restored is not None:
+                    on_restored(restored[0])
+
+            front, back = runner.run(*jobs, self.restore, advance)
         except BaseException:
             if not isinstance(runner, InlineRunner):
                 self.runner = None  # its workers are stopped; the next run starts new ones

@@ -178,7 +178,13 @@ class OverlappedRunner:
                 code = getattr(worker, "exitcode", None)
                 self.stop.set()
                 kind = "process" if self.shared else "thread"
-                raise StageError(f"the {role} stage {kind} ended unexpectedly (exit code {code})")
+                hint = ""
+                if self.shared and not self.info:  # died while starting: typically an unguarded script
+                    hint = (
+                        "; a script that runs the pipeline with overlap='processes' needs an "
+                        "`if __name__ == '__main__':` guard (or use overlap='threads')"
+                    )
+                raise StageError(f"the {role} stage {kind} ended unexpectedly (exit code {code}){hint}")
 
     def _event(self, role: str, kind: type) -> Any:
         """Wait for the next `kind` event of `role` (a Failure of any worker is raised)."""
