@@ -15,7 +15,7 @@ from .archs.keep_arch import KEEP, PRESETS
 from .checkpoint import read_checkpoint
 from .errors import KeepError
 from .restorer import Restorer
-from .weights import REGISTRY, resolve_weights
+from .weights import REGISTRY, read_tensors, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ def load_network(
     else:
         if isinstance(source, (str, os.PathLike)):
             path = resolve_weights(source)
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise KeepError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+            obj = read_tensors(path, "checkpoint")
         else:
             obj = source
         config, state = read_checkpoint(obj, use_ema=use_ema)

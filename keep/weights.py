@@ -177,6 +177,30 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
     )
 
 
+def read_tensors(path: str | os.PathLike, what: str = "weights"):
+    """The contents of a torch file, read with torch's weights-only unpickler: tensors, numbers,
+    strings and plain containers. Anything else in the file (a pickled object whose loading would
+    import and call code) is refused before it runs, as one `KeepError` line naming the file.
+    Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+        detail = f" (it needs {found.group(1)})" if found else ""
+        raise KeepError(
+            f"cannot read {what} {path}: it holds Python objects other than tensors{detail}; this project only "
+            "reads tensors and plain containers, so that no file can run code when loaded"
+        ) from None
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise KeepError(f"cannot read {what} {path}: {type(exc).__name__}: {first_line}") from None
+
+
 def describe() -> str:
     """One line per known file: name, where it was found (or 'missing'), URL."""
     lines = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import KeepError
 from ..metrics.landmarks import dlib_model_path, import_dlib
-from ..weights import resolve_weights
+from ..weights import read_tensors, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ class RetinaFaceDetector:
 
     def __init__(self, *, device: str = "cpu", threshold: float = 0.9):
         try:
-            import torch
             from facexlib.detection.retinaface import RetinaFace
         except ImportError:
             raise KeepError(
@@ -82,7 +81,7 @@ class RetinaFaceDetector:
             ) from None
         path = resolve_weights("retinaface_resnet50")
         net = RetinaFace(network_name="resnet50", half=False, device=device)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensors(path, "RetinaFace weights")
         net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
         self._net = net.to(device).eval()
         self.threshold = threshold

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import KeepError
 from ..image import to_tensor
-from ..weights import resolve_weights
+from ..weights import read_tensors, resolve_weights
 from .align import feathered_mask
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,12 @@ class ParsingMask:
     @classmethod
     def from_facexlib(cls, size: int, device: str = "cpu") -> ParsingMask:
         try:
-            import torch
             from facexlib.parsing.parsenet import ParseNet
         except ImportError:
             raise KeepError("the parsing mask needs the optional package facexlib (pip install facexlib)") from None
         path = resolve_weights("parsenet")
         net = ParseNet(in_size=cls.NET_SIZE, out_size=cls.NET_SIZE, parsing_ch=19)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        net.load_state_dict(read_tensors(path, "ParseNet weights"), strict=True)
         return cls(net.to(device).eval(), size, device)
 
     def __call__(self, face: np.ndarray) -> np.ndarray:
