@@ -7,6 +7,11 @@ out = model(lq, flows)                     # or given, frame t -> t-1 (B, T-1, 2
 net = keep.load_network("keep")            # the bare nn.Module
 """
 
+# ruff: noqa: E402  (the OpenMP wait policy must be set before the imports below load torch)
+from .cli import passive_openmp_waits
+
+passive_openmp_waits()  # idle OpenMP threads sleep instead of spinning (issue 10, keep/cli.py)
+
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
 from .checkpoint import save_checkpoint
 from .errors import KeepError, WeightsUnavailable
