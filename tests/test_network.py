@@ -17,7 +17,7 @@ from keep.streaming import StreamingRestorer
 
 def tiny(seed: int = 0, **overrides) -> KEEP:
     torch.manual_seed(seed)
-    model = KEEP.from_config(dataclasses.replace(PRESETS["tiny"], **overrides)).eval()
+    model = KEEP(dataclasses.replace(PRESETS["tiny"], **overrides)).eval()
     # CFT and CFA start as identities; give their last maps values so the tests exercise them.
     with torch.no_grad():
         for cft in model.cft.values():
@@ -51,7 +51,7 @@ FLOWNET_VALUES = 4_680_288  # GMFlow values in the manifest
 
 def test_released_parameter_count():
     # 158.5 M values in all including GMFlow (4.68 M), which this project does not carry.
-    model = KEEP.from_config(PRESETS["released"])
+    model = KEEP(PRESETS["released"])
     n = sum(p.numel() for p in model.parameters())
     assert n == 158_485_860 - FLOWNET_VALUES, n
 
@@ -100,7 +100,7 @@ def test_zero_flow_warp_is_identity_and_shift_moves_pixels():
 def test_cft_and_cfa_weights_learn():
     """The released code zero-initialises all CFT/CFA weights, so they never learn (spec section 8)."""
     torch.manual_seed(0)
-    model = KEEP.from_config(PRESETS["tiny"]).train()
+    model = KEEP(PRESETS["tiny"]).train()
     lq, flows = clip(frames=2)
     params = {n: p for n, p in model.named_parameters() if n.startswith(("cft.", "cfa."))}
     optimizer = torch.optim.SGD(params.values(), lr=0.1)

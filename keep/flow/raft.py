@@ -31,6 +31,7 @@ class RAFTFlow:
         self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.model.eval().requires_grad_(False).to(device)
         self.num_flow_updates = num_flow_updates
+        self.name = variant
 
     @torch.no_grad()
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
