@@ -189,18 +189,20 @@ def stream(model, frames, flows, args, device, on_window=None, flow_time: list |
     """Restore all frames window by window with the carry-mode StreamingRestorer, dropping outputs.
 
     With `--flow`, the flows of each window are estimated here (all pairs of the window in one
-    estimator call, in fp32 as the pipeline does) and `flow_time` gets (seconds, pairs) per window."""
+    estimator call, in fp32 as the pipeline does) and `flow_time` gets (seconds, CPU seconds, pairs) per
+    window."""
     restorer = StreamingRestorer(model, window=args.window)
     with torch.inference_mode():
         for start in range(0, frames.shape[1], args.window):
             lq = frames[:, start : start + args.window].to(device)
             if args.flow is not None:
                 sync(device)
-                begin = time.perf_counter()
+                begin, begin_cpu = time.perf_counter(), time.process_time()
                 window_flows = model.flows(lq, restorer.previous if restorer.state is not None else None)
                 sync(device)
                 if flow_time is not None and window_flows is not None:
-                    flow_time.append((time.perf_counter() - begin, window_flows.shape[0] * window_flows.shape[1]))
+                    pairs = window_flows.shape[0] * window_flows.shape[1]
+                    flow_time.append((time.perf_counter() - begin, time.process_time() - begin_cpu, pairs))
             else:
                 first = start if start > 0 else start + 1  # the first window has T-1 flows
                 window_flows = flows[:, first : start + args.window].to(device)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     memory_loaded = peak_memory_mib(device)
 
     seconds, cpu_seconds, peaks = [], [], []  # peaks: after each window of the first repeat
-    flow_times: list[list[tuple[float, int]]] = []  # per repeat: (seconds, pairs) per window
+    flow_times: list[list[tuple[float, float, int]]] = []  # per repeat: (seconds, CPU s, pairs) per window
     recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
     for _ in range(args.repeats):
         recorder.idx.clear()
@@ -284,18 +286,22 @@ def main(argv: list[str] | None = None) -> dict:
     }
     results["peak_memory_growth"] = results["peak_memory_all_frames_mib"] / results["peak_memory_first_window_mib"] - 1
     if args.flow is not None:
-        flow_seconds = [sum(t for t, _ in run) for run in flow_times]
-        pairs = sum(n for _, n in flow_times[0])
+        flow_seconds = [sum(t for t, _, _ in run) for run in flow_times]
+        flow_cpu = [sum(c for _, c, _ in run) for run in flow_times]
+        pairs = sum(n for _, _, n in flow_times[0])
         network_seconds = [total - flow for total, flow in zip(seconds, flow_seconds, strict=True)]
+        network_cpu = [total - flow for total, flow in zip(cpu_seconds, flow_cpu, strict=True)]
         results["flow_pairs"] = pairs
         results["flow_size"] = model.config.img_size
         if pairs:
             results["flow_s_per_pair_min"] = min(flow_seconds) / pairs
             results["flow_s_per_pair_median"] = statistics.median(flow_seconds) / pairs
             results["flow_pairs_per_s_max"] = pairs / min(flow_seconds)
+            results["flow_cpu_s_per_pair_median"] = statistics.median(flow_cpu) / pairs
         results["network_s_per_frame_min"] = min(network_seconds) / processed
         results["network_s_per_frame_median"] = statistics.median(network_seconds) / processed
         results["network_fps_max"] = processed / min(network_seconds)
+        results["network_cpu_s_per_frame_median"] = statistics.median(network_cpu) / processed
     if args.agreement and args.precision != "fp32":
         reduced = torch.cat(recorder.idx, 1)
         exact = codes(model, frames, flows, args, device, "fp32")
@@ -329,9 +335,11 @@ def report(r: dict) -> None:
     if r.get("flow_pairs"):
         print(
             f"flow {r['flow']} at {r['flow_size']}: {r['flow_s_per_pair_min']:.3f} s per frame pair (best), "
-            f"{r['flow_s_per_pair_median']:.3f} (median), {r['flow_pairs_per_s_max']:.2f} pairs/s; "
-            f"beside it the network: {r['network_s_per_frame_min']:.3f} s/frame (best), "
-            f"{r['network_fps_max']:.3f} frames/s ({r['flow_pairs']} pairs, {r['frames'] * r['batch']} frames)"
+            f"{r['flow_s_per_pair_median']:.3f} (median), {r['flow_pairs_per_s_max']:.2f} pairs/s, "
+            f"CPU {r['flow_cpu_s_per_pair_median']:.3f} s/pair; beside it the network: "
+            f"{r['network_s_per_frame_min']:.3f} s/frame (best), {r['network_fps_max']:.3f} frames/s, "
+            f"CPU {r['network_cpu_s_per_frame_median']:.3f} s/frame ({r['flow_pairs']} pairs, "
+            f"{r['frames'] * r['batch']} frames)"
         )
     if "code_agreement_vs_fp32" in r:
         print(f"code agreement with fp32: {100 * r['code_agreement_vs_fp32']:.2f}% of {r['agreement_tokens']} tokens")

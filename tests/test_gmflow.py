@@ -120,3 +120,39 @@ def test_net_output_shape(size):
     with torch.no_grad():
         flow = net(torch.zeros(1, 3, *size), torch.zeros(1, 3, *size))
     assert flow.shape == (1, 2, *size)
+
+
+def test_speed_benchmark_times_gmflow_beside_the_network():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_speed.py"
+    spec = importlib.util.spec_from_file_location("benchmark_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.main(
+        [
+            "--weights",
+            "preset:tiny",
+            "--flow",
+            "gmflow",
+            "--frames",
+            "3",
+            "--window",
+            "2",
+            "--threads",
+            "1",
+            "--no-reuse-memory",
+        ]
+    )
+    assert r["flow"] == "gmflow" and r["flow_pairs"] == 2 and r["flow_size"] == 64
+    assert 0 < r["flow_s_per_pair_min"] and 0 < r["network_s_per_frame_min"] < r["s_per_frame_min"]
+
+
+def test_wrong_weights_are_a_clear_error():
+    from keep.errors import KeepError
+
+    state = GMFlowNet().state_dict()
+    del state["upsampler.2.bias"]
+    with pytest.raises(KeepError, match="do not fit"):
+        GMFlow(state)
