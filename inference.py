@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, help="checkpoint path, registry name ('keep') or preset:NAME")
     p.add_argument("--detector", default=d.detector, help="auto | retinaface_resnet50 | dlib")
     p.add_argument("--mask", default=d.mask, help="paste mask: auto | parsenet (facexlib) | feather")
-    p.add_argument("--flow", default=d.flow, help="auto | raft_large | raft_small | dis")
+    p.add_argument("--flow", default=d.flow, help="auto | gmflow | raft_large | raft_small | dis")
+    p.add_argument(
+        "--fidelity", type=float, default=d.fidelity, help="0..1: 0 quality, 1 fidelity to the input (CodeFormer's -w)"
+    )
     p.add_argument("--upscale", type=int, default=d.upscale, help="output resolution factor (background bicubic)")
     p.add_argument("--has_aligned", action="store_true", help="input frames are aligned face crops")
     p.add_argument("--save_frames", action="store_true", help="also write OUTDIR/<stem>/frames/*.png")

@@ -45,6 +45,7 @@ class PipelineOptions:
     detector: str = "auto"
     mask: str = "auto"  # paste-back mask: auto (face parsing if available, else feather) | parsenet | feather
     flow: str = "auto"
+    fidelity: float = 1.0  # CFT weight: 0 .. 1 (CodeFormer's -w); 1 as every release
     upscale: int = 1
     has_aligned: bool = False
     save_frames: bool = False
@@ -74,7 +75,7 @@ class Pipeline:
             raise KeepError(f"--upscale must be >= 1, got {options.upscale}")
         from .model import load_model
 
-        self.model = load_model(options.model, device=options.device, flow=options.flow)
+        self.model = load_model(options.model, device=options.device, flow=options.flow, cft_weight=options.fidelity)
         self.size = self.model.config.img_size
         self.detector = None
         if not options.has_aligned:

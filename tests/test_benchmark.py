@@ -38,7 +38,7 @@ class _Bar:
 
 def tiny_model(seed: int = 0) -> KEEP:
     torch.manual_seed(seed)
-    model = KEEP.from_config(PRESETS["tiny"]).eval()
+    model = KEEP(PRESETS["tiny"]).eval()
     with torch.no_grad():  # CFA starts as an identity; make it act so that removing it shows
         for cfa in model.cfa.values():
             cfa.norm1.weight.fill_(1.0)
@@ -62,7 +62,7 @@ def test_per_frame_method_is_gain_zero_without_cfa():
     clip = frames.permute(0, 3, 1, 2)[None].float() / 127.5 - 1
     flows = torch.randn(1, 2, 2, 64, 64, generator=torch.Generator().manual_seed(0)) * 2
     ablated = dataclasses.replace(PRESETS["tiny"])
-    reference = KEEP.from_config(ablated).eval()
+    reference = KEEP(ablated).eval()
     reference.load_state_dict(model.state_dict())
     reference.kalman = ZeroGain()
     reference.cfa = torch.nn.ModuleDict()

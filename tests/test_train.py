@@ -211,3 +211,32 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path, clip_folder):
     changed = [k for k in rank0 if not torch.equal(rank0[k], start.state_dict()[k])]
     assert changed, "no weight changed"
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is several times faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_released_models_gmflow_travels_through_fine_tuning(tmp_path, clip_folder, one_thread):
+    """Fine-tuning a checkpoint that carries GMFlow (as the releases do): stage III's flows come from it
+    (`train.flow: gmflow`) and every checkpoint of the run keeps it."""
+    from keep import KEEP, PRESETS, save_checkpoint
+    from keep.flow import GMFlow, GMFlowNet
+    from keep.model import load_checkpoint
+
+    torch.manual_seed(0)
+    flow_state = GMFlowNet().state_dict()
+    source = tmp_path / "released_like.pth"
+    save_checkpoint(source, KEEP(PRESETS["tiny"]), flow_state=flow_state)
+    cfg = tiny_config("temporal", tmp_path, str(clip_folder), "train.total_steps=1", "log.val_every=0",
+                      f"model.pretrained={source}", "train.flow=gmflow")  # fmt: skip
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.tools.flow_fn, GMFlow)
+    trainer.fit()
+    saved = load_checkpoint(tmp_path / cfg.name / "models" / "net_g_latest.pth").flow_state
+    assert saved.keys() == flow_state.keys() and all(torch.equal(saved[k], flow_state[k]) for k in flow_state)

@@ -18,7 +18,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     source: str = "keep"  # checkpoint path, registry name, or preset:<name> (keep.load_model)
-    flow: str = "dis"  # flow estimator for the network's Kalman prediction (keep.flow.build_flow)
+    flow: str = "auto"  # flow for the Kalman prediction (keep.flow.build_flow); auto: the checkpoint's GMFlow
+    fidelity: float = 1.0  # CFT weight 0..1 (CodeFormer's -w); 1 in every release
     window: int = 20  # streaming window (keep.streaming.StreamingRestorer)
     gain_context: int = 0
     stream_mode: str = "carry"  # carry: state across windows; reset: independent windows; released: the

@@ -44,7 +44,7 @@ def _load_network(cfg: BenchmarkConfig, device):
     from ..model import load_model
 
     try:
-        return load_model(cfg.model.source, device=device, flow=cfg.model.flow)
+        return load_model(cfg.model.source, device=device, flow=cfg.model.flow, cft_weight=cfg.model.fidelity)
     except (ValueError, TypeError) as exc:
         raise KeepError(f"cannot build the network from {cfg.model.source!r}: {exc}") from None
 
@@ -151,7 +151,8 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
         f"Test set `{cfg.data.root}`: {len(clips)} clips, {total_frames} frames. "
         + (
             f"Network: `{cfg.model.source}` ({cfg.model.stream_mode} streaming, window {cfg.model.window}, "
-            f"flow {cfg.model.flow}, {cfg.model.precision}) on {model.device}. "
+            f"flow {getattr(model.flow, 'name', cfg.model.flow)}, fidelity {cfg.model.fidelity}, "
+            f"{cfg.model.precision}) on {model.device}. "
             "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
             if model is not None
             else "No network run. "

@@ -36,6 +36,7 @@ class RAFTFlow:
             raise KeepError(f"{path} does not fit torchvision's {variant}: {str(exc).splitlines()[0]}") from None
         self.model.eval().requires_grad_(False).to(device)
         self.num_flow_updates = num_flow_updates
+        self.name = variant
 
     @torch.no_grad()
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -31,21 +31,24 @@ from .stages import STAGE_STEPS, Tools
 from .utils import EMA, MetricsLogger, average_gradients, broadcast_module, init_distributed, mean_across_ranks
 
 
-def build_model(cfg: TrainConfig) -> KEEP:
+def build_model(cfg: TrainConfig) -> tuple[KEEP, dict[str, torch.Tensor] | None]:
+    """The network to train, and the GMFlow weights its pretrained checkpoint carries (or None): they
+    travel on into every checkpoint of the run, so a fine-tuned released model keeps its own flow."""
     section = cfg.model
+    flow_state = None
     if section.pretrained:
-        from ..model import load_network
+        from ..model import load_checkpoint
 
-        model = load_network(section.pretrained, use_ema=True, **section.config)
+        model, flow_state = load_checkpoint(section.pretrained, use_ema=True, **section.config)
     else:
         if section.preset not in PRESETS:
             raise KeepError(f"unknown model.preset '{section.preset}'; choose one of {sorted(PRESETS)}")
         from dataclasses import asdict
 
-        model = KEEP.from_config(config_from_dict({**asdict(PRESETS[section.preset]), **section.config}))
+        model = KEEP(config_from_dict({**asdict(PRESETS[section.preset]), **section.config}))
     if section.init_lq_from_hq:
         model.lq_encoder.load_state_dict(model.hq_encoder.state_dict())
-    return model
+    return model, flow_state
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -68,7 +71,8 @@ class Trainer:
         self.run_dir = Path(cfg.root) / cfg.name
         torch.manual_seed(t.seed)  # weight initialisation; its state is saved with the training state
 
-        self.model = build_model(cfg).to(self.device)
+        self.model, self.flow_state = build_model(cfg)
+        self.model.to(self.device)
         if cfg.data.gt_size != self.model.config.img_size:
             raise KeepError(f"data.gt_size {cfg.data.gt_size} != model img_size {self.model.config.img_size}")
         if t.stage == "temporal" and cfg.loss.temporal_scale not in self.model.cfa_scales:
@@ -103,7 +107,7 @@ class Trainer:
         if t.stage == "temporal":
             from ..flow import build_flow
 
-            self.tools.flow_fn = build_flow(t.flow, device=self.device)
+            self.tools.flow_fn = build_flow(t.flow, device=self.device, gmflow_state=self.flow_state)
         self.step_fn = STAGE_STEPS[t.stage]
 
         self.data = FaceClipDataset(cfg.data, seed=t.seed)
@@ -128,7 +132,7 @@ class Trainer:
         ema = self.ema.model if self.ema else None
         models = self.run_dir / "models"
         for name in [f"net_g_{tag or self.step}.pth", "net_g_latest.pth"]:
-            save_checkpoint(models / name, self.model, ema=ema, **extra)
+            save_checkpoint(models / name, self.model, ema=ema, flow_state=self.flow_state, **extra)
         state = {
             "step": self.step,
             "opt": self.opt.state_dict(),
