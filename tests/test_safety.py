@@ -69,6 +69,12 @@ def _raft_path(path: Path) -> None:
     build_flow("raft_large", weights=str(path))
 
 
+def _gmflow_path(path: Path) -> None:
+    from keep.flow import build_flow
+
+    build_flow("gmflow", weights=str(path))
+
+
 def _lpips_path(path: Path) -> None:
     from keep.metrics.lpips import build_lpips
 
@@ -85,6 +91,7 @@ LOADERS_BY_PATH: dict[str, Callable[[Path], None]] = {
     "load_network": _load_network_path,
     "load_model": _load_model_path,
     "raft_large weights=": _raft_path,
+    "gmflow weights=": _gmflow_path,
     "lpips backbone": _lpips_path,
     "arcface weights=": _arcface_path,
 }
@@ -120,6 +127,7 @@ def _registry_loaders() -> dict[str, tuple[str, Callable[[], None]]]:
 
     return {
         "keep (load_network)": ("keep", lambda: keep.load_network("keep")),
+        "keep_v0.1.0 (load_model)": ("keep_v0.1.0", lambda: keep.load_model("keep_v0.1.0", flow="auto")),
         "raft_large (build_flow)": ("raft_large", lambda: build_flow("raft_large")),
         "raft_small (build_flow)": ("raft_small", lambda: build_flow("raft_small")),
         "alexnet (LPIPS)": ("alexnet", lambda: build_lpips("alex")),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ..errors import KeepError, WeightsUnavailable
-from ..weights import REGISTRY, resolve_weights
+from ..weights import REGISTRY, read_tensors, resolve_weights
 from .dis import DISFlow
 from .gmflow import GMFlow, GMFlowNet
 from .raft import RAFTFlow
@@ -50,10 +50,7 @@ def _gmflow_state(weights: str | None, state: Mapping[str, torch.Tensor] | None)
         )
     from ..checkpoint import read_checkpoint
 
-    try:
-        obj = torch.load(resolve_weights(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise KeepError(f"cannot read GMFlow weights {weights}: {type(exc).__name__}: {exc}") from None
+    obj = read_tensors(resolve_weights(weights), "GMFlow weights")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):  # GMFlow's own checkpoints
         return dict(obj["model"])
     flow_state = read_checkpoint(obj).flow_state
