@@ -14,7 +14,7 @@ Modes:
 - `released`: the released test protocol (`vfhq_easy`, KEEP_SPEC section 9): `reset`, and a last
   window shorter than `window` is padded to `window` frames with reflection-circle padding
   (`reflection_circle`), so the gain network always attends over a full window; the outputs of the
-  padding frames are dropped.
+  padding frames are dropped. It holds the previous window's input frames too (the padding source).
 On a single full window every mode computes exactly what `KEEP.forward` computes.
 """
 
