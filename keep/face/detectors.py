@@ -162,14 +162,14 @@ class RetinaFaceDetector:
 
     name = "retinaface_resnet50"
 
-    def __init__(self, *, device: str = "cpu", threshold: float = 0.9):
+    def __init__(self, *, device: str = "cpu", threshold: float = 0.9, download: bool = True):
         try:
             from facexlib.detection.retinaface import RetinaFace
         except ImportError:
             raise KeepError(
                 "detector retinaface_resnet50 needs the optional package facexlib (pip install facexlib)"
             ) from None
-        path = resolve_weights("retinaface_resnet50")
+        path = resolve_weights("retinaface_resnet50", download=download)
         net = RetinaFace(network_name="resnet50", half=False, device=device)
         state = read_tensors(path, "RetinaFace weights")
         net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
@@ -204,11 +204,15 @@ def build_detector(name: str = "auto", *, device: str = "cpu"):
         return _build(name, device)
     for candidate in AUTO_ORDER[:-1]:
         try:
-            return _build(candidate, device)
+            return _build(candidate, device, download=False)  # an automatic choice takes what is at hand
         except KeepError as exc:
             log.info("detector auto: %s unavailable (%s)", candidate, str(exc).splitlines()[0])
     return _build(AUTO_ORDER[-1], device)
 
 
-def _build(name: str, device: str):
-    return DlibDetector() if name == "dlib" else DETECTORS[name](device=device)
+def _build(name: str, device: str, *, download: bool = True):
+    if name == "dlib":
+        return DlibDetector()
+    if name == "retinaface_resnet50":
+        return RetinaFaceDetector(device=device, download=download)
+    return DETECTORS[name](device=device)
