@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -45,8 +46,14 @@ def load_network(
             path = resolve_weights(source)
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:  # weights_only refused it: loading it could run code
+                raise KeepError(
+                    f"cannot read checkpoint {path}: it holds Python objects other than tensors and plain data "
+                    "(refused: unpickling them could run code)"
+                ) from None
             except Exception as exc:
-                raise KeepError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or truncated file"
+                raise KeepError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
         else:
             obj = source
         config, state = read_checkpoint(obj, use_ema=use_ema)
