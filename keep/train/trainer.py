@@ -289,7 +289,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """PSNR / SSIM (`keep.metrics`: RGB, 0-255, no border crop) of the (EMA) network on the first
         `log.val_items` held-out items, plus the stage's own metrics; rank 0 only."""
-        if self.rank != 0:
+        if self.rank != 0 or self.val is None:
             return {}
         network = self.ema.model if self.ema else self.network
         network.eval()
