@@ -145,8 +145,8 @@ def _main(args: argparse.Namespace) -> None:
             print(
                 f"{stage}: {args.processes} processes (gloo), collectives per step: hand-written all-reduce "
                 f"{tensors} (one per trainable tensor, after backward) -> DDP {buckets + others} ({buckets} "
-                f"gradient buckets overlapped with backward + {others} other; first step: {first} buckets, before "
-                f"DDP regroups them in backward order); {seconds:.2f} s/step",
+                f"gradient buckets overlapped with backward + {others} other; first step {first}, before DDP "
+                f"regroups its buckets in backward order); {seconds:.2f} s/step",
                 flush=True,
             )
 

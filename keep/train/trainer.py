@@ -74,6 +74,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, auto_resume: bool = False):
         check_config(cfg)
         t, w = cfg.train, cfg.loss
+        if t.deterministic:  # read when cuBLAS starts: before anything runs on a GPU
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.cfg, self.stage = cfg, STAGES[t.stage]
         self.device = resolve_device(t.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
