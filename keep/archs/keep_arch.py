@@ -188,11 +188,17 @@ class KEEP(nn.Module):
         z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flow))
         return z_pred
 
-    def predict_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`)."""
+    def predict_codes(
+        self, z: torch.Tensor, *, straight_through: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`).
+
+        z_q is detached (spec section 2); `straight_through` passes its gradient on to `z` instead
+        (training stage II: the pixel loss then reaches the posterior, the LQ encoder and the gain)."""
         logits = self.transformer(z)
         idx = logits.argmax(dim=-1)
-        z_q = self.quantizer.lookup(idx, self.latent_size).detach()
+        z_q = self.quantizer.lookup(idx, self.latent_size)
+        z_q = z + (z_q - z).detach() if straight_through else z_q.detach()
         return logits, idx, z_q
 
     def decode(
@@ -223,6 +229,7 @@ class KEEP(nn.Module):
         state: KEEPState | None = None,
         gain_context: int = 0,
         keep_features: bool = False,
+        straight_through: bool = False,
     ) -> KEEPOutput:
         """Restore a window of frames, continuing from `state` (None: a fresh clip, as released).
 
@@ -233,6 +240,7 @@ class KEEP(nn.Module):
         gain_context: how many of the most recent observations the state keeps, so that the gain of
             the next window also sees them (0: each window's gain sees that window only).
         keep_features: also return the decoder features at the CFA scales (training's temporal loss).
+        straight_through: gradients of the decoder input reach the posterior (`predict_codes`; training).
         """
         state = state or KEEPState()
         batch, frames = lq.shape[:2]
@@ -258,7 +266,7 @@ class KEEP(nn.Module):
                 flow = flows[:, t] if has_prev else flows[:, t - 1]
                 z_pred = self.predict(prev_out, flow)  # predict
                 z_post = kalman_update(z_obs[:, t], z_pred, gain[:, t])  # update
-            logits, idx, z_q = self.predict_codes(z_post)
+            logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
             out, fused = self.decode(z_q, {s: f[:, t] for s, f in taps.items()}, cfa_memory)
             cfa_memory = {s: fused[s] for s in self.cfa_scales}
             prev_out = out
