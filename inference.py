@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from keep.cli import add_device_argument, add_threads_argument, run_main, set_threads
+from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="video, folder of frames, image, or a folder of videos")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     p.add_argument("--model", default=d.model, help="checkpoint path, registry name ('keep') or preset:NAME")
-    p.add_argument("--detector", default=d.detector, help="auto | retinaface_resnet50 | dlib")
+    p.add_argument("--detector", default=d.detector, help="auto | retinaface_resnet50 | retinaface_mobilenet | dlib")
     p.add_argument("--mask", default=d.mask, help="paste mask: auto | parsenet (facexlib) | feather")
-    p.add_argument("--flow", default=d.flow, help="auto | raft_large | raft_small | dis")
+    p.add_argument("--flow", default=d.flow, help="auto | gmflow | raft_large | raft_small | dis")
+    p.add_argument(
+        "--fidelity", type=float, default=d.fidelity, help="0..1: 0 quality, 1 fidelity to the input (CodeFormer's -w)"
+    )
     p.add_argument("--upscale", type=int, default=d.upscale, help="output resolution factor")
     p.add_argument("--bg_upsampler", default=d.bg_upsampler, choices=UPSAMPLERS, help="background upsampler")
     p.add_argument("--bg_tile", type=int, default=d.bg_tile, help="Real-ESRGAN tile size in pixels (0: no tiles)")
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip)")
     add_device_argument(p, default="auto")
     add_threads_argument(p)
+    add_set_argument(p)
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="run the network in float16 (GPU)")
     precision.add_argument("--bf16", action="store_true", help="run the network in bfloat16")
@@ -60,12 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    """PipelineOptions from the parsed command line: every option whose name is a field."""
+    """PipelineOptions from the parsed command line: every option whose name is a field, then `--set`."""
+    from keep.config import apply_overrides, from_dict
     from keep.pipeline import PipelineOptions
 
     fields = {f.name for f in dataclasses.fields(PipelineOptions)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    return PipelineOptions(**values, precision="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32")
+    values["precision"] = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+    return from_dict(PipelineOptions, apply_overrides(values, args.overrides))
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -1,32 +1,40 @@
-"""Train a KEEP stage: `python train.py -opt configs/<stage>.yml [--set k=v ...] [--auto_resume]`.
+"""Train a KEEP stage: `python train.py -opt configs/released/<stage>.yml [--set k=v ...] [--auto_resume]`.
 
-Multi-GPU / multi-node: `torchrun --nproc_per_node N train.py -opt ...` (DDP, env:// init).
+Multi-GPU / multi-node: `torchrun --nproc_per_node N train.py -opt ...` (DistributedDataParallel, env://).
+Exit codes (keep.cli): 0 done, 2 bad input (config, data, device, weights), 130 interrupted, 1 a bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from keep.config import load_config
-from keep.errors import KeepError
+from keep.cli import add_set_argument, add_threads_argument, cpu_cores, run_main, set_threads
+
+
+def _main(args: argparse.Namespace) -> None:
+    from keep.config import load_config
+    from keep.train import TrainConfig, Trainer
+
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(TrainConfig, args.opt, overrides)
+    # train.deterministic: a fixed thread count (the cores this process may use), never the load-dependent
+    # default, because the CPU kernels' sums depend on the number of threads (a resume reuses the run's).
+    fixed = max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: cores shared
+    set_threads(args.threads or (fixed if cfg.train.deterministic else None))
+    Trainer(cfg, auto_resume=args.auto_resume).fit()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-opt", "--opt", required=True, help="YAML configuration (configs/*.yml)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("-opt", "--opt", required=True, help="YAML configuration (configs/released/*.yml)")
+    add_set_argument(parser)
     parser.add_argument("--auto_resume", action="store_true", help="continue from training_states/latest.state")
+    parser.add_argument("--device", default=None, help="overrides train.device: cpu | cuda | cuda:N | auto")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        from keep.train import TrainConfig, Trainer
-
-        cfg = load_config(TrainConfig, args.opt, args.set)
-        Trainer(cfg, auto_resume=args.auto_resume).fit()
-    except KeepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024).
 
 import keep
-model = keep.load_model("keep")            # released weights (local file or download), a Restorer
-out = model(lq)                            # (B, T, 3, 512, 512) in [-1, 1]; flows estimated
+model = keep.load_model("keep")            # current release (local file or download), a Restorer
+out = model(lq)                            # (B, T, 3, 512, 512) in [-1, 1]; flows by its own GMFlow
 out = model(lq, flows)                     # or given, frame t -> t-1 (B, T-1, 2, 512, 512)
 net = keep.load_network("keep")            # the bare nn.Module
 """
 
+# ruff: noqa: E402  (the OpenMP wait policy must be set before the imports below load torch)
+from .cli import passive_openmp_waits
+
+passive_openmp_waits()  # idle OpenMP threads sleep instead of spinning (issue 10, keep/cli.py)
+
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
 from .checkpoint import save_checkpoint
 from .errors import KeepError, WeightsUnavailable
-from .model import load_model, load_network
+from .model import load_checkpoint, load_model, load_network
 from .restorer import Restorer
 
 __version__ = "0.1.0"
@@ -24,6 +29,7 @@ __all__ = [
     "PRESETS",
     "WeightsUnavailable",
     "Restorer",
+    "load_checkpoint",
     "load_model",
     "load_network",
     "save_checkpoint",

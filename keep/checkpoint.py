@@ -2,33 +2,35 @@
 
 Three layouts load (`load_model`):
 - ours: `{"format": "keep", "version": 1, "config": {...KEEPConfig}, "state_dict": {...}}` (+ optional
-  `"ema"`); written by `save_checkpoint` and by the trainer.
+  `"ema"`, and `"flow_state_dict"`: the GMFlow weights a released model came with); written by
+  `save_checkpoint` and by the trainer.
 - released v0.1.0 (`KEEP-a1a14d46.pth`): a bare state dict with the authors' names
-  (`encoder.`, `generator.`, `fuse_convs_dict.`, `cross_fuse.`, `kalman_filter.`, ...);
-- later upstream: the same with `cft.` / `cfa.` names, stored under `params_ema` (or `params`).
+  (`encoder.`, `generator.`, `fuse_convs_dict.`, `cross_fuse.`, `kalman_filter.`, `flownet.`, ...);
+- v1.0.0 (`KEEP-b76feb75.pth`, `KEEP_Asian-4765ebe0.pth`) and later: the same with `cft.` / `cfa.`
+  names, stored under `params_ema` (or `params`).
 
-Every foreign name goes through `convert_upstream_state_dict`, and loading is strict.
+Every foreign name goes through `convert_upstream_state_dict`, and loading is strict. The released
+checkpoints carry the GMFlow flow network (`flownet.model.<name>`): it becomes `flow.<name>`, which
+`read_checkpoint` returns apart from the network's weights (`keep.flow.gmflow.GMFlowNet` names).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .errors import KeepError
 
-log = logging.getLogger(__name__)
-
 FORMAT = "keep"
 VERSION = 1
+FLOW_PREFIX = "flow."  # converted names of the GMFlow weights in a released checkpoint
 
 # (pattern, replacement) applied in order to each upstream key; first match wins.
 _UPSTREAM_RENAMES: tuple[tuple[str, str], ...] = (
@@ -44,23 +46,19 @@ _UPSTREAM_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^(cross_fuse|cfa)\.", "cfa."),
     (r"^kalman_filter\.uncertainty_estimator\.", "kalman.uncertainty_blocks."),
     (r"^kalman_filter\.kalman_gain_calculator\.", "kalman.gain_head."),
+    (r"^flownet\.model\.", FLOW_PREFIX),  # GMFlow: its own names under `flow.`
 )
-# Upstream weights this project does not use: the GMFlow flow network (flows come from
-# `keep.flow`), and the unused 1x1 quant convs some VQGAN checkpoints carry.
-_IGNORED_PREFIXES = ("flownet.",)
 
 
 def convert_upstream_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an upstream KEEP state dict (v0.1.0 or later) to this project's names.
 
-    Keys under `flownet.` (GMFlow) are dropped with a one-line notice. Unknown keys raise `KeepError`.
+    The GMFlow weights (`flownet.model.<name>`) become `flow.<name>` (split off by `split_flow_state`).
+    Unknown keys raise `KeepError`.
     """
     out: dict[str, torch.Tensor] = {}
-    dropped = [k for k in state if k.startswith(_IGNORED_PREFIXES)]
     unknown = []
     for key, value in state.items():
-        if key.startswith(_IGNORED_PREFIXES):
-            continue
         for pattern, repl in _UPSTREAM_RENAMES:
             new, n = re.subn(pattern, repl, key, count=1)
             if n:
@@ -70,12 +68,16 @@ def convert_upstream_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, 
             unknown.append(key)
     if unknown:
         raise KeepError(f"not a KEEP checkpoint: {len(unknown)} unexpected keys, e.g. {unknown[:3]}")
-    if dropped:
-        log.info(
-            "ignoring %d GMFlow weights (flownet.*): flows come from keep.flow (raft_large, raft_small, dis)",
-            len(dropped),
-        )
     return out
+
+
+def split_flow_state(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(network weights, GMFlow weights in `GMFlowNet` names or None) from a converted state dict."""
+    network = {k: v for k, v in state.items() if not k.startswith(FLOW_PREFIX)}
+    flow = {k.removeprefix(FLOW_PREFIX): v for k, v in state.items() if k.startswith(FLOW_PREFIX)}
+    return network, flow or None
 
 
 def infer_upstream_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
@@ -109,8 +111,19 @@ def config_from_dict(values: Mapping[str, Any]) -> KEEPConfig:
     return KEEPConfig(**tuples)
 
 
-def save_checkpoint(path: str | os.PathLike, model: KEEP, *, ema: KEEP | None = None, **extra: Any) -> None:
-    """Write a self-describing checkpoint atomically (temporary file, then rename)."""
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: KEEP,
+    *,
+    ema: KEEP | None = None,
+    flow_state: Mapping[str, torch.Tensor] | None = None,
+    **extra: Any,
+) -> None:
+    """Write a self-describing checkpoint atomically (temporary file, then rename).
+
+    flow_state: the GMFlow weights the model came with (`Checkpoint.flow_state` of the released
+        checkpoint it was fine-tuned from), kept so that the saved model still brings its own flow.
+    """
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -120,6 +133,8 @@ def save_checkpoint(path: str | os.PathLike, model: KEEP, *, ema: KEEP | None = 
     }
     if ema is not None:
         payload["ema"] = ema.state_dict()
+    if flow_state is not None:
+        payload["flow_state_dict"] = dict(flow_state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -127,24 +142,34 @@ def save_checkpoint(path: str | os.PathLike, model: KEEP, *, ema: KEEP | None = 
     os.replace(tmp, path)
 
 
-def read_checkpoint(obj: Any, *, use_ema: bool = True) -> tuple[KEEPConfig, dict[str, torch.Tensor]]:
-    """Normalise any supported checkpoint object to (config, state dict in this project's names)."""
+class Checkpoint(NamedTuple):
+    """A checkpoint in this project's terms: the network's configuration and weights, and the GMFlow
+    weights it carries (`keep.flow.gmflow.GMFlowNet` names; None when it has none)."""
+
+    config: KEEPConfig
+    state: dict[str, torch.Tensor]
+    flow_state: dict[str, torch.Tensor] | None
+
+
+def read_checkpoint(obj: Any, *, use_ema: bool = True) -> Checkpoint:
+    """Normalise any supported checkpoint object (see the module docstring) to a `Checkpoint`."""
     if not isinstance(obj, Mapping):
         raise KeepError(f"not a KEEP checkpoint: expected a dict, got {type(obj).__name__}")
     if obj.get("format") == FORMAT:
         config = config_from_dict(obj["config"])
         state = obj["ema"] if use_ema and obj.get("ema") is not None else obj["state_dict"]
-        return config, dict(state)
+        flow_state = obj.get("flow_state_dict")
+        return Checkpoint(config, dict(state), dict(flow_state) if flow_state else None)
     for wrapper in ("params_ema", "params", "state_dict"):
         if wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
             break
     if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise KeepError("not a KEEP checkpoint: no tensors found (expected a state dict or a keep checkpoint)")
-    state = convert_upstream_state_dict(obj)
+    state, flow_state = split_flow_state(convert_upstream_state_dict(obj))
     if "kalman.gain_head.0.conv1.weight" not in state or "hq_encoder.blocks.0.weight" not in state:
         raise KeepError(
             "not a KEEP checkpoint: it has no Kalman filter / HQ encoder weights "
             "(a CodeFormer or VQGAN checkpoint cannot be loaded as KEEP)"
         )
-    return infer_upstream_config(state), state
+    return Checkpoint(infer_upstream_config(state), state, flow_state)

@@ -91,6 +91,31 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") 
 
 
 # ------------------------------------------------------------------------------------------ threads
+_PASSIVE_WAITS: bool | None = None  # set by passive_openmp_waits() (keep/__init__.py, before torch loads)
+
+
+def passive_openmp_waits() -> bool:
+    """Ask OpenMP to let idle threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy;
+    returns whether passive waiting is in effect. Must run before torch loads its OpenMP runtime,
+    which reads the variable once: `keep/__init__.py` calls it before importing anything of torch.
+
+    Why (issue 10): torch's OpenMP threads spin while they wait for each other at the end of every
+    parallel region. With another process on one of the cores, the spinning threads take the CPU
+    from the one they wait for; the tiny network ran ~15x slower with 2 threads than with 1 on a
+    loaded 2-core machine, and ~1.3x faster with 2 threads than with 1 once idle threads sleep
+    (docs/speed.md, `scripts/benchmark_contention.py`).
+    """
+    global _PASSIVE_WAITS
+    if _PASSIVE_WAITS is None:
+        chosen = os.environ.get("OMP_WAIT_POLICY")
+        if chosen is None and "torch" not in sys.modules:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            _PASSIVE_WAITS = True
+        else:  # the user's choice, or torch (and its OpenMP) loaded before this package: no say left
+            _PASSIVE_WAITS = (chosen or "").strip().upper() == "PASSIVE"
+    return _PASSIVE_WAITS
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (its affinity mask, not the machine's total)."""
     try:
@@ -100,13 +125,18 @@ def cpu_cores() -> int:
 
 
 def default_threads() -> int:
-    """Intra-op threads for this run: the cores not already busy (1-minute load average), at least 1.
+    """Intra-op threads for this run.
 
-    Why: torch's OpenMP threads wait for each other at every parallel region; when another process
-    holds one of the cores, a thread placed there stalls all the others and the network slows ~60x
-    (issue 10). With one thread per free core a busy machine slows work in proportion instead.
+    With passive OpenMP waits (the normal case, `passive_openmp_waits`): every core this process
+    may use; a thread that finds its core busy then delays the others by its share of the core, not
+    by a whole scheduler time slice, and the busy/quiet speed ratio stays near the share of the
+    cores left (measured in docs/speed.md). Without them (torch imported before `keep` with no
+    `OMP_WAIT_POLICY`, or a user's ACTIVE): only the cores not already busy (1-minute load
+    average), at least 1, since spinning threads on a shared core slow the network ~15-60x.
     """
     cores = cpu_cores()
+    if passive_openmp_waits():
+        return cores
     try:
         busy = int(os.getloadavg()[0] + 0.5)
     except OSError:
@@ -122,7 +152,9 @@ def set_threads(threads: int | None) -> int:
         raise KeepError(f"--threads must be >= 1, got {threads}")
     count = threads or default_threads()
     torch.set_num_threads(count)
-    logging.getLogger(__name__).debug("torch threads: %d", count)
+    logging.getLogger(__name__).debug(
+        "torch threads: %d (OpenMP waits %s)", count, "passive" if passive_openmp_waits() else "active"
+    )
     return count
 
 

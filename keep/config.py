@@ -11,6 +11,7 @@ is a `KeepError` naming the dotted key, the expected type and the value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from .errors import KeepError
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
@@ -74,6 +76,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise KeepError(f"config key '{key}': expected one of {list(args)}, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `5e-5` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise KeepError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

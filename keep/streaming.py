@@ -11,7 +11,11 @@ Modes:
 - `carry` (default): state carried across windows, as described above.
 - `reset`: the released behaviour: each window is an independent clip (state reset, gain on the
   window alone).
-On a single window both modes compute exactly what `KEEP.forward` computes.
+- `released`: the released test protocol (`vfhq_easy`, KEEP_SPEC section 9): `reset`, and a last
+  window shorter than `window` is padded to `window` frames with reflection-circle padding
+  (`reflection_circle`), so the gain network always attends over a full window; the outputs of the
+  padding frames are dropped. It holds the previous window's input frames too (the padding source).
+On a single full window every mode computes exactly what `KEEP.forward` computes.
 
 `TrackStreams` carries many such streams at once (the faces of a video, one state per track) and
 restores their windows in one batched call.
@@ -29,7 +33,26 @@ from .archs.keep_arch import KEEP, KEEPState
 from .precision import autocast
 from .restorer import Restorer
 
-MODES = ("carry", "reset")
+MODES = ("carry", "reset", "released")
+
+
+def reflection_circle(start: int, length: int, window: int) -> list[int]:
+    """Clip frame indices of the released test's window that starts at frame `start` and holds the
+    `length` frames `start .. start + length - 1`, padded to `window` frames.
+
+    BasicSR's `reflection_circle` padding (the released test option `padding: reflection_circle`):
+    a position k frames past the clip's last frame takes frame `start - k`, the frames before the
+    window, nearest first. When the clip is shorter than one window (`start` is 0) the indices wrap
+    around the clip (`(start - k) mod (start + length)`, Python's negative indexing, as BasicSR's
+    list lookup does): the clip's own frames from the last one backwards.
+
+        reflection_circle(20, 3, 6) -> [20, 21, 22, 19, 18, 17]
+        reflection_circle(0, 3, 6)  -> [0, 1, 2, 2, 1, 0]
+    """
+    if not 1 <= length <= window or start < 0:
+        raise ValueError(f"need 1 <= length <= window and start >= 0, got start {start}, length {length}")
+    total = start + length
+    return list(range(start, total)) + [(start - k) % total for k in range(1, window - length + 1)]
 
 
 class StreamingRestorer:
@@ -53,10 +76,12 @@ class StreamingRestorer:
         self.mode = mode
         self.state: KEEPState | None = None
         self.previous: torch.Tensor | None = None  # (B, 3, S, S) last input frame, for the next flow
+        self.history: list[torch.Tensor] = []  # `released`: the previous window's frames (padding source)
 
     def reset(self) -> None:
         self.state = None
         self.previous = None
+        self.history = []
 
     @torch.no_grad()
     def step(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,9 +110,21 @@ class StreamingRestorer:
             buffer.append(frame)
             if len(buffer) == self.window:
                 yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
+                if self.mode == "released":
+                    self.history = buffer
                 buffer = []
-        if buffer:
+        if buffer and self.mode == "released":
+            yield from self._last_window_padded(buffer)
+        elif buffer:
             yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
+
+    def _last_window_padded(self, buffer: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """`released`: pad the clip's short last window (`reflection_circle`), restore it, drop the padding."""
+        start = len(self.history)  # only the previous window's frames are needed: `start - k` > start - window
+        seen = self.history + buffer  # frames start - len(history) .. start + len(buffer) - 1
+        indices = reflection_circle(start, len(buffer), self.window)
+        padded = torch.stack([seen[i] for i in indices], dim=1)  # (B, window, 3, S, S)
+        yield from self.step(padded)[:, : len(buffer)].unbind(dim=1)
 
 
 # ------------------------------------------------------------------------------------------ many tracks

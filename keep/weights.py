@@ -6,7 +6,8 @@ Lookup order for `resolve_weights(name_or_path)`:
   3. the caches: `~/.cache/keep/<file>` (or `$KEEP_CACHE_DIR`) and torch's hub cache
      (`$TORCH_HOME/hub/checkpoints/<file>`, where torchvision puts its downloads);
   4. download from the public URL into the cache, verifying the sha256 (unless `KEEP_OFFLINE=1`);
-  5. otherwise `WeightsUnavailable`, one message naming the file, its URL and where to put it.
+  5. otherwise `WeightsUnavailable`, one message naming the file, its URL, where to put it and the
+     command-line flag or config key that takes its path (`WeightFile.path_option`).
 
 `sha256` is the full digest where it is published, otherwise the digest prefix the publisher put in
 the file name (the torch.hub convention); either is checked after a download.
@@ -37,15 +38,37 @@ class WeightFile:
     sha256: str  # full hex digest, or the published prefix
     licence: str
     description: str
+    path_option: str = ""  # where a user can give the file's path instead (flag or config key), if anywhere
 
+
+KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
+S_LAB = "S-Lab License 1.0 (non-commercial use only)"
 
 REGISTRY: dict[str, WeightFile] = {
+    # The authors' KEEP releases (KEEP_SPEC section 7); each carries its GMFlow (flownet.model.*).
     "keep": WeightFile(
+        filename="KEEP-b76feb75.pth",
+        url="https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP-b76feb75.pth",
+        sha256="b76feb75",
+        licence=S_LAB,
+        description="KEEP v1.0.0 trained on VFHQ, the current release; includes GMFlow",
+        path_option=KEEP_MODEL_OPTION,
+    ),
+    "keep_asian": WeightFile(
+        filename="KEEP_Asian-4765ebe0.pth",
+        url="https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP_Asian-4765ebe0.pth",
+        sha256="4765ebe0",
+        licence=S_LAB,
+        description="KEEP v1.0.0 fine-tuned on VFHQ and Asian faces, CFT at 32-256; includes GMFlow",
+        path_option=KEEP_MODEL_OPTION,
+    ),
+    "keep_v0.1.0": WeightFile(
         filename="KEEP-a1a14d46.pth",
         url="https://github.com/jnjaby/KEEP/releases/download/v0.1.0/KEEP-a1a14d46.pth",
         sha256="a1a14d46",
-        licence="S-Lab License 1.0 (non-commercial use only)",
-        description="released KEEP v0.1.0 network (bare state dict, includes GMFlow weights)",
+        licence=S_LAB,
+        description="KEEP v0.1.0, the first release; includes GMFlow",
+        path_option=KEEP_MODEL_OPTION,
     ),
     "raft_large": WeightFile(
         filename="raft_large_C_T_SKHT_V2-ff5fadd5.pth",
@@ -53,6 +76,7 @@ REGISTRY: dict[str, WeightFile] = {
         sha256="ff5fadd5",
         licence="BSD-3-Clause (torchvision)",
         description="torchvision RAFT-large, trained on Chairs+Things+Sintel+KITTI+HD1K",
+        path_option="keep.flow.build_flow(name, weights=PATH)",
     ),
     "raft_small": WeightFile(
         filename="raft_small_C_T_V2-01064c6d.pth",
@@ -60,6 +84,7 @@ REGISTRY: dict[str, WeightFile] = {
         sha256="01064c6d",
         licence="BSD-3-Clause (torchvision)",
         description="torchvision RAFT-small, trained on Chairs+Things",
+        path_option="keep.flow.build_flow(name, weights=PATH)",
     ),
     "retinaface_resnet50": WeightFile(
         filename="detection_Resnet50_Final.pth",
@@ -95,6 +120,7 @@ REGISTRY: dict[str, WeightFile] = {
         sha256="7be5be79",
         licence="BSD-3-Clause (torchvision)",
         description="torchvision AlexNet ImageNet weights (LPIPS 'alex' backbone)",
+        path_option="metrics.lpips_backbone (test.py --set)",
     ),
     "vgg16": WeightFile(
         filename="vgg16-397923af.pth",
@@ -102,6 +128,7 @@ REGISTRY: dict[str, WeightFile] = {
         sha256="397923af",
         licence="BSD-3-Clause (torchvision)",
         description="torchvision VGG16 ImageNet weights (LPIPS 'vgg' backbone, perceptual loss)",
+        path_option="metrics.lpips_backbone (test.py --set)",
     ),
 }
 
@@ -155,8 +182,13 @@ def _download(entry: WeightFile, dest: Path) -> None:
         tmp_path.unlink(missing_ok=True)
 
 
-def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -> Path:
-    """Path of a weight file given a local path or a registry name (see the module docstring)."""
+def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, path_option: str | None = None) -> Path:
+    """Path of a weight file given a local path or a registry name (see the module docstring).
+
+    download: False never downloads (an automatic choice takes only what is at hand).
+    path_option: the flag or config key that takes the file's path, named in the message when it is
+        missing (default: the registry entry's `path_option`).
+    """
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
@@ -168,7 +200,7 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
         if candidate.is_file():
             return candidate
     dest = cache_dir() / entry.filename
-    reason = "downloads are disabled (KEEP_OFFLINE=1)"
+    reason = "downloads are disabled (KEEP_OFFLINE=1)" if download else "it is not on disk"
     if download and not offline():
         try:
             _download(entry, dest)
@@ -177,11 +209,36 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
             raise
         except Exception as exc:  # network errors of every kind end in the one message below
             reason = f"the download failed ({type(exc).__name__}: {exc})"
+    option = entry.path_option if path_option is None else path_option
     raise WeightsUnavailable(
         f"{entry.filename} ({entry.description}) is not available: {reason}. "
         f"Download it from {entry.url} and put it in {_candidates(entry)[0].parent}/ "
-        f"(or {dest.parent}/), or pass its path."
+        f"(or {dest.parent}/), or pass its path{f' with {option}' if option else ''}."
     )
+
+
+def read_tensors(path: str | os.PathLike, what: str = "weights"):
+    """The contents of a torch file, read with torch's weights-only unpickler: tensors, numbers,
+    strings and plain containers. Anything else in the file (a pickled object whose loading would
+    import and call code) is refused before it runs, as one `KeepError` line naming the file.
+    Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+        detail = f" (it needs {found.group(1)})" if found else ""
+        raise KeepError(
+            f"cannot read {what} {path}: it holds Python objects other than tensors{detail}; this project only "
+            "reads tensors and plain containers, so that no file can run code when loaded"
+        ) from None
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise KeepError(f"cannot read {what} {path}: {type(exc).__name__}: {first_line}") from None
 
 
 def describe() -> str:

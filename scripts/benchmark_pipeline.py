@@ -97,12 +97,19 @@ def cpu_seconds(pipeline: Pipeline) -> float:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
+    from keep.cli import resolve_device
+
+    args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
     cores = cpu_cores()
     if args.device == "cpu":
         from keep.precision import reuse_freed_memory
 
         reuse_freed_memory()  # as inference.py does on CPU
+    if args.input:  # a bad input fails now, before any model is built
+        from keep.video import open_input
+
+        open_input(args.input).close()
     with tempfile.TemporaryDirectory() as tmp:
         if args.input:
             clip = first_frames(Path(args.input), args.frames, Path(tmp)) if args.frames else Path(args.input)

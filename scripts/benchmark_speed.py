@@ -14,7 +14,12 @@ Weights: `random` (the released configuration, randomly initialised; speed does 
 values), `golden` (the released-layout stand-in weights of ../shared/golden, meaningful codes for
 the agreement check; input frames then come from its golden case), or any `keep.load_model` source
 (a checkpoint path, a registry name such as `keep`, `preset:tiny`). Flows are given (random smooth
-or zero) unless `--flow NAME` asks for estimating them, which is then part of the timing.
+or zero) unless `--flow NAME` asks for estimating them: the estimator's time per frame pair is then
+printed beside the network's time per frame (and both are in the total). `--flow gmflow` takes the
+checkpoint's own GMFlow (`--weights golden`, a released checkpoint) or, for `--weights random` and
+presets, a randomly initialised GMFlow (its speed does not depend on the values).
+
+    python scripts/benchmark_speed.py --weights golden --flow gmflow --frames 3 --window 3
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.precision import PRECISIONS, autocast, prepare_for_inference, reuse_freed_memory  # noqa: E402
 from keep.restorer import Restorer  # noqa: E402
@@ -47,17 +53,20 @@ GOLDEN = REPO.parent / "shared" / "golden"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    add_device_argument(p, default="cpu")
+    add_threads_argument(p)
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--frames", type=int, default=20, help="frames restored per repeat")
     p.add_argument("--window", type=int, default=20, help="streaming window (frames per model call)")
     p.add_argument("--batch", type=int, default=1, help="faces restored side by side")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs; min and median are printed")
     p.add_argument("--weights", default="random", help="random | golden | a keep.load_model source")
     p.add_argument("--flows", default="random", choices=["random", "zero"], help="given flows")
-    p.add_argument("--flow", default=None, help="estimate flows with this keep.flow estimator (timed)")
+    p.add_argument(
+        "--flow", default=None, help="estimate flows with this keep.flow estimator (timed): gmflow, dis, ..."
+    )
+    p.add_argument("--flow-batch", type=int, default=4, help="GMFlow: frame pairs per network call")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -74,10 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.frames < 1 or args.window < 1 or args.batch < 1 or args.repeats < 1:
-        raise KeepError("--frames, --window, --batch and --repeats must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        raise KeepError("--threads must be >= 1")
+    if args.frames < 1 or args.window < 1 or args.batch < 1 or args.repeats < 1 or args.flow_batch < 1:
+        raise KeepError("--frames, --window, --batch, --repeats and --flow-batch must be >= 1")
     return args
 
 
@@ -119,8 +126,9 @@ def make_inputs(args, size: int, golden_case: dict | None) -> tuple[torch.Tensor
     return frames, flows
 
 
-def build_model(args, golden_state):
-    import keep
+def build_model(args, golden_state) -> Restorer:
+    from keep.flow import GMFlow, GMFlowNet, build_flow
+    from keep.model import load_checkpoint
 
     if args.weights == "random":
         source = "preset:released"
@@ -128,7 +136,15 @@ def build_model(args, golden_state):
         source = golden_state
     else:
         source = args.weights
-    return keep.load_model(source, device=args.device, flow=args.flow)
+    network, flow_state = load_checkpoint(source, device=args.device)
+    if args.flow is None:
+        return Restorer(network, None)
+    if args.flow == "gmflow" and flow_state is None and str(source).startswith("preset:"):
+        return Restorer(network, GMFlow(GMFlowNet().state_dict(), device=args.device, pairs_per_call=args.flow_batch))
+    estimator = build_flow(args.flow, device=args.device, gmflow_state=flow_state)
+    if isinstance(estimator, GMFlow):
+        estimator.pairs_per_call = args.flow_batch
+    return Restorer(network, estimator)
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -169,18 +185,29 @@ class CodeRecorder:
         return result
 
 
-def stream(model, frames, flows, args, device, on_window=None) -> None:
-    """Restore all frames window by window with the carry-mode StreamingRestorer, dropping outputs."""
+def stream(model, frames, flows, args, device, on_window=None, flow_time: list | None = None) -> None:
+    """Restore all frames window by window with the carry-mode StreamingRestorer, dropping outputs.
+
+    With `--flow`, the flows of each window are estimated here (all pairs of the window in one
+    estimator call, in fp32 as the pipeline does) and `flow_time` gets (seconds, CPU seconds, pairs) per
+    window."""
     restorer = StreamingRestorer(model, window=args.window)
-    with torch.inference_mode(), autocast(device, args.precision):
+    with torch.inference_mode():
         for start in range(0, frames.shape[1], args.window):
             lq = frames[:, start : start + args.window].to(device)
             if args.flow is not None:
-                window_flows = None
+                sync(device)
+                begin, begin_cpu = time.perf_counter(), time.process_time()
+                window_flows = model.flows(lq, restorer.previous if restorer.state is not None else None)
+                sync(device)
+                if flow_time is not None and window_flows is not None:
+                    pairs = window_flows.shape[0] * window_flows.shape[1]
+                    flow_time.append((time.perf_counter() - begin, time.process_time() - begin_cpu, pairs))
             else:
                 first = start if start > 0 else start + 1  # the first window has T-1 flows
                 window_flows = flows[:, first : start + args.window].to(device)
-            restorer.step(lq, window_flows)
+            with autocast(device, args.precision):
+                restorer.step(lq, window_flows)
             sync(device)
             if on_window is not None:
                 on_window(start + lq.shape[1])
@@ -196,14 +223,9 @@ def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise KeepError(f"unknown device '{args.device}'; use cpu or cuda[:index]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise KeepError("--device cuda asked for but no CUDA device is available")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    args.device = str(device)
+    set_threads(args.threads)
     reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
@@ -219,9 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
     memory_loaded = peak_memory_mib(device)
 
     seconds, cpu_seconds, peaks = [], [], []  # peaks: after each window of the first repeat
+    flow_times: list[list[tuple[float, float, int]]] = []  # per repeat: (seconds, CPU s, pairs) per window
     recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
     for _ in range(args.repeats):
         recorder.idx.clear()
+        flow_times.append([])
         sync(device)
         wall, cpu = time.perf_counter(), time.process_time()
         stream(
@@ -231,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
             args,
             device,
             on_window=lambda done: peaks.append(peak_memory_mib(device)),
+            flow_time=flow_times[-1],
         )
         seconds.append(time.perf_counter() - wall)
         cpu_seconds.append(time.process_time() - cpu)
@@ -260,6 +285,23 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     results["peak_memory_growth"] = results["peak_memory_all_frames_mib"] / results["peak_memory_first_window_mib"] - 1
+    if args.flow is not None:
+        flow_seconds = [sum(t for t, _, _ in run) for run in flow_times]
+        flow_cpu = [sum(c for _, c, _ in run) for run in flow_times]
+        pairs = sum(n for _, _, n in flow_times[0])
+        network_seconds = [total - flow for total, flow in zip(seconds, flow_seconds, strict=True)]
+        network_cpu = [total - flow for total, flow in zip(cpu_seconds, flow_cpu, strict=True)]
+        results["flow_pairs"] = pairs
+        results["flow_size"] = model.config.img_size
+        if pairs:
+            results["flow_s_per_pair_min"] = min(flow_seconds) / pairs
+            results["flow_s_per_pair_median"] = statistics.median(flow_seconds) / pairs
+            results["flow_pairs_per_s_max"] = pairs / min(flow_seconds)
+            results["flow_cpu_s_per_pair_median"] = statistics.median(flow_cpu) / pairs
+        results["network_s_per_frame_min"] = min(network_seconds) / processed
+        results["network_s_per_frame_median"] = statistics.median(network_seconds) / processed
+        results["network_fps_max"] = processed / min(network_seconds)
+        results["network_cpu_s_per_frame_median"] = statistics.median(network_cpu) / processed
     if args.agreement and args.precision != "fp32":
         reduced = torch.cat(recorder.idx, 1)
         exact = codes(model, frames, flows, args, device, "fp32")
@@ -290,6 +332,15 @@ def report(r: dict) -> None:
         f"{r['peak_memory_all_frames_mib']:.0f} MiB after all frames ({100 * r['peak_memory_growth']:+.1f}%); "
         f"{r['memory_after_load_mib']:.0f} MiB after loading"
     )
+    if r.get("flow_pairs"):
+        print(
+            f"flow {r['flow']} at {r['flow_size']}: {r['flow_s_per_pair_min']:.3f} s per frame pair (best), "
+            f"{r['flow_s_per_pair_median']:.3f} (median), {r['flow_pairs_per_s_max']:.2f} pairs/s, "
+            f"CPU {r['flow_cpu_s_per_pair_median']:.3f} s/pair; beside it the network: "
+            f"{r['network_s_per_frame_min']:.3f} s/frame (best), {r['network_fps_max']:.3f} frames/s, "
+            f"CPU {r['network_cpu_s_per_frame_median']:.3f} s/frame ({r['flow_pairs']} pairs, "
+            f"{r['frames'] * r['batch']} frames)"
+        )
     if "code_agreement_vs_fp32" in r:
         print(f"code agreement with fp32: {100 * r['code_agreement_vs_fp32']:.2f}% of {r['agreement_tokens']} tokens")
     if r["load_average"]:
@@ -297,8 +348,4 @@ def report(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(lambda: main() and None))  # exit codes of keep.cli: 2 for bad input

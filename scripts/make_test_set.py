@@ -1,13 +1,16 @@
-"""Synthesise the LQ half of a test set once, so every method sees identical inputs (issue #5).
+"""Synthesise the LQ half of a test set once, so every method sees identical inputs (issues #5, #9).
 
-    python scripts/make_test_set.py --root datasets/vfhq_test [--seed 0] [--set crf=[25,25]]
+    python scripts/make_test_set.py --root datasets/vfhq_easy --protocol vfhq_easy   # KEEP's test set
+    python scripts/make_test_set.py --root datasets/vfhq_test [--seed 0] [--set crf=[25,25] noise_prob=0]
 
 Reads `<root>/GT/<clip>/*.png` (aligned faces, e.g. 512) and writes `<root>/LQ/<clip>/*.png` (x4
-smaller, same file names) with the training degradation pipeline (`keep.data.degrade_clip`, KEEP_SPEC
-section 9: blur, noise, downsampling, noise, H.264). Each clip's generator is seeded from `--seed` and
-the clip's name (not its position in the listing), so adding or removing clips leaves the others'
-inputs unchanged, and re-running reproduces them bit for bit. Existing LQ clips are kept unless
-`--overwrite`. `--set key=value` overrides `DegradationConfig` fields (keep/data/degradations.py).
+smaller, same file names) with the degradation pipeline (`keep.data.degrade_clip`, KEEP_SPEC section
+9: blur, noise, downsampling, noise, H.264). `--protocol` names the parameters
+(`keep.evaluation.protocols`: `vfhq_easy` = the released test set's blur 5-10, noise 0-10, CRF 18-25;
+`training` = this project's training defaults); `--set key=value` overrides `DegradationConfig`
+fields on top. Each clip's generator is seeded from `--seed` and the clip's name (not its position in
+the listing), so adding or removing clips leaves the others' inputs unchanged, and re-running
+reproduces them bit for bit. Existing LQ clips are kept unless `--overwrite`.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.config import load_config, save_config  # noqa: E402
+from keep.cli import add_set_argument, add_threads_argument, run_main, set_threads  # noqa: E402
+from keep.config import apply_overrides, from_dict, save_config, to_dict  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.evaluation.data import list_clips  # noqa: E402
+from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
 
 
@@ -35,23 +42,33 @@ def clip_seed(name: str, seed: int) -> int:
 
 
 def make_lq(root: Path, *, seed: int = 0, params: DegradationConfig, overwrite: bool = False) -> list[str]:
-    """Write LQ frames for every GT clip of `root`; returns the clips written."""
+    """Write LQ frames for every GT clip of `root`; returns the clips written.
+
+    A clip is written into `LQ/.<clip>.partial/` and renamed when complete, so an interrupted run
+    never leaves a half-written clip that a later run would take for a finished one."""
     written = []
     for name in list_clips(root):
         lq_dir = root / "LQ" / name
         if lq_dir.is_dir() and list_images(lq_dir) and not overwrite:
             continue
         files = list_images(root / "GT" / name)
+        if not files:
+            raise KeepError(f"clip {name}: no images in {root / 'GT' / name}")
         gt = [read_image(p) for p in files]
         if len({f.shape for f in gt}) != 1:
             raise KeepError(f"clip {name}: GT frames of different sizes")
         height, width = gt[0].shape[:2]
         if height % params.scale or width % params.scale:
             raise KeepError(f"clip {name}: GT size {width}x{height} is not divisible by {params.scale}")
-        lq_dir.mkdir(parents=True, exist_ok=True)
         lq = degrade_clip(np.stack(gt), np.random.default_rng(clip_seed(name, seed)), params)
+        partial = root / "LQ" / f".{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         for path, frame in zip(files, lq, strict=True):
-            write_image(lq_dir / f"{path.stem}.png", frame)
+            write_image(partial / f"{path.stem}.png", frame)
+        if lq_dir.is_dir():  # --overwrite: the old clip goes only once the new one is complete
+            shutil.rmtree(lq_dir)
+        partial.rename(lq_dir)
         written.append(name)
     return written
 
@@ -59,22 +76,53 @@ def make_lq(root: Path, *, seed: int = 0, params: DegradationConfig, overwrite: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="test set root holding GT/<clip>/*.png")
+    parser.add_argument(
+        "--protocol",
+        default="training",
+        choices=sorted(PROTOCOLS),
+        help="degradation parameters: vfhq_easy (KEEP's published test set) or training (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="global seed; each clip's seed also uses its name")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="DegradationConfig override, e.g. --set crf=[25,25] (repeatable)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="rewrite LQ clips that exist")
+    add_set_argument(parser)
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    return run_main(lambda: _main(args))
+
+
+def check_same_recipe(root: Path, params: DegradationConfig, record: dict) -> None:
+    """KeepError when `root/LQ` was made with other parameters or another seed: kept clips and new
+    ones would then mix two recipes under one `degradation.yml` (use --overwrite to remake all)."""
+    old_params, old_record = root / "LQ" / "degradation.yml", root / "LQ" / "seed.json"
+    if not old_params.is_file():
+        return
     try:
-        params = load_config(DegradationConfig, None, args.overrides)
-        root = Path(args.root)
-        written = make_lq(root, seed=args.seed, params=params, overwrite=args.overwrite)
-        (root / "LQ").mkdir(parents=True, exist_ok=True)
-        save_config(params, root / "LQ" / "degradation.yml")
-        (root / "LQ" / "seed.json").write_text(json.dumps({"seed": args.seed, "clip_seed": "sha256(f'{seed}:{clip}')"}))
-    except KeepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote LQ for {len(written)} clips under {root / 'LQ'}")
+        same = yaml.safe_load(old_params.read_text()) == to_dict(params)
+        if old_record.is_file():
+            same = same and json.loads(old_record.read_text()).get("seed") == record["seed"]
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as exc:
+        raise KeepError(f"cannot read the record of {root / 'LQ'} ({exc}); pass --overwrite to remake it") from None
+    if not same:
+        raise KeepError(
+            f"{root / 'LQ'} was made with other degradation parameters or another seed (see {old_params}); "
+            "pass --overwrite to remake every clip with these, or choose another --root"
+        )
+
+
+def _main(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    protocol = get_protocol(args.protocol)
+    params = from_dict(DegradationConfig, apply_overrides(protocol.degradation, args.overrides))
+    root = Path(args.root)
+    record = {"protocol": protocol.name, "seed": args.seed, "clip_seed": "sha256(f'{seed}:{clip}')"}
+    list_clips(root)  # a missing or empty GT/ is reported before anything is written
+    if not args.overwrite:
+        check_same_recipe(root, params, record)
+    written = make_lq(root, seed=args.seed, params=params, overwrite=args.overwrite)
+    (root / "LQ").mkdir(parents=True, exist_ok=True)
+    save_config(params, root / "LQ" / "degradation.yml")
+    (root / "LQ" / "seed.json").write_text(json.dumps(record) + "\n")
+    print(f"wrote LQ for {len(written)} clips under {root / 'LQ'} (protocol {protocol.name})")
     return 0
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keep.cli import add_threads_argument, check_output_outside_inputs, run_main, set_threads  # noqa: E402
 from keep.data.datasets import read_video  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.align import align_face, estimate_affine  # noqa: E402
 from keep.face.detectors import DlibDetector  # noqa: E402
-from keep.image import list_images, read_image  # noqa: E402
+from keep.image import list_images, read_image, write_image  # noqa: E402
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:
@@ -73,40 +73,42 @@ def clip_frames(entry: Path):
         yield from enumerate(read_video(entry))
 
 
+def _main(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    root = Path(args.input)
+    if not root.is_dir():
+        raise KeepError(f"input folder not found: {root}")
+    check_output_outside_inputs(args.out, [args.input, args.annotations])
+    detector = None
+    for entry in sorted(root.iterdir()):
+        name = entry.stem if entry.is_file() else entry.name
+        annotation = Path(args.annotations) / f"{name}.txt" if args.annotations else None
+        marks = read_annotations(annotation) if annotation and annotation.is_file() else None
+        if marks is None and detector is None:
+            detector = LargestFace()
+        out_dir = Path(args.out) / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        previous, written = None, 0
+        for index, frame in clip_frames(entry):
+            points = marks.get(index) if marks is not None else detector(frame)
+            points = points if points is not None else previous
+            if points is None:
+                continue  # no face yet in this clip
+            previous = points
+            write_image(out_dir / f"{index:08d}.png", align(frame, points, args.size))
+            written += 1
+        print(f"{name}: {written} aligned frames")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="folder of clips (frame folders or video files)")
     parser.add_argument("--out", required=True, help="output folder (clips layout)")
     parser.add_argument("--annotations", help="folder of <clip>.txt landmark files (VFHQ)")
     parser.add_argument("--size", type=int, default=512)
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        root = Path(args.input)
-        if not root.is_dir():
-            raise KeepError(f"input folder not found: {root}")
-        detector = None
-        for entry in sorted(root.iterdir()):
-            name = entry.stem if entry.is_file() else entry.name
-            annotation = Path(args.annotations) / f"{name}.txt" if args.annotations else None
-            marks = read_annotations(annotation) if annotation and annotation.is_file() else None
-            if marks is None and detector is None:
-                detector = LargestFace()
-            out_dir = Path(args.out) / name
-            out_dir.mkdir(parents=True, exist_ok=True)
-            previous, written = None, 0
-            for index, frame in clip_frames(entry):
-                points = marks.get(index) if marks is not None else detector(frame)
-                points = points if points is not None else previous
-                if points is None:
-                    continue  # no face yet in this clip
-                previous = points
-                cv2.imwrite(str(out_dir / f"{index:08d}.png"), align(frame, points, args.size)[..., ::-1])
-                written += 1
-            print(f"{name}: {written} aligned frames")
-    except KeepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: _main(args))
 
 
 if __name__ == "__main__":

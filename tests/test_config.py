@@ -61,3 +61,11 @@ def test_errors_name_the_key(tmp_path, text, overrides, message):
 def test_missing_file():
     with pytest.raises(KeepError, match="config file not found"):
         load_config(Run, "nope.yml")
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads `5e-5` as a string; a float field takes it as the number it means."""
+    cfg = load_config(Run, write(tmp_path, "optim: {lr: 5e-5}\n"), ["optim.betas=[9e-1, 0.99]"])
+    assert cfg.optim.lr == 5e-5 and cfg.optim.betas == (0.9, 0.99)
+    with pytest.raises(KeepError, match="optim.lr"):
+        load_config(Run, write(tmp_path, "optim: {lr: 5e-5x}\n"))

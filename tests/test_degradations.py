@@ -42,6 +42,45 @@ def test_codec_and_odd_sizes(codec):
     assert out.shape == (3, 31, 31, 3)
 
 
+@pytest.mark.parametrize(
+    "name, values",
+    [
+        ("kernel_probs", [(1.0, 0.0), (0.0, 1.0)]),  # isotropic only / anisotropic only
+        ("resize_probs", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]),  # up / down / keep
+        ("resize_range", [(0.3, 1.0), (0.8, 1.0)]),  # how far down (with down forced)
+        ("crf", [(25, 25), (45, 45)]),
+        ("blur_sigma", [(2.0, 2.0), (10.0, 10.0)]),
+    ],
+)
+def test_each_released_recipe_parameter_changes_the_output(name, values):
+    """Same seed, one parameter varied: every value gives another clip (KEEP_SPEC section 9's parameters)."""
+    base = dict(kernel_types=("iso", "aniso"), noise_prob=0.0, noise2_prob=0.0, resize_probs=(0.0, 1.0, 0.0))
+    gt = _clip(3, 64)
+    outs = [degrade_clip(gt, np.random.default_rng(1), DegradationConfig(**{**base, name: v})) for v in values]
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert not np.array_equal(outs[i], outs[j]), (name, values[i], values[j])
+
+
+def test_kernel_probabilities_and_resize_directions_are_drawn_as_asked():
+    cfg = DegradationConfig(kernel_types=("iso", "aniso"), kernel_probs=(0.7, 0.3), resize_probs=(0.3, 0.3, 0.4))
+    draws = [sample_params(np.random.default_rng(seed), cfg) for seed in range(400)]
+    isotropic = np.mean([np.allclose(d.kernel, d.kernel.T) for d in draws])  # aniso kernels are rotated ellipses
+    assert 0.6 < isotropic < 0.85
+    factors = np.array([d.resize_factor for d in draws])
+    assert 0.2 < np.mean(factors > 1) < 0.4 and 0.2 < np.mean(factors < 1) < 0.4 and 0.3 < np.mean(factors == 1) < 0.5
+    assert factors.min() >= cfg.resize_range[0] and factors.max() <= cfg.resize_range[1]
+
+
+def test_default_configuration_draws_no_resize():
+    """Configs without a random resize keep drawing exactly what they drew before it existed."""
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    sample_params(rng_a, DegradationConfig())
+    sample_params(rng_b, DegradationConfig(resize_range=(0.2, 3.0)))
+    assert rng_a.uniform() == rng_b.uniform()
+    assert sample_params(np.random.default_rng(1), DegradationConfig()).resize_factor == 1.0
+
+
 def test_kernel_sums_to_one():
     k = gaussian_kernel(21, 2.0, 0.5, 0.3, beta=1.0)
     assert k.shape == (21, 21) and abs(k.sum() - 1) < 1e-5
@@ -53,6 +92,12 @@ def test_bad_input_is_a_clear_error():
         degrade_clip(np.zeros((4, 4, 3)), np.random.default_rng(0), DegradationConfig())
     with pytest.raises(KeepError, match="kernel_types"):
         DegradationConfig(kernel_types=("box",))
+    with pytest.raises(KeepError, match="kernel_probs"):
+        DegradationConfig(kernel_types=("iso", "aniso"), kernel_probs=(1.0,))
+    with pytest.raises(KeepError, match="resize_probs"):
+        DegradationConfig(resize_probs=(-1.0, 1.0, 1.0))
+    with pytest.raises(KeepError, match="resize_range"):
+        DegradationConfig(resize_range=(1.2, 1.5))
 
 
 def test_preview_and_prepare_scripts(tmp_path):
@@ -104,5 +149,17 @@ def test_preview_and_prepare_scripts(tmp_path):
     )
     assert prev.returncode == 0, prev.stderr
     assert cv2.imread(str(out)).shape == (128, 128, 3)
+    compare = tmp_path / "compare.png"
+    prev = run(
+        "scripts/preview_degradations.py",
+        *("--input", str(clip), "--out", str(compare), "--size", "64", "--compare"),
+        *("resize_probs=[1,0,0]", "resize_probs=[0,1,0]", "resize_probs=[0,0,1]"),
+    )
+    assert prev.returncode == 0, prev.stderr
+    rows = cv2.imread(str(compare)).reshape(3, 64, 128, 3)
+    assert not np.array_equal(rows[0, 20:, 64:], rows[1, 20:, 64:])  # below the label: the LQ differs
+    assert np.array_equal(rows[0, :, :64], rows[2, :, :64])  # the GT is the same
     bad = run("scripts/preview_degradations.py", "--input", str(clip), "--set", "codecs=[mpeg2]")
-    assert bad.returncode == 1 and "mpeg2" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "mpeg2" in bad.stderr and "Traceback" not in bad.stderr
+    inside = run("scripts/preview_degradations.py", "--input", str(clip), "--out", str(clip / "x.png"))
+    assert inside.returncode == 2 and "would write into the input" in inside.stderr

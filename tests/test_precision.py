@@ -31,7 +31,7 @@ def load_benchmark():
 def tiny_clip(frames: int = 3, seed: int = 0) -> tuple[KEEP, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # module initialisation
-    model = KEEP.from_config(PRESETS["tiny"]).eval()
+    model = KEEP(PRESETS["tiny"]).eval()
     # Non-zero fusion layers, so that CFT / CFA change the output.
     with torch.no_grad():
         for p in list(model.cft.parameters()) + list(model.cfa.parameters()):

@@ -1,15 +1,16 @@
 """Weights registry lookup order, checkpoint layouts and their error messages."""
 
 import hashlib
-import logging
 
 import pytest
 import torch
 
 import keep
 from keep.archs.keep_arch import KEEP, PRESETS
-from keep.checkpoint import convert_upstream_state_dict
+from keep.checkpoint import convert_upstream_state_dict, split_flow_state
 from keep.errors import KeepError, WeightsUnavailable
+from keep.flow import GMFlow, GMFlowNet
+from keep.model import load_checkpoint
 from keep.weights import REGISTRY, WeightFile, resolve_weights
 
 
@@ -81,13 +82,54 @@ def test_failed_download_names_file_and_url(fake_entry, monkeypatch):
 
 
 def test_released_weights_offline_message():
-    with pytest.raises(WeightsUnavailable, match="KEEP-a1a14d46.pth.*github.com/jnjaby/KEEP"):
+    with pytest.raises(WeightsUnavailable, match=r"KEEP-b76feb75.pth.*github.com/jnjaby/KEEP.*--model"):
         keep.load_model("keep")
+
+
+@pytest.mark.parametrize(
+    "name, filename, release",
+    [
+        ("keep", "KEEP-b76feb75.pth", "v1.0.0"),
+        ("keep_asian", "KEEP_Asian-4765ebe0.pth", "v1.0.0"),
+        ("keep_v0.1.0", "KEEP-a1a14d46.pth", "v0.1.0"),
+    ],
+)
+def test_each_keep_name_resolves_to_its_file_and_url(name, filename, release, tmp_path, monkeypatch):
+    entry = REGISTRY[name]
+    assert entry.filename == filename
+    assert entry.url == f"https://github.com/jnjaby/KEEP/releases/download/{release}/{filename}"
+    assert filename.rsplit("-", 1)[1].removesuffix(".pth") == entry.sha256  # checksum prefix from the name
+    assert "S-Lab" in entry.licence and entry.path_option.startswith("--model")
+    for var in ("KEEP_WEIGHTS_DIR", "KEEP_CACHE_DIR", "TORCH_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    with pytest.raises(WeightsUnavailable) as info:
+        resolve_weights(name)
+    message = str(info.value)
+    assert filename in message and entry.url in message and "--model" in message
+    assert str(tmp_path / "KEEP_WEIGHTS_DIR") in message
+    (tmp_path / "KEEP_WEIGHTS_DIR").mkdir()
+    (tmp_path / "KEEP_WEIGHTS_DIR" / filename).write_bytes(b"x")
+    assert resolve_weights(name) == tmp_path / "KEEP_WEIGHTS_DIR" / filename
+
+
+def test_missing_weights_message_names_the_flag_the_caller_gives(fake_entry):
+    with pytest.raises(WeightsUnavailable, match=r"pass its path with --detector_weights\.$"):
+        resolve_weights("fake", path_option="--detector_weights")
+    with pytest.raises(WeightsUnavailable, match=r"it is not on disk.*pass its path\.$"):
+        resolve_weights("fake", download=False)  # the entry names no flag
+
+
+def test_no_download_when_told_not_to(fake_entry, monkeypatch):
+    entry, tmp_path = fake_entry
+    monkeypatch.setenv("KEEP_OFFLINE", "0")
+    with pytest.raises(WeightsUnavailable, match="not on disk"):
+        resolve_weights("fake", download=False)
+    assert not (tmp_path / "cache" / entry.filename).exists()
 
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    return KEEP.from_config(PRESETS["tiny"]).eval()
+    return KEEP(PRESETS["tiny"]).eval()
 
 
 def test_own_checkpoint_round_trip_with_ema(tmp_path):
@@ -102,7 +144,7 @@ def test_own_checkpoint_round_trip_with_ema(tmp_path):
         assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
 
 
-def test_converter_renames_and_drops_gmflow(caplog):
+def test_converter_renames_and_keeps_gmflow_apart():
     state = {
         "encoder.blocks.0.weight": torch.zeros(1),
         "generator.blocks.0.weight": torch.zeros(1),
@@ -115,8 +157,7 @@ def test_converter_renames_and_drops_gmflow(caplog):
         "position_emb": torch.zeros(1),
         "flownet.model.backbone.conv1.weight": torch.zeros(1),
     }
-    with caplog.at_level(logging.INFO):
-        out = convert_upstream_state_dict(state)
+    out = convert_upstream_state_dict(state)
     assert sorted(out) == sorted(
         [
             "lq_encoder.blocks.0.weight",
@@ -128,9 +169,34 @@ def test_converter_renames_and_drops_gmflow(caplog):
             "kalman.uncertainty_blocks.0.norm1.weight",
             "transformer.head.1.weight",
             "transformer.position_emb",
+            "flow.backbone.conv1.weight",
         ]
     )
-    assert "GMFlow" in caplog.text
+    network, flow = split_flow_state(out)
+    assert flow == {"backbone.conv1.weight": state["flownet.model.backbone.conv1.weight"]}
+    assert not any(k.startswith("flow.") for k in network) and len(network) == len(out) - 1
+
+
+def test_gmflow_travels_with_our_checkpoints(tmp_path):
+    """A released model fine-tuned and saved by us keeps its GMFlow; models without one have none."""
+    model = tiny_model()
+    flow_state = {k: torch.randn(v.shape) for k, v in GMFlowNet().state_dict().items()}
+    path = tmp_path / "net.pth"
+    keep.save_checkpoint(path, model, flow_state=flow_state)
+    network, loaded_flow = load_checkpoint(path)
+    assert loaded_flow.keys() == flow_state.keys() and all(
+        torch.equal(loaded_flow[k], flow_state[k]) for k in flow_state
+    )
+    restorer = keep.load_model(path, flow="auto")
+    assert isinstance(restorer.flow, GMFlow) and torch.equal(
+        restorer.flow.net.backbone.conv1.weight, flow_state["backbone.conv1.weight"]
+    )
+    keep.save_checkpoint(path, model)
+    assert load_checkpoint(path).flow_state is None
+    with pytest.raises(KeepError, match="gmflow.*has none"):
+        keep.load_model(path, flow="gmflow")
+    with pytest.raises(KeepError, match="gmflow.*has none"):
+        keep.load_model("preset:tiny", flow="gmflow")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ returns the intermediate tensors training needs (`KEEPOutput`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from einops import rearrange
@@ -30,7 +30,13 @@ from .vqgan import Decoder, Encoder, VectorQuantizer
 
 @dataclass
 class KEEPConfig:
-    """Constructor arguments of `KEEP`, one to one. Defaults are the released configuration."""
+    """The network's one definition: `KEEP(config)` builds from it, and every checkpoint carries it.
+    Defaults are the released configuration (KEEP_SPEC section 7).
+
+    `cft_weight` is the fidelity knob (CodeFormer's `-w`, `inference.py --fidelity`): how much of the
+    LQ encoder's features the CFT adds to the decoder, 0 (none) .. 1 (fully, every release's value).
+    It changes no weight shape, so it may differ from the value a checkpoint was trained with.
+    """
 
     img_size: int = 512
     nf: int = 64
@@ -113,72 +119,53 @@ class KEEPOutput:
 class KEEP(nn.Module):
     """Video face super-resolution network. See the module docstring for the algorithm."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int = 512,
-        nf: int = 64,
-        ch_mult: tuple[int, ...] = (1, 2, 2, 4, 4, 8),
-        num_res_blocks: int = 2,
-        attn_resolutions: tuple[int, ...] = (16,),
-        norm_groups: int = 32,
-        codebook_size: int = 1024,
-        emb_dim: int = 256,
-        beta: float = 0.25,
-        transformer_dim: int = 512,
-        transformer_heads: int = 8,
-        transformer_layers: int = 9,
-        cft_scales: tuple[int, ...] = (16, 32, 64),
-        cft_weight: float = 1.0,
-        cfa_scales: tuple[int, ...] = (16, 32),
-        cfa_heads: int = 4,
-        cfa_head_dim: int = 256,
-        kalman_blocks: int = 3,
-        kalman_heads: int = 8,
-        kalman_head_dim: int = 48,
-    ):
+    def __init__(self, config: KEEPConfig):
         super().__init__()
-        self.config = KEEPConfig(**{k: v for k, v in locals().items() if k in KEEPConfig.__dataclass_fields__})
+        self.config = c = replace(config)  # a copy: the caller's config (e.g. a preset) stays untouched
         vq_args = dict(
-            img_size=img_size,
-            nf=nf,
-            ch_mult=tuple(ch_mult),
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=tuple(attn_resolutions),
-            emb_dim=emb_dim,
-            norm_groups=norm_groups,
+            img_size=c.img_size,
+            nf=c.nf,
+            ch_mult=tuple(c.ch_mult),
+            num_res_blocks=c.num_res_blocks,
+            attn_resolutions=tuple(c.attn_resolutions),
+            emb_dim=c.emb_dim,
+            norm_groups=c.norm_groups,
         )
         self.lq_encoder = Encoder(**vq_args)
         self.hq_encoder = Encoder(**vq_args)
-        self.quantizer = VectorQuantizer(codebook_size=codebook_size, emb_dim=emb_dim, beta=beta)
+        self.quantizer = VectorQuantizer(codebook_size=c.codebook_size, emb_dim=c.emb_dim, beta=c.beta)
         self.decoder = Decoder(**vq_args)
         self.latent_size = self.lq_encoder.latent_size
         self.transformer = CodeTransformer(
-            emb_dim=emb_dim,
-            dim=transformer_dim,
-            heads=transformer_heads,
-            layers=transformer_layers,
+            emb_dim=c.emb_dim,
+            dim=c.transformer_dim,
+            heads=c.transformer_heads,
+            layers=c.transformer_layers,
             num_tokens=self.latent_size**2,
-            codebook_size=codebook_size,
+            codebook_size=c.codebook_size,
         )
-        for scale in tuple(cft_scales) + tuple(cfa_scales):
+        for scale in tuple(c.cft_scales) + tuple(c.cfa_scales):
             if scale not in self.decoder.fuse_index:
                 raise ValueError(f"fusion scale {scale} is not a decoder resolution {sorted(self.decoder.fuse_index)}")
         ch = self.decoder.channels
-        self.cft = nn.ModuleDict({str(s): CFT(ch[s], norm_groups=norm_groups) for s in cft_scales})
-        self.cfa = nn.ModuleDict({str(s): CFA(ch[s], heads=cfa_heads, head_dim=cfa_head_dim) for s in cfa_scales})
+        self.cft = nn.ModuleDict({str(s): CFT(ch[s], norm_groups=c.norm_groups) for s in c.cft_scales})
+        self.cfa = nn.ModuleDict({str(s): CFA(ch[s], heads=c.cfa_heads, head_dim=c.cfa_head_dim) for s in c.cfa_scales})
         self.kalman = KalmanGain(
-            emb_dim, num_blocks=kalman_blocks, heads=kalman_heads, head_dim=kalman_head_dim, norm_groups=norm_groups
+            c.emb_dim,
+            num_blocks=c.kalman_blocks,
+            heads=c.kalman_heads,
+            head_dim=c.kalman_head_dim,
+            norm_groups=c.norm_groups,
         )
-        self.cft_weight = cft_weight
         # decoder block index -> scale whose fusion happens after that block
-        self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(cft_scales) | set(cfa_scales)}
+        self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(c.cft_scales) | set(c.cfa_scales)}
         # Frames per LQ-encoder call when autograd is off (None: the whole window at once).
         self.encode_chunk: int | None = 4
 
     @classmethod
     def from_config(cls, config: KEEPConfig) -> KEEP:
-        return cls(**vars(config))
+        """Same as `KEEP(config)` (kept for callers written before the config became the constructor)."""
+        return cls(config)
 
     # ----------------------------------------------------------------------------------- steps
     def encode_observations(self, lq: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -201,11 +188,17 @@ class KEEP(nn.Module):
         z_pred, _ = self.hq_encoder(flow_warp(prev_out.detach(), flow))
         return z_pred
 
-    def predict_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`)."""
+    def predict_codes(
+        self, z: torch.Tensor, *, straight_through: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`).
+
+        z_q is detached (spec section 2); `straight_through` passes its gradient on to `z` instead
+        (training stage II: the pixel loss then reaches the posterior, the LQ encoder and the gain)."""
         logits = self.transformer(z)
         idx = logits.argmax(dim=-1)
-        z_q = self.quantizer.lookup(idx, self.latent_size).detach()
+        z_q = self.quantizer.lookup(idx, self.latent_size)
+        z_q = z + (z_q - z).detach() if straight_through else z_q.detach()
         return logits, idx, z_q
 
     def decode(
@@ -221,7 +214,7 @@ class KEEP(nn.Module):
             if scale is None:
                 continue
             if str(scale) in self.cft:
-                x = self.cft[str(scale)](taps[scale], x, self.cft_weight)
+                x = self.cft[str(scale)](taps[scale], x, self.config.cft_weight)
             if str(scale) in self.cfa and scale in cfa_memory:
                 x = self.cfa[str(scale)](x, cfa_memory[scale])
             features[scale] = x
@@ -236,6 +229,7 @@ class KEEP(nn.Module):
         state: KEEPState | None = None,
         gain_context: int = 0,
         keep_features: bool = False,
+        straight_through: bool = False,
     ) -> KEEPOutput:
         """Restore a window of frames, continuing from `state` (None: a fresh clip, as released).
 
@@ -246,6 +240,7 @@ class KEEP(nn.Module):
         gain_context: how many of the most recent observations the state keeps, so that the gain of
             the next window also sees them (0: each window's gain sees that window only).
         keep_features: also return the decoder features at the CFA scales (training's temporal loss).
+        straight_through: gradients of the decoder input reach the posterior (`predict_codes`; training).
         """
         state = state or KEEPState()
         batch, frames = lq.shape[:2]
@@ -271,7 +266,7 @@ class KEEP(nn.Module):
                 flow = flows[:, t] if has_prev else flows[:, t - 1]
                 z_pred = self.predict(prev_out, flow)  # predict
                 z_post = kalman_update(z_obs[:, t], z_pred, gain[:, t])  # update
-            logits, idx, z_q = self.predict_codes(z_post)
+            logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
             out, fused = self.decode(z_q, {s: f[:, t] for s, f in taps.items()}, cfa_memory)
             cfa_memory = {s: fused[s] for s in self.cfa_scales}
             prev_out = out

@@ -147,7 +147,10 @@ class VectorQuantizer(nn.Module):
         codes = self.embedding.weight
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
         idx = dist.argmin(dim=1)
-        z_q = rearrange(codes[idx], "(n h w) c -> n c h w", n=z.shape[0], h=height)
+        # F.embedding, not codes[idx]: the backward of advanced indexing (index_put_ with accumulate) adds
+        # rows from several CPU threads in a varying order, so two runs differed from step 3 (issue 10);
+        # embedding's backward sums each row in a fixed order. Same values forward.
+        z_q = rearrange(F.embedding(idx, codes), "(n h w) c -> n c h w", n=z.shape[0], h=height)
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z_q.detach(), z)
         z_q = z + (z_q - z).detach()  # straight-through estimator
         return z_q, idx.view(z.shape[0], -1), loss

@@ -7,8 +7,14 @@ Sources:
 - `clips`: `root/<clip>/<frame>.png|jpg` of aligned crops (what `prepare_vfhq.py` writes).
 - `images`: `root/*.png|jpg` aligned single faces (stage I / II); every item is a one-frame clip.
 
+Clip sampling (KEEP_SPEC section 9, the released options): an item is a start frame; its frame interval
+is drawn from `intervals` (frames start, start + i, ..., start + (T-1) i; the start moves back when the
+clip ends too early for that interval, and an interval longer than the clip allows is never drawn), and
+with `random_reverse` the clip is played backwards half of the time.
+
 Determinism (issue #4): an item is addressed by `(epoch, index)`; its random generator is seeded from
-`(seed, epoch, index)` only, so a sample does not depend on worker, rank or what came before.
+`(seed, epoch, index)` only, so a sample does not depend on worker, rank or what came before. It draws,
+in this order: the interval, the reversal, the flip, then the degradation.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ class DataConfig:
     source: str = "video"  # one of SOURCES
     path: str = "assets/carphone.mp4"
     gt_size: int = 64  # square GT crops; must equal the model's img_size
-    clip_length: int = 1  # frames per item (1 for stages I and II)
+    clip_length: int = 1  # frames per item (1 for stage I)
     frame_range: tuple[int, int] = (0, -1)  # [start, stop) of frames used (video source; -1 = end)
     stride: int = 1  # step between the first frames of consecutive clips
+    intervals: tuple[int, ...] = (1,)  # frame interval of a clip, drawn uniformly among these
+    random_reverse: bool = False  # play half of the clips backwards
     hflip: bool = True  # random horizontal flip (one draw per clip)
     batch_size: int = 4  # per process
     num_workers: int = 0
@@ -77,11 +85,14 @@ class FaceClipDataset(torch.utils.data.Dataset):
     def __init__(self, cfg: DataConfig, *, seed: int = 0):
         if cfg.source not in SOURCES:
             raise KeepError(f"unknown data source '{cfg.source}'; choose one of {list(SOURCES)}")
+        if not cfg.intervals or min(cfg.intervals) < 1:
+            raise KeepError(f"data.intervals must be a non-empty list of integers >= 1, got {list(cfg.intervals)}")
         self.cfg = cfg
         self.seed = seed
         self._video: np.ndarray | None = None
         self.clips: list[list[Path]] = []  # clips / images: file lists
-        length, stride = cfg.clip_length, max(cfg.stride, 1)
+        # frames a clip spans at the smallest interval: every start must fit at least that one
+        length, stride = (cfg.clip_length - 1) * min(cfg.intervals) + 1, max(cfg.stride, 1)
         root = Path(cfg.path)
         if cfg.source == "video":
             frames = read_video(root)
@@ -108,27 +119,46 @@ class FaceClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
-    def gt_frames(self, index: int) -> np.ndarray:
-        """uint8 RGB `(T, S, S, 3)` of item `index`."""
-        length = self.cfg.clip_length
+    def frame_indices(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Frame numbers (within the item's clip) of item `index`: interval and reversal drawn from `rng`."""
+        cfg = self.cfg
         if self._video is not None:
-            start = self.starts[index]
-            return self._video[start : start + length]
-        clip, start = self.starts[index]
-        files = self.clips[clip][start : start + length]
-        return np.stack([square_resize(read_image(p), self.cfg.gt_size) for p in files])
+            frames, start = len(self._video), self.starts[index]
+        else:
+            clip, start = self.starts[index]
+            frames = len(self.clips[clip])
+        fitting = [i for i in cfg.intervals if (cfg.clip_length - 1) * i < frames]
+        interval = fitting[rng.integers(len(fitting))]
+        start = min(start, frames - 1 - (cfg.clip_length - 1) * interval)
+        order = start + interval * np.arange(cfg.clip_length)
+        reverse = rng.uniform() < 0.5  # always drawn, so the stream after it does not depend on the option
+        return order[::-1].copy() if cfg.random_reverse and reverse else order
+
+    def gt_frames(self, index: int, order: np.ndarray) -> np.ndarray:
+        """uint8 RGB `(T, S, S, 3)`: frames `order` of item `index`'s clip."""
+        if self._video is not None:
+            return self._video[order]
+        clip, _ = self.starts[index]
+        return np.stack([square_resize(read_image(self.clips[clip][i]), self.cfg.gt_size) for i in order])
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        """-> gt, lq `(T, 3, S, S)`, lq_small `(T, 3, S/s, S/s)` in [-1, 1], frame_index `(T,)` int64."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, epoch, index])
-        gt = self.gt_frames(index)
+        order = self.frame_indices(index, rng)
+        gt = self.gt_frames(index, order)
         if self.cfg.hflip and rng.uniform() < 0.5:
             gt = gt[:, :, ::-1]
         gt = np.ascontiguousarray(gt)
         lq_small = degrade_clip(gt, rng, self.cfg.degradation)
         size = self.cfg.gt_size
         lq = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in lq_small])
-        return {"gt": to_tensor(gt), "lq": to_tensor(lq), "lq_small": to_tensor(lq_small)}
+        return {
+            "gt": to_tensor(gt),
+            "lq": to_tensor(lq),
+            "lq_small": to_tensor(lq_small),
+            "frame_index": torch.from_numpy(order.astype(np.int64)),
+        }
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -5,9 +5,10 @@ touches a global random state. The parameters of a clip (kernel, noise levels, r
 quality, codec and CRF) are drawn ONCE per clip (`sample_params`); only the noise itself is drawn
 per frame, as in the paper's recipe:
 
-    gt (T, H, W, 3) uint8 -> blur (mixed Gaussian kernels) -> noise -> downsample x scale
-        (area / bilinear / bicubic) -> noise -> JPEG (optional) -> encode + decode the whole clip
-        with a real video codec (PyAV, H.264 / H.265, random CRF) -> lq (T, H/s, W/s, 3) uint8
+    gt (T, H, W, 3) uint8 -> blur (mixed Gaussian kernels) -> random resize (up / down / keep)
+        -> noise -> downsample to H/s x W/s (area / bilinear / bicubic) -> noise -> JPEG (optional)
+        -> encode + decode the whole clip with a real video codec (PyAV, H.264 / H.265, random CRF)
+        -> lq (T, H/s, W/s, 3) uint8
 
     lq = degrade_clip(gt, np.random.default_rng(seed), DegradationConfig())
 
@@ -42,7 +43,8 @@ class DegradationConfig:
     scale: int = 4  # downsampling factor; lq is (H // scale, W // scale)
     blur_prob: float = 1.0
     kernel_size: int = 21  # odd
-    kernel_types: tuple[str, ...] = KERNEL_TYPES  # drawn uniformly among these
+    kernel_types: tuple[str, ...] = KERNEL_TYPES
+    kernel_probs: tuple[float, ...] = ()  # probability of each kernel_types entry; () = uniform
     blur_sigma: tuple[float, float] = (0.2, 3.0)  # per axis, in GT pixels
     generalized_beta: tuple[float, float] = (0.5, 4.0)  # shape of generalized Gaussian kernels
     noise_prob: float = 1.0  # before downsampling
@@ -50,6 +52,10 @@ class DegradationConfig:
     poisson_prob: float = 0.2  # chance that a noise step is Poisson (shot) noise instead of Gaussian
     poisson_scale: tuple[float, float] = (0.05, 1.0)
     resize_modes: tuple[str, ...] = ("area", "bilinear", "bicubic")
+    # Random resize after the blur (Real-ESRGAN's first-order resize), before the x scale downsampling:
+    # probabilities of (up, down, keep); the factor is drawn from (1, high] (up) or [low, 1) (down).
+    resize_probs: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    resize_range: tuple[float, float] = (0.5, 1.5)
     noise2_prob: float = 0.5  # after downsampling
     noise2_sigma: tuple[float, float] = (0.0, 5.0)
     jpeg_prob: float = 0.0  # per-frame JPEG with one quality for the clip
@@ -74,6 +80,18 @@ class DegradationConfig:
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise KeepError(f"degradation {name} must be 0 <= low <= high, got {(low, high)}")
+        if self.kernel_probs and len(self.kernel_probs) != len(self.kernel_types):
+            raise KeepError(
+                f"degradation kernel_probs {self.kernel_probs} needs one probability per kernel_types entry "
+                f"{self.kernel_types}"
+            )
+        for name in ("kernel_probs", "resize_probs"):
+            probs = getattr(self, name)
+            if probs and (min(probs) < 0 or sum(probs) <= 0):
+                raise KeepError(f"degradation {name} must be >= 0 with a positive sum, got {probs}")
+        low, high = self.resize_range
+        if not 0 < low <= 1 <= high:
+            raise KeepError(f"degradation resize_range must be 0 < low <= 1 <= high, got {(low, high)}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,8 @@ class ClipParams:
     jpeg_quality: int | None
     codec: str | None
     crf: int
+    resize_factor: float = 1.0  # random resize after the blur (1 = keep)
+    resize_factor_mode: str = "bilinear"
 
 
 # --------------------------------------------------------------------------------------- kernels
@@ -103,7 +123,11 @@ def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float, bet
 
 
 def random_kernel(rng: np.random.Generator, cfg: DegradationConfig) -> np.ndarray:
-    kind = cfg.kernel_types[rng.integers(len(cfg.kernel_types))]
+    if cfg.kernel_probs:
+        probs = np.asarray(cfg.kernel_probs, dtype=np.float64)
+        kind = cfg.kernel_types[rng.choice(len(cfg.kernel_types), p=probs / probs.sum())]
+    else:
+        kind = cfg.kernel_types[rng.integers(len(cfg.kernel_types))]
     sigma_x = rng.uniform(*cfg.blur_sigma)
     sigma_y = rng.uniform(*cfg.blur_sigma) if "aniso" in kind else sigma_x
     theta = rng.uniform(0, math.pi) if "aniso" in kind else 0.0
@@ -128,7 +152,14 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> ClipParam
     jpeg = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)) if rng.uniform() < cfg.jpeg_prob else None
     codec = cfg.codecs[rng.integers(len(cfg.codecs))] if rng.uniform() < cfg.codec_prob else None
     crf = int(rng.integers(cfg.crf[0], cfg.crf[1] + 1))
-    return ClipParams(kernel, noise, resize_mode, noise2, jpeg, codec, crf)
+    factor, factor_mode = 1.0, "bilinear"
+    if cfg.resize_probs[2] < sum(cfg.resize_probs):  # drawn only when it can happen: older configs keep their clips
+        probs = np.asarray(cfg.resize_probs, dtype=np.float64)
+        direction = rng.choice(3, p=probs / probs.sum())  # 0 up, 1 down, 2 keep
+        low, high = cfg.resize_range
+        factor = float(rng.uniform(1.0, high) if direction == 0 else rng.uniform(low, 1.0) if direction == 1 else 1.0)
+        factor_mode = cfg.resize_modes[rng.integers(len(cfg.resize_modes))]
+    return ClipParams(kernel, noise, resize_mode, noise2, jpeg, codec, crf, factor, factor_mode)
 
 
 # --------------------------------------------------------------------------------------- steps
@@ -195,6 +226,9 @@ def degrade_frames(gt: np.ndarray, rng: np.random.Generator, params: ClipParams,
         img = gt[t].astype(np.float32)
         if params.kernel is not None:
             img = cv2.filter2D(img, -1, params.kernel, borderType=cv2.BORDER_REFLECT101)
+        if params.resize_factor != 1.0:
+            resized = (max(1, round(width * params.resize_factor)), max(1, round(height * params.resize_factor)))
+            img = cv2.resize(img, resized, interpolation=RESIZE_MODES[params.resize_factor_mode])
         img = add_noise(img, params.noise, rng)
         img = cv2.resize(np.clip(img, 0, 255), size, interpolation=RESIZE_MODES[params.resize_mode])
         img = add_noise(img, params.noise2, rng)

@@ -18,10 +18,12 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     source: str = "keep"  # checkpoint path, registry name, or preset:<name> (keep.load_model)
-    flow: str = "dis"  # flow estimator for the network's Kalman prediction (keep.flow.build_flow)
+    flow: str = "auto"  # flow for the Kalman prediction (keep.flow.build_flow); auto: the checkpoint's GMFlow
+    fidelity: float = 1.0  # CFT weight 0..1 (CodeFormer's -w); 1 in every release
     window: int = 20  # streaming window (keep.streaming.StreamingRestorer)
     gain_context: int = 0
-    stream_mode: str = "carry"  # carry: state across windows; reset: released 20-frame clips
+    stream_mode: str = "carry"  # carry: state across windows; reset: independent windows; released: the
+    # released test (independent windows, the short last one reflection-circle padded to `window`)
     precision: str = "fp32"  # fp32 | bf16 | fp16
 
 
@@ -37,10 +39,11 @@ class MetricsConfig:
 class BenchmarkConfig:
     name: str = "vfhq_test"  # outputs go to <results_dir>/<name>/
     results_dir: str = "results"
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
     methods: tuple[str, ...] = ("bicubic", "keep_per_frame", "keep")
     save_images: bool = False  # restored frames as PNG under <name>/images/<method>/<clip>/
     progress: bool = True  # a progress bar per clip and method
+    overwrite: bool = False  # replace a previous run under the same name (otherwise refused)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

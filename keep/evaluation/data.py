@@ -32,8 +32,9 @@ def list_clips(root: str | Path, names: tuple[str, ...] = ()) -> list[str]:
     return list(names) if names else available
 
 
-def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
-    """Read one clip; LQ must exist for every GT frame and be GT / 4 in size."""
+def clip_files(root: str | Path, name: str, *, max_frames: int = 0) -> tuple[list[Path], list[Path]]:
+    """The GT and LQ frame files of a clip, checked without decoding them all: frames exist, LQ has
+    every GT file name, and the first LQ frame is the first GT frame / 4 in size."""
     root = Path(root)
     gt_files = list_images(root / "GT" / name)
     if max_frames > 0:
@@ -50,13 +51,24 @@ def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
     absent = [p for p in lq_files if not p.is_file()]
     if absent:
         raise KeepError(f"clip {name}: LQ frame {absent[0]} missing")
+    _check_sizes(name, read_image(gt_files[0]).shape, read_image(lq_files[0]).shape)
+    return gt_files, lq_files
+
+
+def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
+    """Read one clip; LQ must exist for every GT frame and be GT / 4 in size."""
+    gt_files, lq_files = clip_files(root, name, max_frames=max_frames)
     gt, lq = _stack([read_image(p) for p in gt_files], name), _stack([read_image(p) for p in lq_files], name)
-    height, width = gt.shape[1:3]
-    if lq.shape[1:3] != (height // 4, width // 4):
-        raise KeepError(
-            f"clip {name}: LQ frames are {lq.shape[2]}x{lq.shape[1]}, expected GT/4 = {width // 4}x{height // 4}"
-        )
+    _check_sizes(name, gt.shape[1:], lq.shape[1:])
     return Clip(name=name, frame_names=[p.stem for p in gt_files], gt=gt, lq=lq)
+
+
+def _check_sizes(name: str, gt_shape: tuple[int, ...], lq_shape: tuple[int, ...]) -> None:
+    height, width = gt_shape[:2]
+    if tuple(lq_shape[:2]) != (height // 4, width // 4):
+        raise KeepError(
+            f"clip {name}: LQ frames are {lq_shape[1]}x{lq_shape[0]}, expected GT/4 = {width // 4}x{height // 4}"
+        )
 
 
 def _stack(frames: list[np.ndarray], name: str) -> np.ndarray:

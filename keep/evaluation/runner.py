@@ -8,46 +8,107 @@ results/<name>/
     table.md            the paper's columns (KEEP_SPEC section 11) + TWE, one row per method
     plots/<clip>.png    per-frame IDS / AKD over time, one line per method
     images/<method>/<clip>/<frame>.png   restored frames (save_images: true)
+
+Everything is checked before any network is built (methods, streaming mode, device, every clip's
+files), and the run is written into `<results_dir>/.<name>.partial/` and moved into place when it is
+complete: a failed run never leaves a half run, nor removes the previous one. A folder that already
+holds a run is refused unless `overwrite: true` (test.py `--overwrite`), which replaces that run's
+files (only the files listed above; anything else in the folder stays).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..cli import check_output_outside_inputs, resolve_device
 from ..config import save_config
 from ..errors import KeepError
 from ..image import write_image
+from ..streaming import MODES
 from .config import BenchmarkConfig
-from .data import list_clips, load_clip
+from .data import clip_files, list_clips, load_clip
 from .evaluator import FRAME_METRICS, Evaluator
 from .methods import METHODS, check_methods
 from .report import markdown_table, plot_clip, summarize, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
+RUN_FILES = ("config.yml", "table.md", "per_frame.csv", "per_clip.csv", "results.json", "plots", "images")
 
-def _load_network(cfg: BenchmarkConfig):
+
+def _load_network(cfg: BenchmarkConfig, device):
     from ..model import load_model
 
     try:
-        return load_model(cfg.model.source, device=cfg.device, flow=cfg.model.flow)
+        return load_model(cfg.model.source, device=device, flow=cfg.model.flow, cft_weight=cfg.model.fidelity)
     except (ValueError, TypeError) as exc:
         raise KeepError(f"cannot build the network from {cfg.model.source!r}: {exc}") from None
 
 
+def check_inputs(cfg: BenchmarkConfig) -> list[str]:
+    """Everything that can be checked before a network is built; returns the clip names."""
+    check_methods(cfg.methods)
+    if cfg.model.stream_mode not in MODES:
+        raise KeepError(f"unknown model.stream_mode '{cfg.model.stream_mode}'; choose one of {list(MODES)}")
+    if cfg.model.window < 1 or cfg.model.gain_context < 0:
+        raise KeepError("model.window must be >= 1 and model.gain_context >= 0")
+    if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
+        raise KeepError(f"name '{cfg.name}' must be a plain folder name (no path separators)")
+    clips = list_clips(cfg.data.root, cfg.data.clips)
+    for name in clips:
+        clip_files(cfg.data.root, name, max_frames=cfg.data.max_frames)
+    out_dir = Path(cfg.results_dir) / cfg.name
+    check_output_outside_inputs(out_dir, [cfg.data.root])
+    previous = [f for f in RUN_FILES if (out_dir / f).exists()]
+    if previous and not cfg.overwrite:
+        raise KeepError(
+            f"{out_dir} already holds a run ({', '.join(previous)}); pass --overwrite (overwrite: true) to "
+            "replace it, or --name another"
+        )
+    return clips
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Replace the previous run's files in `out_dir` with the complete run in `staging`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        old = out_dir / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for item in staging.iterdir():
+        item.rename(out_dir / item.name)
+    staging.rmdir()
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run the benchmark described by `cfg`; returns {"table": markdown, "summary": ..., "dir": Path}."""
-    check_methods(cfg.methods)
-    clips = list_clips(cfg.data.root, cfg.data.clips)
+    clips = check_inputs(cfg)
+    device = resolve_device(cfg.device)
     out_dir = Path(cfg.results_dir) / cfg.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yml")
+    model = _load_network(cfg, device) if any(METHODS[m][1] for m in cfg.methods) else None
+    evaluator = Evaluator(cfg.metrics, device=device)
 
-    model = _load_network(cfg) if any(METHODS[m][1] for m in cfg.methods) else None
-    evaluator = Evaluator(cfg.metrics, device=cfg.device)
+    staging = Path(cfg.results_dir) / f".{cfg.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
+    staging.mkdir(parents=True)
+    try:
+        table, summary, notes = _run(cfg, clips, model, evaluator, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, out_dir)
+    return {"table": table, "summary": summary, "dir": out_dir, "notes": notes}
+
+
+def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, out_dir: Path):
+    """Every method over every clip; writes the report files into `out_dir`."""
+    save_config(cfg, out_dir / "config.yml")
     frame_rows: list[dict] = []
     clip_rows: list[dict] = []
     total_frames = 0
@@ -90,7 +151,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         f"Test set `{cfg.data.root}`: {len(clips)} clips, {total_frames} frames. "
         + (
             f"Network: `{cfg.model.source}` ({cfg.model.stream_mode} streaming, window {cfg.model.window}, "
-            f"flow {cfg.model.flow}, {cfg.model.precision}) on {cfg.device}. "
+            f"flow {getattr(model.flow, 'name', cfg.model.flow)}, fidelity {cfg.model.fidelity}, "
+            f"{cfg.model.precision}) on {model.device}. "
             "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
             if model is not None
             else "No network run. "
@@ -107,4 +169,4 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     write_csv(out_dir / "per_frame.csv", frame_rows)
     write_csv(out_dir / "per_clip.csv", clip_rows)
     write_json(out_dir / "results.json", {"summary": summary, "clips": clip_rows, "notes": notes})
-    return {"table": table, "summary": summary, "dir": out_dir, "notes": notes}
+    return table, summary, notes

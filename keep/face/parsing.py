@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import KeepError
 from ..image import to_tensor
-from ..weights import resolve_weights
+from ..weights import read_tensors, resolve_weights
 from .align import feathered_mask
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,14 @@ class ParsingMask:
         self.square = feathered_mask(size)
 
     @classmethod
-    def from_facexlib(cls, size: int, device: str = "cpu") -> ParsingMask:
+    def from_facexlib(cls, size: int, device: str = "cpu", *, download: bool = True) -> ParsingMask:
         try:
-            import torch
             from facexlib.parsing.parsenet import ParseNet
         except ImportError:
             raise KeepError("the parsing mask needs the optional package facexlib (pip install facexlib)") from None
-        path = resolve_weights("parsenet")
+        path = resolve_weights("parsenet", download=download)
         net = ParseNet(in_size=cls.NET_SIZE, out_size=cls.NET_SIZE, parsing_ch=19)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        net.load_state_dict(read_tensors(path, "ParseNet weights"), strict=True)
         return cls(net.to(device).eval(), size, device)
 
     def __call__(self, face: np.ndarray) -> np.ndarray:
@@ -96,7 +95,7 @@ def build_masker(name: str, size: int, *, device: str = "cpu") -> Masker:
         return ParsingMask.from_facexlib(size, device)
     if name == "auto":
         try:
-            return ParsingMask.from_facexlib(size, device)
+            return ParsingMask.from_facexlib(size, device, download=False)  # automatic: what is at hand
         except KeepError as exc:
             log.info("parsing mask unavailable (%s); using the feathered mask", str(exc).split(". ")[0])
             return FeatherMask(size)

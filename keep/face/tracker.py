@@ -2,7 +2,13 @@
 
 `FaceTracker.update(detections)` associates the frame's detections with the live tracks (Hungarian
 matching on the IoU between each track's Kalman-predicted box and the detections) and returns the
-track id of every detection. A track survives `max_gap` frames without a detection.
+track id of every detection. Detectors miss faces on degraded footage (compression, blur, a hand in
+front), so a track that misses frames is kept, with its Kalman state, for `max_lost` frames
+(default 25, one second at 25 fps; never less than `max_gap`): a face seen again within that time
+keeps its id, so the pipeline can carry the restorer's state over the gap (issue #12). While lost,
+the track's velocity decays (`lost_velocity_decay` per frame) so its predicted box stays where the
+face was last seen instead of drifting away, and a detection that overlaps no predicted box is
+still given to a lost track whose box centre lies within `reattach_distance` face widths of it.
 
 `TrackSmoother` sits behind the tracker as a bounded look-ahead buffer: a frame leaves it once
 `lookahead` newer frames have arrived, with, for every track covering it, landmarks that are
@@ -57,6 +63,9 @@ class KalmanTrack:
         self.x = self.F @ self.x
         self.P = self.F @ self.P @ self.F.T + self.Q
 
+    def damp_velocity(self, factor: float) -> None:
+        self.x[self.x.shape[0] // 2 :] *= factor
+
     def update(self, detection: Detection) -> None:
         z = np.concatenate([detection.box, detection.landmarks.ravel()])
         innovation = z - self.H @ self.x
@@ -68,17 +77,40 @@ class KalmanTrack:
 
 
 class FaceTracker:
-    """Every face across frames; ids are stable while a face is seen at least every `max_gap` frames."""
+    """Every face across frames; a face keeps its id while it is seen at least once every `max_lost`
+    frames (short gaps are also interpolated downstream, see `TrackSmoother`'s `max_gap`).
 
-    def __init__(self, *, max_gap: int = 5, min_iou: float = 0.2):
+    max_gap: the pipeline's interpolation gap; a track is never dropped before it.
+    max_lost: frames a track survives without a detection, Kalman state kept (25: one second).
+    min_iou: least IoU between a predicted box and a detection for them to match.
+    lost_velocity_decay: factor on a missed track's velocity per missed frame (0.5: it stops within
+        a few frames; detectors miss faces that move fast, and extrapolating them loses the face).
+    reattach_distance: a detection matching no box by IoU joins the nearest lost track whose box
+        centre is within this many face widths of its own (a face back after a fast move).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_gap: int = 5,
+        max_lost: int = 25,
+        min_iou: float = 0.2,
+        lost_velocity_decay: float = 0.5,
+        reattach_distance: float = 0.5,
+    ):
         self.max_gap = max_gap
+        self.max_lost = max(max_lost, max_gap)
         self.min_iou = min_iou
+        self.lost_velocity_decay = lost_velocity_decay
+        self.reattach_distance = reattach_distance
         self.tracks: dict[int, KalmanTrack] = {}
         self._next_id = 0
 
     def update(self, detections: list[Detection]) -> list[int]:
         """Track ids, one per detection (new ids for unmatched detections)."""
         for track in self.tracks.values():
+            if track.missed:
+                track.damp_velocity(self.lost_velocity_decay)
             track.predict()
         ids = list(self.tracks)
         assigned: list[int | None] = [None] * len(detections)
@@ -87,6 +119,7 @@ class FaceTracker:
             for row, col in zip(*linear_sum_assignment(cost), strict=True):
                 if 1.0 - cost[row, col] >= self.min_iou:
                     assigned[col] = ids[row]
+        self._reattach(detections, assigned)
         for col, detection in enumerate(detections):
             if assigned[col] is None:
                 assigned[col] = self._next_id
@@ -98,9 +131,22 @@ class FaceTracker:
         for track_id in ids:
             if track_id not in matched:
                 self.tracks[track_id].missed += 1
-                if self.tracks[track_id].missed > self.max_gap:
+                if self.tracks[track_id].missed > self.max_lost:
                     del self.tracks[track_id]
         return [int(a) for a in assigned]
+
+    def _reattach(self, detections: list[Detection], assigned: list[int | None]) -> None:
+        """Give each detection left unmatched to the nearest unmatched lost track, if close enough."""
+        lost = [t for t, track in self.tracks.items() if track.missed and t not in assigned]
+        for col, detection in enumerate(detections):
+            if assigned[col] is not None or not lost:
+                continue
+            centre = (detection.box[:2] + detection.box[2:]) / 2
+            width = max(detection.box[2] - detection.box[0], 1.0)
+            distances = [np.linalg.norm((self.tracks[t].box[:2] + self.tracks[t].box[2:]) / 2 - centre) for t in lost]
+            nearest = int(np.argmin(distances))
+            if distances[nearest] <= self.reattach_distance * width:
+                assigned[col] = lost.pop(nearest)
 
 
 class TrackSmoother:

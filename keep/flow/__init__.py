@@ -4,21 +4,26 @@ Every estimator is a callable `flow = estimator(target, source)`: frames `(N, 3,
 -> flow `(N, 2, H, W)` in pixels (channel 0 = x, 1 = y) from `target` to `source`, i.e. `source`
 sampled at `p + flow(p)` looks like `target`. KEEP asks for target = frame t, source = frame t-1.
 
+- `gmflow`: GMFlow, the flow network the released KEEP was trained and evaluated with; its weights
+  come with the released checkpoints (`keep.load_model(..., flow="gmflow")` passes them here).
 - `raft_large`, `raft_small`: torchvision's RAFT; weights from a local file, `weights/`, the caches or
   torchvision's download (`keep.weights`), with a clear message when none is possible.
-- `dis`: OpenCV's dense inverse search; classical, no weights, runs anywhere (the offline default).
-- `auto`: `raft_large` when its weights are at hand, else `dis`, saying which.
+- `dis`: OpenCV's dense inverse search; classical, no weights, runs anywhere.
+- `auto`: the checkpoint's own GMFlow when it has one, else `raft_large` when its weights are already
+  on disk, else `dis`; it never downloads, and says once which it chose and why.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
 from ..errors import KeepError, WeightsUnavailable
+from ..weights import REGISTRY, read_tensors, resolve_weights
 from .dis import DISFlow
+from .gmflow import GMFlow, GMFlowNet
 from .raft import RAFTFlow
 
 log = logging.getLogger(__name__)
@@ -26,26 +31,78 @@ log = logging.getLogger(__name__)
 FlowEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 FLOW_ESTIMATORS: dict[str, Callable[..., FlowEstimator]] = {
-    "raft_large": lambda **kw: RAFTFlow("raft_large", **kw),
-    "raft_small": lambda **kw: RAFTFlow("raft_small", **kw),
-    "dis": lambda **kw: DISFlow(**{k: v for k, v in kw.items() if k == "preset"}),
+    "gmflow": lambda *, device, weights, gmflow_state: GMFlow(_gmflow_state(weights, gmflow_state), device=device),
+    "raft_large": lambda *, device, weights, gmflow_state: RAFTFlow("raft_large", device=device, weights=weights),
+    "raft_small": lambda *, device, weights, gmflow_state: RAFTFlow("raft_small", device=device, weights=weights),
+    "dis": lambda *, device, weights, gmflow_state: DISFlow(),
 }
 
 
-def build_flow(name: str, *, device: str | torch.device = "cpu", weights: str | None = None) -> FlowEstimator:
-    """Flow estimator by name: one of `raft_large`, `raft_small`, `dis`, `auto`."""
+def _gmflow_state(weights: str | None, state: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """GMFlow weights: given (from a KEEP checkpoint), or a file (a KEEP checkpoint or GMFlow's own)."""
+    if state is not None:
+        return dict(state)
+    if weights is None:
+        raise KeepError(
+            "flow 'gmflow' needs GMFlow weights, and this model has none: only the released KEEP checkpoints "
+            "(keep, keep_asian, keep_v0.1.0) and models fine-tuned from them carry GMFlow; "
+            "choose --flow auto, raft_large, raft_small or dis"
+        )
+    from ..checkpoint import read_checkpoint
+
+    obj = read_tensors(resolve_weights(weights), "GMFlow weights")
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):  # GMFlow's own checkpoints
+        return dict(obj["model"])
+    flow_state = read_checkpoint(obj).flow_state
+    if flow_state is None:
+        raise KeepError(f"{weights} holds no GMFlow weights")
+    return flow_state
+
+
+def choose_auto(gmflow_state: Mapping[str, torch.Tensor] | None) -> tuple[str, str | None, str]:
+    """The `auto` choice without downloading anything: (name, weights path or None, why)."""
+    if gmflow_state is not None:
+        return "gmflow", None, "the checkpoint's own GMFlow, as the released KEEP computes flow"
+    try:
+        path = resolve_weights("raft_large", download=False)
+    except WeightsUnavailable:
+        why = (
+            f"the checkpoint has no GMFlow and RAFT's {REGISTRY['raft_large'].filename} is not on disk "
+            "(auto never downloads; --flow raft_large would)"
+        )
+        return "dis", None, why
+    return "raft_large", str(path), f"the checkpoint has no GMFlow; RAFT weights found at {path}"
+
+
+def build_flow(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    weights: str | None = None,
+    gmflow_state: Mapping[str, torch.Tensor] | None = None,
+) -> FlowEstimator:
+    """Flow estimator by name: one of `gmflow`, `raft_large`, `raft_small`, `dis`, `auto`.
+
+    weights: a weight file for RAFT or GMFlow (default: the registry's for RAFT, which may download).
+    gmflow_state: GMFlow weights in `GMFlowNet` names, as a released KEEP checkpoint carries them
+        (`keep.checkpoint.read_checkpoint(...).flow_state`); `gmflow` and `auto` use them.
+    """
     if name == "auto":
-        try:
-            estimator = build_flow("raft_large", device=device, weights=weights)
-        except WeightsUnavailable as exc:
-            log.warning("flow: RAFT weights unavailable (%s); using OpenCV DIS", str(exc).split(":")[0])
-            return build_flow("dis")
-        log.info("flow: raft_large")
-        return estimator
+        name, path, why = choose_auto(gmflow_state)
+        log.info("flow: %s (%s)", name, why)
+        weights = path if name == "raft_large" else weights
     if name not in FLOW_ESTIMATORS:
         raise KeepError(f"unknown flow estimator '{name}'; choose one of: auto, {', '.join(FLOW_ESTIMATORS)}")
-    kwargs = {"device": device, "weights": weights} if name.startswith("raft") else {}
-    return FLOW_ESTIMATORS[name](**kwargs)
+    return FLOW_ESTIMATORS[name](device=device, weights=weights, gmflow_state=gmflow_state)
 
 
-__all__ = ["build_flow", "FLOW_ESTIMATORS", "FlowEstimator", "DISFlow", "RAFTFlow"]
+__all__ = [
+    "build_flow",
+    "choose_auto",
+    "FLOW_ESTIMATORS",
+    "FlowEstimator",
+    "DISFlow",
+    "GMFlow",
+    "GMFlowNet",
+    "RAFTFlow",
+]

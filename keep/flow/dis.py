@@ -12,6 +12,8 @@ _PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 class DISFlow:
     """Dense inverse search flow on grayscale frames; see `keep.flow` for the call convention."""
 
+    name = "dis"
+
     def __init__(self, preset: str = "medium"):
         if preset not in _PRESETS:
             raise ValueError(f"unknown DIS preset '{preset}'; choose one of {sorted(_PRESETS)}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..weights import resolve_weights
+from ..errors import KeepError
+from ..weights import read_tensors, resolve_weights
 
 
 class RAFTFlow:
@@ -28,9 +29,14 @@ class RAFTFlow:
 
         path = resolve_weights(weights or variant)
         self.model = {"raft_large": raft_large, "raft_small": raft_small}[variant](weights=None, progress=False)
-        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = read_tensors(path, f"{variant} weights")
+        try:
+            self.model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise KeepError(f"{path} does not fit torchvision's {variant}: {str(exc).splitlines()[0]}") from None
         self.model.eval().requires_grad_(False).to(device)
         self.num_flow_updates = num_flow_updates
+        self.name = variant
 
     @torch.no_grad()
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -45,11 +45,20 @@ def gan_losses(name: str) -> tuple[Callable, Callable]:
 
 
 def adaptive_weight(
-    rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, *, max_weight: float = 1e4
+    rec_loss: torch.Tensor,
+    g_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    *,
+    max_weight: float = 1e4,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """taming-transformers' balance: |grad rec| / |grad gan| at the decoder's last layer (detached)."""
+    """taming-transformers' balance: |grad rec| / |grad gan| at the decoder's last layer (detached).
+
+    reduce: averages a gradient over data-parallel processes, so the weight is that of the whole batch."""
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    if reduce is not None:
+        rec_grad, g_grad = reduce(torch.stack([rec_grad, g_grad])).unbind(0)
     weight = rec_grad.norm() / (g_grad.norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()
 
@@ -98,6 +107,8 @@ class PatchDiscriminator3D(nn.Module):
 
 
 DISCRIMINATORS: dict[str, type[nn.Module]] = {"patch2d": PatchDiscriminator2D, "patch3d": PatchDiscriminator3D}
+# What each discriminator judges of a clip batch (B, T, 3, H, W): frames one by one, or whole clips.
+CLIP_LAYOUT: dict[str, str] = {"patch2d": "b t c h w -> (b t) c h w", "patch3d": "b t c h w -> b c t h w"}
 
 
 def build_discriminator(name: str, *, nf: int, layers: int) -> nn.Module:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import KeepError
 from ..image import to_tensor
-from ..weights import resolve_weights
+from ..weights import read_tensors, resolve_weights
 
 STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # (channels, units) of IR-SE50, first unit strides 2
 CROP_256 = (35, 223, 32, 220)  # top, bottom, left, right on a 256 FFHQ-aligned face
@@ -84,10 +84,7 @@ class ArcFaceIdentity:
 
     def __init__(self, *, weights: str = "arcface", device: str | torch.device = "cpu"):
         path = resolve_weights(weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise KeepError(f"cannot read ArcFace weights {path}: {type(exc).__name__}: {exc}") from None
+        state = read_tensors(path, "ArcFace weights")
         self.net = ArcFaceIRSE50()
         try:
             self.net.load_state_dict(state, strict=True)

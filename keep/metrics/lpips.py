@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from ..errors import KeepError
-from ..weights import resolve_weights
+from ..weights import read_tensors, resolve_weights
 
 # lpips network name -> registry name of its torchvision ImageNet backbone.
 BACKBONES: dict[str, str] = {"alex": "alexnet", "vgg": "vgg16"}
@@ -44,6 +44,7 @@ def build_lpips(
     if net not in BACKBONES:
         raise KeepError(f"unknown LPIPS network '{net}'; choose one of {sorted(BACKBONES)}")
     path = resolve_weights(backbone_weights if backbone_weights is not None else BACKBONES[net])
+    state = read_tensors(path, "LPIPS backbone weights")  # before building the network: a bad file fails fast
     try:
         import lpips
     except ImportError as exc:  # pragma: no cover - lpips is a listed requirement
@@ -51,10 +52,6 @@ def build_lpips(
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
         warnings.simplefilter("ignore")
         module = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise KeepError(f"cannot read LPIPS backbone weights {path}: {type(exc).__name__}: {exc}") from None
     _load_backbone(module.net, state, path)
     module.eval().requires_grad_(False)
     return module.to(device)

@@ -19,6 +19,7 @@ class PipelineOptions:
     detector: str = "auto"
     mask: str = "auto"  # paste-back mask: auto (face parsing if available, else feather) | parsenet | feather
     flow: str = "auto"
+    fidelity: float = 1.0  # CFT weight: 0 .. 1 (CodeFormer's -w); 1 as every release
     upscale: int = 1
     bg_upsampler: str = "bicubic"  # background at --upscale: bicubic | realesrgan (Real-ESRGAN x2plus)
     bg_tile: int = 400  # Real-ESRGAN tile size in input pixels (0: whole frames)
@@ -57,6 +58,9 @@ class PipelineOptions:
             raise KeepError(f"--overlap must be one of {', '.join(OVERLAP_MODES)}, got '{self.overlap}'")
         if self.fps <= 0:
             raise KeepError(f"--fps must be > 0, got {self.fps}")
+        from ..model import check_fidelity
+
+        check_fidelity(self.fidelity)
         from ..background import UPSAMPLERS
         from ..face.detectors import DETECTORS
         from ..flow import FLOW_ESTIMATORS

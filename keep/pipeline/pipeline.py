@@ -37,7 +37,7 @@ class Pipeline:
     def __init__(self, options: PipelineOptions):
         options.check()
         self.options = options
-        self.model = load_model(options.model, device=options.device, flow=options.flow)
+        self.model = load_model(options.model, device=options.device, flow=options.flow, cft_weight=options.fidelity)
         self.size = self.model.config.img_size
         self.timer = StageTimer()
         self.restore = RestoreStage(

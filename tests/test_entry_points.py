@@ -1,0 +1,303 @@
+"""Every entry point, every bad input: one `error:` line, exit status 2, no traceback, no write into
+an input (issue 10; the convention is keep/cli.py's).
+
+One table row per case: (entry point, arguments, expectation). Each case runs as its own process
+(`tests/entry_point_runner.py` forks it from an interpreter that has already imported torch, so a
+case costs milliseconds, not the ~3 s of a fresh interpreter; `KEEP_ENTRY_POINTS_FRESH=1` runs every
+case as a fresh `python script.py ...` instead). Cases fail before any expensive work: tiny presets,
+`KEEP_OFFLINE=1`, inputs of a few 64 px frames. `{in}` in an argument is the folder of inputs,
+`{out}` the case's own output folder. Rows marked "ok" are inputs that must be accepted.
+
+What counts as the error line: a line starting with `error: ` (keep.cli) or argparse's
+`<prog>: error: ` (a malformed option; argparse also exits with 2). It must be the only such line and
+the last line of stderr; logging before it is fine; "Traceback" and "unrecognized arguments" (a flag
+the convention requires but the entry point lacks) fail the case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_TRAIN = "configs/tiny/stage1_vqgan.yml"
+ERROR_LINE = re.compile(r"^(error: |[\w.\-]+: error: )")
+
+
+@dataclass(frozen=True)
+class Case:
+    script: str  # relative to the repository
+    args: tuple[str, ...]
+    match: str | None = None  # a substring the error line must contain (case-insensitive); None: any
+    ok: bool = False  # an input that must be accepted (exit 0) rather than refused
+
+    @property
+    def id(self) -> str:
+        text = " ".join(self.args).replace("{in}/", "").replace("{out}", "OUT")
+        return f"{Path(self.script).stem}: {text}"[:90]
+
+
+def bad(script: str, *args: str, match: str | None = None) -> Case:
+    return Case(script, tuple(args), match)
+
+
+def good(script: str, *args: str) -> Case:
+    return Case(script, tuple(args), ok=True)
+
+
+INF = ("inference.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+TRAIN = ("train.py", "-opt", TINY_TRAIN)
+TEST = ("test.py", "--model", "preset:tiny", "--no-progress", "--set", "results_dir={out}")
+MAKE = "scripts/make_test_set.py"
+BPIPE = ("scripts/benchmark_pipeline.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+BSPEED = ("scripts/benchmark_speed.py", "--weights", "preset:tiny", "--frames", "1", "--window", "1")
+PREP = "scripts/prepare_vfhq.py"
+PREVIEW = "scripts/preview_degradations.py"
+CONTENTION = ("scripts/benchmark_contention.py", "--seconds", "1")
+
+CASES: list[Case] = [
+    # inference.py
+    bad(*INF, "-i", "{in}/missing.mp4", "-o", "{out}", match="missing.mp4"),
+    bad(*INF, "-i", "{in}/corrupt.mp4", "-o", "{out}", match="corrupt.mp4"),
+    bad(*INF, "-i", "{in}/empty", "-o", "{out}", match="empty"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{in}/gray", "--has_aligned", match="input"),  # output into the input
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/random_state.pth"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/codeformer.pth"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "nosuch.key=1", match="nosuch"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--window", "0", match="window"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--window", "abc", match="window"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "cuda", match="cuda"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "tpu", match="tpu"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--threads", "0", match="threads"),
+    # train.py (all overrides in one --set: the runs go to {out})
+    bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
+    bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),
+    bad(*TRAIN, "--set", "root={out}", "train.lr=abc", match="train.lr"),
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/missing.mp4", match="missing.mp4"),
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/corrupt.mp4", match="corrupt.mp4"),
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/empty", match="empty"),
+    bad(*TRAIN, "--set", "root={out}", "model.pretrained={in}/random_state.pth"),
+    bad(*TRAIN, "--set", "root={out}", "train.device=cuda", match="cuda"),
+    bad(*TRAIN, "--set", "root={out}", "train.device=tpu", match="tpu"),
+    bad(*TRAIN, "--set", "root={out}", "--threads", "0", match="threads"),
+    # test.py
+    bad("test.py", "-opt", "{in}/missing.yml", match="missing.yml"),
+    bad(*TEST, "data.root={in}/set", "nosuch.key=1", match="nosuch"),
+    bad(*TEST, "data.root={in}/set", "model.window=abc", match="model.window"),
+    bad(*TEST, "data.root={in}/missing", match="GT"),
+    bad(*TEST, "data.root={in}/set_empty", match="no frames"),
+    bad(*TEST, "data.root={in}/set_badlq", match="LQ frames are"),
+    bad(*TEST, "data.root={in}/set", "results_dir={in}/set/GT", "--name", "clip", match="input"),
+    bad(*TEST, "data.root={in}/set", "--model", "{in}/missing.pth", match="missing.pth"),
+    bad(*TEST, "data.root={in}/set", "--model", "{in}/random_state.pth", match="checkpoint"),
+    bad(*TEST, "data.root={in}/set", "--model", "{in}/codeformer.pth", match="checkpoint"),
+    bad(*TEST, "data.root={in}/set", "--device", "cuda", match="cuda"),
+    bad(*TEST, "data.root={in}/set", "--device", "tpu", match="tpu"),
+    bad(*TEST, "data.root={in}/set", "--threads", "0", match="threads"),
+    good(*TEST, "data.root={in}/set_gray", "methods=[bicubic]"),  # grayscale frames are accepted
+    # scripts/make_test_set.py
+    bad(MAKE, "--root", "{in}/missing", match="GT"),
+    bad(MAKE, "--root", "{in}/set_empty", match="no images"),
+    bad(MAKE, "--root", "{in}/set_odd", match="divisible"),
+    bad(MAKE, "--root", "{in}/set_corrupt", match="cannot read image"),
+    bad(MAKE, "--root", "{in}/set", "--set", "nosuch=1", match="nosuch"),
+    bad(MAKE, "--root", "{in}/set", "--set", "crf=abc", match="crf"),
+    bad(MAKE, "--root", "{in}/set", "--protocol", "vfhq_hard", match="protocol"),
+    bad(MAKE, "--root", "{in}/set", "--threads", "0", match="threads"),
+    good(MAKE, "--root", "{out}/gray_copy", "--protocol", "vfhq_easy"),  # grayscale GT (copied to {out})
+    # scripts/benchmark_pipeline.py
+    bad(*BPIPE, "-i", "{in}/missing.mp4", match="missing.mp4"),
+    bad(*BPIPE, "-i", "{in}/corrupt.mp4", match="corrupt.mp4"),
+    bad(*BPIPE, "-i", "{in}/gray", "--model", "{in}/random_state.pth", match="checkpoint"),
+    bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
+    bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
+    bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    # scripts/benchmark_speed.py
+    bad(*BSPEED, "--device", "cuda", match="cuda"),
+    bad(*BSPEED, "--device", "tpu", match="tpu"),
+    bad(*BSPEED, "--threads", "0", match="threads"),
+    bad("scripts/benchmark_speed.py", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
+    bad("scripts/benchmark_speed.py", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
+    # scripts/prepare_vfhq.py
+    bad(PREP, "--input", "{in}/missing", "--out", "{out}", match="missing"),
+    bad(PREP, "--input", "{in}/empty", "--out", "{out}", match="empty"),
+    bad(PREP, "--input", "{in}/clips_corrupt", "--out", "{out}", match="corrupt.mp4"),
+    bad(PREP, "--input", "{in}/clips_corrupt", "--out", "{in}/clips_corrupt", match="input"),
+    bad(PREP, "--input", "{in}/clips_corrupt", "--out", "{out}", "--threads", "0", match="threads"),
+    # scripts/preview_degradations.py
+    bad(PREVIEW, "--input", "{in}/missing.mp4", "--out", "{out}/p.png", match="missing.mp4"),
+    bad(PREVIEW, "--input", "{in}/corrupt.mp4", "--out", "{out}/p.png", match="corrupt.mp4"),
+    bad(PREVIEW, "--input", "{in}/empty", "--out", "{out}/p.png", match="empty"),
+    bad(PREVIEW, "--input", "{in}/gray", "--out", "{in}/gray/p.png", match="input"),
+    bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--set", "nosuch=1", match="nosuch"),
+    bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--set", "crf=abc", match="crf"),
+    bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--threads", "0", match="threads"),
+    # scripts/benchmark_contention.py
+    bad(*CONTENTION, "--threads", "0", match="threads"),
+    bad("scripts/benchmark_contention.py", "--seconds", "0", match="seconds"),
+    bad(*CONTENTION, "--compare", "0", match="compare"),
+]
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _frames(folder: Path, count: int, height: int, width: int, *, gray: bool = False, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for t in range(count):
+        shape = (height, width) if gray else (height, width, 3)
+        cv2.imwrite(str(folder / f"{t:05d}.png"), rng.integers(0, 256, shape, dtype=np.uint8))
+
+
+def make_inputs(root: Path) -> None:
+    """Every input a case reads: missing paths are simply not created."""
+    rng = np.random.default_rng(0)
+    (root / "corrupt.mp4").write_bytes(rng.integers(0, 256, 64, dtype=np.uint8).tobytes())
+    (root / "empty").mkdir()
+    _frames(root / "gray", 3, 64, 64, gray=True)
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4)}, root / "random_state.pth")
+    codeformer = {  # the layout of another face restorer's checkpoint (CodeFormer-like keys)
+        "params_ema": {
+            "encoder.conv_in.weight": torch.zeros(64, 3, 3, 3),
+            "quantize.embedding.weight": torch.zeros(1024, 256),
+            "ft_layers.0.self_attn.in_proj_weight": torch.zeros(1536, 512),
+        }
+    }
+    torch.save(codeformer, root / "codeformer.pth")
+    sets = (("set", 64, 16, False), ("set_gray", 64, 16, True), ("set_badlq", 64, 15, False))
+    for name, gt_size, lq_size, gray in sets:
+        _frames(root / name / "GT" / "clip", 3, gt_size, gt_size, gray=gray)
+        _frames(root / name / "LQ" / "clip", 3, lq_size, lq_size, gray=gray, seed=1)
+    (root / "set_empty" / "GT" / "clip").mkdir(parents=True)
+    _frames(root / "set_odd" / "GT" / "clip", 2, 63, 61)
+    _frames(root / "set_corrupt" / "GT" / "clip", 1, 64, 64)
+    (root / "set_corrupt" / "GT" / "clip" / "00000.png").write_bytes(b"\x89PNG not really")
+    (root / "clips_corrupt").mkdir()
+    (root / "clips_corrupt" / "corrupt.mp4").write_bytes((root / "corrupt.mp4").read_bytes())
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+# ------------------------------------------------------------------------------------------ running
+class Runner:
+    """Feeds cases to tests/entry_point_runner.py (or runs fresh interpreters)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.fresh = os.environ.get("KEEP_ENTRY_POINTS_FRESH", "") not in ("", "0")
+        self.server = None
+        if not self.fresh:
+            self.server = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "entry_point_runner.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
+            assert json.loads(self.server.stdout.readline()) == {"ready": True}
+
+    def run(self, script: str, args: list[str], out: Path, timeout: int = 60) -> tuple[int, str, str]:
+        stdout, stderr = out.parent / f"{out.name}.stdout", out.parent / f"{out.name}.stderr"
+        if self.fresh:
+            result = subprocess.run(
+                [sys.executable, str(REPO / script), *args], cwd=REPO, env=self.env, capture_output=True, text=True
+            )
+            return result.returncode, result.stdout, result.stderr
+        case = {"script": str(REPO / script), "args": args, "cwd": str(REPO), "env": self.env}
+        case |= {"stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
+        self.server.stdin.write(json.dumps(case) + "\n")
+        self.server.stdin.flush()
+        rc = json.loads(self.server.stdout.readline())["rc"]
+        return rc, stdout.read_text(), stderr.read_text()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("entry_point_inputs")
+    make_inputs(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runner():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env |= {"KEEP_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO), "KEEP_DEBUG": ""}
+    env |= {"CUDA_VISIBLE_DEVICES": ""}  # `--device cuda` is a device that is not there, on any machine
+    instance = Runner(env)
+    yield instance
+    instance.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_path: Path):
+    out = tmp_path / "out"
+    if case.ok and "{out}/gray_copy" in case.args:  # make_test_set writes LQ/ into its root: give it a copy
+        for kind in ("GT",):
+            _frames(out / "gray_copy" / kind / "clip", 3, 64, 64, gray=True)
+    args = [a.replace("{in}", str(inputs)).replace("{out}", str(out)) for a in case.args]
+    before = snapshot(inputs)
+    rc, stdout, stderr = runner.run(case.script, args, tmp_path / "case")
+    report = f"exit {rc}\n--- stderr ---\n{stderr[-3000:]}\n--- stdout ---\n{stdout[-1000:]}"
+    assert "Traceback" not in stderr, report
+    assert "unrecognized arguments" not in stderr, report  # a flag the convention requires is missing
+    error_lines = [line for line in stderr.splitlines() if ERROR_LINE.match(line)]
+    if case.ok:
+        assert rc == 0 and not error_lines, report
+    else:
+        assert rc == 2, report
+        assert len(error_lines) == 1, report
+        assert stderr.strip().splitlines()[-1] == error_lines[0], report  # the error is the last word
+        if case.match:
+            assert case.match.lower() in error_lines[0].lower(), report
+    assert snapshot(inputs) == before, "an input was written to"
+
+
+# ------------------------------------------------------------------------------------------ threads
+PROBE = (
+    "import json, os{first}\n"
+    "import keep\n"
+    "from keep.cli import cpu_cores, default_threads, passive_openmp_waits\n"
+    "print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), passive_openmp_waits(), default_threads(), cpu_cores()]))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "env_policy, torch_first, expected_policy, passive",
+    [
+        (None, False, "PASSIVE", True),  # keep sets it before torch loads OpenMP
+        ("ACTIVE", False, "ACTIVE", False),  # the user's choice wins
+        ("passive", False, "passive", True),
+        (None, True, None, False),  # torch (and OpenMP) loaded first: too late to choose, left alone
+    ],
+)
+def test_thread_policy_in_a_fresh_interpreter(env_policy, torch_first, expected_policy, passive):
+    """Passive OpenMP waits: all cores by default; otherwise the cores the load average leaves."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)}
+    if env_policy is not None:
+        env["OMP_WAIT_POLICY"] = env_policy
+    code = PROBE.format(first="\nimport torch" if torch_first else "")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    policy, is_passive, threads, cores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (policy, is_passive) == (expected_policy, passive)
+    if passive:
+        assert threads == cores
+    else:
+        assert 1 <= threads <= max(1, cores - int(os.getloadavg()[0] + 0.5)) + 1  # the load may move meanwhile
