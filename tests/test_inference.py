@@ -89,7 +89,7 @@ def test_generated_clip_with_audio_upscale_and_frames(tmp_path):
 
 def test_no_face_gives_the_input_back(tmp_path, capsys):
     clip = make_clip(tmp_path / "noface.mp4", noise_frames(6), audio=False)
-    assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--crf", "0"]) == 0
+    assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--set", "crf=0"]) == 0  # --set: lossless
     assert "no face" in capsys.readouterr().err
     reader = open_input(clip)  # reference: the input through the same lossless writer
     writer = VideoWriter(tmp_path / "ref.mp4", width=80, height=64, fps=reader.fps, time_base=reader.time_base, crf=0)
