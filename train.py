@@ -22,7 +22,7 @@ def _main(args: argparse.Namespace) -> None:
     # train.deterministic: a fixed thread count (the cores this process may use), never the load-dependent
     # default, because the CPU kernels' sums depend on the number of threads (a resume reuses the run's).
     fixed = max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: cores shared
-    set_threads(args.threads or (fixed if cfg.train.deterministic else None))
+    set_threads(args.threads if args.threads is not None else (fixed if cfg.train.deterministic else None))
     Trainer(cfg, auto_resume=args.auto_resume).fit()
 
 

@@ -79,8 +79,11 @@ def _main(args: argparse.Namespace) -> None:
     if not root.is_dir():
         raise KeepError(f"input folder not found: {root}")
     check_output_outside_inputs(args.out, [args.input, args.annotations])
+    entries = sorted(root.iterdir())
+    if not entries:
+        raise KeepError(f"input folder {root} is empty: expected clip folders of frames or video files")
     detector = None
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         name = entry.stem if entry.is_file() else entry.name
         annotation = Path(args.annotations) / f"{name}.txt" if args.annotations else None
         marks = read_annotations(annotation) if annotation and annotation.is_file() else None

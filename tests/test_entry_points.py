@@ -30,7 +30,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_TRAIN = "configs/tiny/stage1_vqgan.yml"
+TINY_TRAIN = "configs/tiny/released/stage1_vqgan.yml"
 ERROR_LINE = re.compile(r"^(error: |[\w.\-]+: error: )")
 
 
