@@ -213,6 +213,5 @@ def build_detector(name: str = "auto", *, device: str = "cpu"):
 def _build(name: str, device: str, *, download: bool = True):
     if name == "dlib":
         return DlibDetector()
-    if name == "retinaface_resnet50":
-        return RetinaFaceDetector(device=device, download=download)
-    return DETECTORS[name](device=device)
+    options = {"download": download} if name == "retinaface_resnet50" else {}  # the one with downloadable weights
+    return DETECTORS[name](device=device, **options)
