@@ -32,3 +32,14 @@ def golden_state(shared_dir) -> dict[str, torch.Tensor]:
     make_weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_weights)
     return make_weights.official_state_dict(shared_dir / "golden" / "keep_v010_manifest.json")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks and inputs are latency-bound: one torch thread is several times faster on a shared
+    2-core machine (measured ~6x for in-process training), and results are deterministic at any fixed count.
+    Test modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,14 +9,7 @@ import torch
 from keep.checkpoint import convert_upstream_state_dict, split_flow_state
 from keep.flow.gmflow import GMFlow, GMFlowNet, global_matching, window_attention
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small inputs are latency-bound: one thread is many times faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
 
 def test_parameters_are_those_of_the_released_gmflow():

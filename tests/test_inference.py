@@ -20,13 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--overlap", "threads"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny network is latency-bound: one thread is several times faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
 
 def decode(path: Path) -> list[np.ndarray]:

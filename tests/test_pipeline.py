@@ -21,13 +21,7 @@ from keep.pipeline.restore import RestoreStage
 from keep.restorer import Restorer
 from keep.streaming import StreamingRestorer, TrackStreams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
 
 def frames(count: int, seed: int) -> torch.Tensor:

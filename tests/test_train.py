@@ -29,14 +29,7 @@ STAGE_CONFIGS = {
 ENV = {**os.environ, "KEEP_OFFLINE": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training at one thread: on a machine busy with other work, two OpenMP threads wait for each
-    other at every op (measured 6x slower here); runs are deterministic at any fixed count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
