@@ -47,7 +47,7 @@ FACES_SLACK = 8  # FaceFrames waiting for the restore stage beyond one window
 def faces_queue_size(window: int) -> int:
     """Q1 holds a whole window and some: while the network restores window k, the front worker detects
     all of window k+1 instead of blocking after a few frames and leaving the restore stage to wait for
-    it afterwards (measured on 200 frames: 21.5 s end to end with 8 slots, see docs/inference.md)."""
+    it afterwards (200 frames of the benchmark clip: 21.5 s end to end with 8 slots, 20.5 s now; docs/inference.md)."""
     return window + FACES_SLACK
 
 
