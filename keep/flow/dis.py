@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..image import to_uint8
+
 _PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
 
@@ -22,9 +24,9 @@ class DISFlow:
     @staticmethod
     def _gray(frames: torch.Tensor) -> np.ndarray:
         # [-1, 1] RGB -> uint8 luma, (N, H, W)
-        rgb = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-        luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
-        return luma.round().to(torch.uint8).cpu().numpy()
+        rgb = torch.from_numpy(to_uint8(frames)).float()  # (N, H, W, 3), the project's one conversion
+        luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        return luma.round().to(torch.uint8).numpy()
 
     @torch.no_grad()
     def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
