@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="run the network in float16 (GPU)")
     precision.add_argument("--bf16", action="store_true", help="run the network in bfloat16")
+    precision.add_argument("--tf32", action="store_true", help="GPU: float32 with TF32 tensor cores (default: exact)")
+    p.add_argument(
+        "--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="GPU: run each frame's kernels eagerly"
+    )
     p.add_argument("--window", type=int, default=d.window, help="frames per network call (state carried)")
     p.add_argument("--gain_context", type=int, default=d.gain_context, help="earlier observations the gain sees")
     p.add_argument("--crf", type=int, default=d.crf, help="H.264 quality (0 lossless .. 51 worst)")
@@ -70,7 +74,7 @@ def options_from_args(args: argparse.Namespace):
 
     fields = {f.name for f in dataclasses.fields(PipelineOptions)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    values["precision"] = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+    values["precision"] = "fp16" if args.fp16 else "bf16" if args.bf16 else "tf32" if args.tf32 else "fp32"
     return from_dict(PipelineOptions, apply_overrides(values, args.overrides))
 
 

@@ -1,6 +1,11 @@
 """Numeric precision modes and inference-only speed settings (issue #2, docs/speed.md).
 
-- `autocast(device, precision)`: the context the network runs in: `fp32` (exact), `bf16`, `fp16`.
+- `autocast(device, precision)`: the context the network runs in: `fp32` (exact), `tf32` (GPU: float32
+  storage, TensorFloat-32 tensor cores for convolutions and matrix products), `bf16`, `fp16`.
+- `tf32(enabled)`: TF32 on or off for the duration. PyTorch's default lets cuDNN convolutions use TF32,
+  which on an H100 moved the golden case's output by 0.1 and flipped codes (and the released GMFlow's
+  flows by up to 56 px with stand-in weights): `fp32` on a GPU therefore switches it off, and flows are
+  always estimated with it off (docs/speed.md).
 - `prepare_for_inference(model, channels_last=...)`: layout change that makes the convolutions
   (97% of the work) faster with oneDNN / cuDNN and changes no weight value. Not bit-exact: on the
   golden case the codes stay identical but the output moves by up to 1.5e-3 (oneDNN's NHWC
@@ -14,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_precision(precision: str) -> torch.dtype | None:
@@ -28,13 +34,47 @@ def check_precision(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
+def _tf32_flags() -> list[tuple[object, str, dict[bool, object]]]:
+    """(object, attribute, {enabled: value}) of every TF32 switch, in the API this torch has (torch >= 2.9
+    refuses reads of the legacy flags once the new ones were set, so only one API is ever used)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision"):
+        values = {True: "tf32", False: "ieee"}
+        return [(cudnn.conv, "fp32_precision", values), (cudnn.rnn, "fp32_precision", values),
+                (matmul, "fp32_precision", values)]  # fmt: skip
+    values = {True: True, False: False}
+    return [(cudnn, "allow_tf32", values), (matmul, "allow_tf32", values)]
+
+
+def tf32_state() -> tuple:
+    """The current TF32 settings (a CUDA graph captured under one setting is only valid under it)."""
+    return tuple(getattr(obj, name) for obj, name, _ in _tf32_flags())
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 tensor cores on or off for CUDA convolutions and float32 matrix products, restored after."""
+    flags = _tf32_flags()
+    saved = [getattr(obj, name) for obj, name, _ in flags]
+    for obj, name, values in flags:
+        setattr(obj, name, values[enabled])
+    try:
+        yield
+    finally:
+        for (obj, name, _), value in zip(flags, saved, strict=True):
+            setattr(obj, name, value)
+
+
 def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """Context in which the network runs at `precision` on `device` ('cpu' or 'cuda')."""
     dtype = check_precision(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
     device_type = torch.device(device).type
-    return torch.autocast(device_type=device_type, dtype=dtype)
+    stack = contextlib.ExitStack()
+    if device_type == "cuda":
+        stack.enter_context(tf32(precision == "tf32"))
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device_type, dtype=dtype))
+    return stack
 
 
 def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
@@ -70,4 +110,6 @@ def reuse_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "prepare_for_inference", "reuse_freed_memory"]
+__all__ = [
+    "PRECISIONS", "autocast", "check_precision", "prepare_for_inference", "reuse_freed_memory", "tf32", "tf32_state",
+]  # fmt: skip

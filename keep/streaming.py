@@ -214,7 +214,7 @@ class TrackStreams:
             with self.timer("flow"):
                 flows = self.model.flows(lq, previous)
             with self.timer("network"), autocast(device, self.precision):
-                result = self.model.network.run(lq, flows, state=state, gain_context=self.gain_context)
+                result = self.model.run(lq, flows, state=state, gain_context=self.gain_context)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # the time is the network's, not the next stage's
             new_state = result.state.detach()

@@ -121,6 +121,7 @@ def _main(args: argparse.Namespace) -> int:
             options = PipelineOptions(
                 model=args.model, detector=args.detector, flow=args.flow, device=args.device, mask="feather",
                 precision=args.precision, window=args.window, overlap=mode, threads=threads, overwrite=True,
+                cuda_graphs=args.cuda_graphs,
             )  # fmt: skip
             pipelines[mode] = Pipeline(options)
         tries: dict[str, list[dict]] = {mode: [] for mode in args.modes}
@@ -174,8 +175,16 @@ def _main(args: argparse.Namespace) -> int:
         if alone is not None:
             line += f"; {summary['seconds'] / bound:.2f}x the best overlapped, "
             line += f"{summary['seconds'] / network:.2f}x the network alone"
+        line += f"\n  {summary['faces'] / summary['seconds']:.1f} faces/s"
+        if alone is not None:
+            line += f" (network alone: {summary['faces'] / network:.1f} faces/s)"
+        waits = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["waits"].items())
+        line += f"\n  blocked on queues: {waits}"
         print(line)
-        report[mode] = {key: summary[key] for key in ("seconds", "frames_per_second", "cpu_seconds", "timings")}
+        report[mode] = {
+            key: summary[key] for key in ("seconds", "frames_per_second", "cpu_seconds", "timings", "waits", "faces")
+        }
+        report[mode]["faces_per_second"] = round(summary["faces"] / summary["seconds"], 2)
     main_mode = next((m for m in args.modes if m != "off"), "off")
     report["frames_per_second"] = runs[main_mode]["frames_per_second"]
     report["peak_rss_mib"] = round(peak_rss_mib)
@@ -196,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="dlib")
     p.add_argument("--flow", default="dis")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
     p.add_argument("--window", type=int, default=20)
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True, help="GPU: CUDA-graph replay")
     p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
     p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
     add_threads_argument(p)

@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="CPU: glibc malloc keeps freed memory (keep.precision.reuse_freed_memory); --no-reuse-memory: default",
     )
+    p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="GPU: replay each frame's kernels from a CUDA graph (keep.cuda_graphs); --no-cuda-graphs: eager",
+    )
     p.add_argument("--agreement", action="store_true", help="also compare code indices with fp32 (same frames)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -176,8 +182,8 @@ class CodeRecorder:
     def __init__(self, network):
         self.network, self.idx = network, []
 
-    def parameters(self):
-        return self.network.parameters()
+    def __getattr__(self, name: str):  # parameters, config, step: the network's
+        return getattr(self.network, name)
 
     def run(self, *args, **kwargs):
         result = self.network.run(*args, **kwargs)
@@ -217,7 +223,7 @@ def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
     """Code indices `(B, N, h*w)` of the streamed frames at `precision`."""
     recorder = CodeRecorder(model.network)
     at_precision = argparse.Namespace(**{**vars(args), "precision": precision})
-    stream(Restorer(recorder, model.flow), frames, flows, at_precision, device)
+    stream(Restorer(recorder, model.flow, cuda_graphs=args.cuda_graphs), frames, flows, at_precision, device)
     return torch.cat(recorder.idx, 1)
 
 
@@ -229,27 +235,29 @@ def main(argv: list[str] | None = None) -> dict:
     reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
+    model.cuda_graphs = args.cuda_graphs
     prepare_for_inference(model.network, channels_last=args.channels_last)
     frames, flows = make_inputs(args, model.config.img_size, golden_case)
 
+    recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
+    timed = Restorer(recorder, model.flow, cuda_graphs=args.cuda_graphs)  # one: its CUDA graphs are kept
     if args.warmup:
         warm = min(args.window, args.frames)
         warm_args = argparse.Namespace(**{**vars(args), "window": warm})
-        stream(model, frames[:, :warm], flows[:, :warm], warm_args, device)
+        stream(timed, frames[:, :warm], flows[:, :warm], warm_args, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory_loaded = peak_memory_mib(device)
 
     seconds, cpu_seconds, peaks = [], [], []  # peaks: after each window of the first repeat
     flow_times: list[list[tuple[float, float, int]]] = []  # per repeat: (seconds, CPU s, pairs) per window
-    recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
     for _ in range(args.repeats):
         recorder.idx.clear()
         flow_times.append([])
         sync(device)
         wall, cpu = time.perf_counter(), time.process_time()
         stream(
-            Restorer(recorder, model.flow),
+            timed,
             frames,
             flows,
             args,
@@ -265,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "precision": args.precision,
         "channels_last": args.channels_last,
+        "cuda_graphs": args.cuda_graphs and device.type == "cuda",
         "reuse_freed_memory": reused,
         "threads": torch.get_num_threads(),
         "weights": args.weights if isinstance(args.weights, str) else "state dict",
@@ -318,7 +327,8 @@ def report(r: dict) -> None:
     memory = "CUDA allocated" if r["device"].startswith("cuda") else "process RSS"
     print(
         f"KEEP {r['weights']} weights, {r['device']} ({r['device_name']}), {r['precision']}, "
-        f"channels_last={r['channels_last']}, reuse_freed_memory={r['reuse_freed_memory']}, "
+        f"channels_last={r['channels_last']}, cuda_graphs={r['cuda_graphs']}, "
+        f"reuse_freed_memory={r['reuse_freed_memory']}, "
         f"{r['threads']} threads, flows {r['flow']}"
     )
     print(f"{r['frames']} frames x batch {r['batch']}, window {r['window']}, {r['repeats']} repeat(s)")

@@ -15,7 +15,9 @@ returns the intermediate tensors training needs (`KEEPOutput`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -114,6 +116,19 @@ class KEEPOutput:
     gain: torch.Tensor | None  # (B, T, 1, h, w) Kalman gain, None when no frame had a prediction
     features: dict[int, torch.Tensor]  # scale -> (B, T, C, r, r) decoder features after CFT/CFA
     state: KEEPState  # state after the last frame
+
+
+class FrameOutput(NamedTuple):
+    """What `KEEP.step` computes for one frame."""
+
+    out: torch.Tensor  # (B, 3, H, W)
+    logits: torch.Tensor  # (B, h*w, codebook_size)
+    idx: torch.Tensor  # (B, h*w)
+    z_post: torch.Tensor  # (B, emb_dim, h, w)
+    fused: dict[int, torch.Tensor]  # scale -> (B, C, r, r) decoder features after CFT / CFA
+
+
+FrameStep = Callable[..., FrameOutput]  # KEEP.step's signature
 
 
 class KEEP(nn.Module):
@@ -220,6 +235,31 @@ class KEEP(nn.Module):
             features[scale] = x
         return x, features
 
+    def step(
+        self,
+        z_obs: torch.Tensor,
+        taps: dict[int, torch.Tensor],
+        cfa_memory: dict[int, torch.Tensor],
+        prev_out: torch.Tensor | None = None,
+        flow: torch.Tensor | None = None,
+        gain: torch.Tensor | None = None,
+        *,
+        straight_through: bool = False,
+    ) -> FrameOutput:
+        """One frame of the recurrence: predict (when `prev_out` is given), update, look up, decode.
+
+        z_obs `(B, emb_dim, h, w)` and taps `{scale: (B, C, r, r)}` of this frame; cfa_memory: the previous
+        frame's fused features (empty for a clip's first frame); prev_out `(B, 3, H, W)`, flow `(B, 2, H, W)`
+        (this frame -> the previous one) and gain `(B, 1, h, w)`, or None for a first frame (then the
+        observation is the posterior). Returns (out, logits, idx, z_post, fused features per scale)."""
+        if prev_out is None:
+            z_post = z_obs
+        else:
+            z_post = kalman_update(z_obs, self.predict(prev_out, flow), gain)
+        logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
+        out, fused = self.decode(z_q, taps, cfa_memory)
+        return FrameOutput(out, logits, idx, z_post, fused)
+
     # ----------------------------------------------------------------------------------- clip
     def run(
         self,
@@ -230,6 +270,7 @@ class KEEP(nn.Module):
         gain_context: int = 0,
         keep_features: bool = False,
         straight_through: bool = False,
+        step: FrameStep | None = None,
     ) -> KEEPOutput:
         """Restore a window of frames, continuing from `state` (None: a fresh clip, as released).
 
@@ -241,6 +282,8 @@ class KEEP(nn.Module):
             the next window also sees them (0: each window's gain sees that window only).
         keep_features: also return the decoder features at the CFA scales (training's temporal loss).
         straight_through: gradients of the decoder input reach the posterior (`predict_codes`; training).
+        step: computes the frames that have a prediction, in place of `self.step` and with its signature
+            (the runtime passes a CUDA-graph replay of it: `keep.cuda_graphs.GraphedStep`).
         """
         state = state or KEEPState()
         batch, frames = lq.shape[:2]
@@ -257,17 +300,19 @@ class KEEP(nn.Module):
             gain = self.kalman(window)[:, -frames:]
 
         prev_out, cfa_memory = state.prev_out, dict(state.cfa_memory)
+        step = step or self.step
         outs, logits_all, idx_all, posts = [], [], [], []
         features: dict[int, list[torch.Tensor]] = {s: [] for s in self.cfa_scales}
         for t in range(frames):
-            if prev_out is None:
-                z_post = z_obs[:, t]  # first frame: no prior, the observation is the posterior
+            taps_t = {s: f[:, t] for s, f in taps.items()}
+            if prev_out is None:  # first frame: no prior, the observation is the posterior
+                frame = self.step(z_obs[:, t], taps_t, cfa_memory, straight_through=straight_through)
             else:
                 flow = flows[:, t] if has_prev else flows[:, t - 1]
-                z_pred = self.predict(prev_out, flow)  # predict
-                z_post = kalman_update(z_obs[:, t], z_pred, gain[:, t])  # update
-            logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
-            out, fused = self.decode(z_q, {s: f[:, t] for s, f in taps.items()}, cfa_memory)
+                frame = step(
+                    z_obs[:, t], taps_t, cfa_memory, prev_out, flow, gain[:, t], straight_through=straight_through
+                )
+            out, logits, idx, z_post, fused = frame
             cfa_memory = {s: fused[s] for s in self.cfa_scales}
             prev_out = out
             outs.append(out)

@@ -24,7 +24,7 @@ class ModelConfig:
     gain_context: int = 0
     stream_mode: str = "carry"  # carry: state across windows; reset: independent windows; released: the
     # released test (independent windows, the short last one reflection-circle padded to `window`)
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16
 
 
 @dataclass

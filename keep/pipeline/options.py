@@ -30,7 +30,8 @@ class PipelineOptions:
     save_faces: bool = False  # write <stem>_faces.jsonl: per frame, each face's track, landmarks, crop corners
     overwrite: bool = False  # redo inputs whose output already exists (default: skip them)
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 (exact) | tf32 | bf16 | fp16: keep.precision
+    cuda_graphs: bool = True  # GPU: replay each frame's kernels from a CUDA graph (keep.cuda_graphs)
     window: int = 20  # frames restored per network call (state carried across calls)
     gain_context: int = 0
     crf: int = 18

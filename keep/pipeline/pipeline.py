@@ -38,6 +38,7 @@ class Pipeline:
         options.check()
         self.options = options
         self.model = load_model(options.model, device=options.device, flow=options.flow, cft_weight=options.fidelity)
+        self.model.cuda_graphs = options.cuda_graphs
         self.size = self.model.config.img_size
         self.timer = StageTimer()
         self.restore = RestoreStage(
@@ -155,6 +156,8 @@ class Pipeline:
             "frames_per_second": round(frames / elapsed, 3),
             "stopped": front["stopped"],
             "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
+            # seconds each stage group spent blocked on its queues (overlapped runs): which one binds
+            "waits": {k.removeprefix("wait "): round(v, 4) for k, v in timings.items() if k.startswith("wait ")},
         }
 
 

@@ -41,14 +41,21 @@ from .workers import BackJob, BackWorker, FrontJob, FrontWorker
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a waiting stage checks whether the run is being stopped
-FACES_SLACK = 8  # FaceFrames waiting for the restore stage beyond one window
+FACES_SLACK = 8  # FaceFrames waiting for the restore stage beyond two windows
 
 
 def faces_queue_size(window: int) -> int:
-    """Q1 holds a whole window and some: while the network restores window k, the front worker detects
-    all of window k+1 instead of blocking after a few frames and leaving the restore stage to wait for
-    it afterwards (200 frames of the benchmark clip: 21.5 s end to end with 8 slots, 20.5 s now; docs/inference.md)."""
-    return window + FACES_SLACK
+    """Q1 holds two windows and some: while the network restores window k, the front worker detects
+    window k+1 and goes on into k+2 instead of blocking, so the restore stage finds its next window
+    ready (CPU, 200 frames of the benchmark clip: 21.5 s end to end with 8 slots, 20.5 s with one window;
+    1080p on a GPU: the front stood blocked 11 s of 28.6 with one window; docs/inference.md)."""
+    return 2 * window + FACES_SLACK
+
+
+def restored_queue_size(window: int) -> int:
+    """Q2 holds two windows: a whole restored window goes out at once, while the back worker is still
+    pasting the previous one (with one window the restore stage stood blocked 4.2 s of 28.6 at 1080p)."""
+    return 2 * window
 
 
 class Stopped(Exception):
@@ -105,16 +112,25 @@ def _serve(role: str, build: Callable, args: tuple, q: dict, stop, log_level: in
 
                 def acquire(generation: int = generation) -> int:
                     while True:  # slots of an earlier video may still be in the queue: skip them
-                        slot_generation, slot = wait.get(q["free"])
+                        with worker.timer("wait front: free slot"):
+                            slot_generation, slot = wait.get(q["free"])
                         if slot_generation == generation:
                             return slot
 
-                stats = worker.run(job, acquire, lambda item: wait.put(q["faces"], item))
+                def emit(item) -> None:
+                    with worker.timer("wait front: restore busy"):
+                        wait.put(q["faces"], item)
+
+                stats = worker.run(job, acquire, emit)
                 wait.put(q["faces"], End(stats))
             else:
                 worker.begin(job, lambda slot, g=generation: q["free"].put((g, slot)))
                 try:
-                    while not isinstance(item := wait.get(q["restored"]), End):
+                    while True:
+                        with worker.timer("wait back: no restored frame"):
+                            item = wait.get(q["restored"])
+                        if isinstance(item, End):
+                            break
                         worker.push(item)
                 except BaseException:
                     worker.abort()
@@ -149,7 +165,7 @@ class OverlappedRunner:
             "front_jobs": make_queue(),
             "back_jobs": make_queue(),
             "faces": make_queue(faces_queue_size(window)),
-            "restored": make_queue(window),
+            "restored": make_queue(restored_queue_size(window)),
             "free": make_queue(),
             "events": make_queue(),
         }
@@ -177,7 +193,7 @@ class OverlappedRunner:
 
     def pool_size(self, held: int) -> int:
         """Frame slots for: the front's look-ahead, Q1, one window being restored, Q2, paste and encode."""
-        return held + faces_queue_size(self.window) + 2 * self.window + 3
+        return held + faces_queue_size(self.window) + self.window + restored_queue_size(self.window) + 3
 
     def _check_workers(self) -> None:
         for role, worker in self.workers.items():
@@ -233,15 +249,23 @@ class OverlappedRunner:
             self.q["free"].put((self.generation, slot))
         self.q["front_jobs"].put((self.generation, front))
         self.q["back_jobs"].put((self.generation, back))
+
+        def send(restored) -> None:
+            with restore.timer("wait restore: back busy"):
+                self._put(self.q["restored"], restored)
+            progress(1)
+
         try:
-            while not isinstance(item := self._get(self.q["faces"]), End):
+            while True:
+                with restore.timer("wait restore: no face frame"):
+                    item = self._get(self.q["faces"])
+                if isinstance(item, End):
+                    break
                 for restored in restore.push(item):
-                    self._put(self.q["restored"], restored)
-                    progress(1)
+                    send(restored)
             front_stats = item.stats
             for restored in restore.finish():
-                self._put(self.q["restored"], restored)
-                progress(1)
+                send(restored)
             self._put(self.q["restored"], End())
             back_stats = self._event("back", End).stats
         except BaseException:

@@ -36,7 +36,7 @@ class TrainSection:
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     ema_decay: float = 0.0  # 0 = no EMA
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a gradient scaler)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (fp16 uses a gradient scaler)
     seed: int = 0
     deterministic: bool = False  # bit-identical reruns and resumes (fixed CPU threads; see docs/training.md)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (keep.cli.resolve_device)

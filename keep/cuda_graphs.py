@@ -1,0 +1,165 @@
+"""CUDA-graph replay of the network's per-frame recurrence (inference on a GPU).
+
+The Kalman recurrence makes every frame wait for the previous output, so a window is T calls of
+`KEEP.step` (HQ encoder, transformer, decoder: about a thousand kernels each) at batch = faces. On a
+GPU those kernels are small and the frame is bound by launching them from Python: on an H100 the
+released network at batch 1 ran at the same speed in fp32 (with TF32), bf16 and fp16, the CPU busy
+for the whole frame (docs/speed.md). `GraphedStep` captures `KEEP.step` into a CUDA graph once per
+input signature (batch, shapes, dtypes, autocast and TF32 settings, fidelity) and then replays it:
+the same kernels on the same values, with one launch per frame.
+
+    step = GraphedStep(network)
+    network.run(lq, flows, state=state, step=step)   # `keep.restorer.Restorer` does this on CUDA
+
+Frames without a prediction (a clip's first), training (autograd on) and CPU tensors run `KEEP.step`
+eagerly. A capture that fails logs one line and that signature runs eagerly from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from .archs.keep_arch import KEEP, FrameOutput
+from .precision import tf32_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    inputs: list[torch.Tensor]  # static input buffers, in `_flatten` order
+    output: FrameOutput  # static outputs, overwritten by every replay
+
+
+def _autocast_state() -> tuple[bool, torch.dtype | None]:
+    """Whether CUDA autocast is on, and its dtype (None when off)."""
+    try:
+        enabled = torch.is_autocast_enabled("cuda")
+        return enabled, torch.get_autocast_dtype("cuda") if enabled else None
+    except TypeError:  # torch < 2.4
+        enabled = torch.is_autocast_enabled()
+        return enabled, torch.get_autocast_gpu_dtype() if enabled else None
+
+
+class GraphedStep:
+    """`KEEP.step` with the frames that have a prediction replayed from CUDA graphs.
+
+    capacity: graphs kept (least recently used dropped first). Batch sizes change as faces come and go,
+        and under autocast a window's first predicted frame gets a CFA memory of another dtype than the
+        rest (so two graphs per batch size). All graphs share one memory pool: they replay one after
+        another and every replay's outputs are cloned at once, so one graph's work may reuse another's
+        memory, and the pool stays about one frame's activations at the largest batch.
+    """
+
+    def __init__(self, network: KEEP, *, capacity: int = 8, warmup: int = 2):
+        self.network = network
+        self.capacity = capacity
+        self.warmup = warmup
+        self.graphs: OrderedDict[tuple, _Captured] = OrderedDict()
+        self.failed: set[tuple] = set()
+        self.pool = None  # the shared memory pool, made at the first capture
+        self.captures = 0  # graphs captured so far (tests, benchmarks)
+        self.replays = 0
+
+    def __call__(
+        self,
+        z_obs: torch.Tensor,
+        taps: dict[int, torch.Tensor],
+        cfa_memory: dict[int, torch.Tensor],
+        prev_out: torch.Tensor | None = None,
+        flow: torch.Tensor | None = None,
+        gain: torch.Tensor | None = None,
+        *,
+        straight_through: bool = False,
+    ) -> FrameOutput:
+        if (
+            prev_out is None
+            or straight_through
+            or torch.is_grad_enabled()
+            or z_obs.device.type != "cuda"
+            or torch.cuda.is_current_stream_capturing()
+        ):
+            return self.network.step(z_obs, taps, cfa_memory, prev_out, flow, gain, straight_through=straight_through)
+        tap_scales, memory_scales = tuple(sorted(taps)), tuple(sorted(cfa_memory))
+        inputs = [z_obs, prev_out, flow, gain, *(taps[s] for s in tap_scales), *(cfa_memory[s] for s in memory_scales)]
+        key = self._signature(inputs, tap_scales, memory_scales)
+        captured = self.graphs.get(key)
+        if captured is None and key not in self.failed:
+            captured = self._capture(key, inputs, tap_scales, memory_scales)
+        if captured is None:
+            return self.network.step(z_obs, taps, cfa_memory, prev_out, flow, gain)
+        self.graphs.move_to_end(key)
+        for static, value in zip(captured.inputs, inputs, strict=True):
+            static.copy_(value)
+        captured.graph.replay()
+        self.replays += 1
+        out = captured.output  # cloned: the next replay overwrites the static outputs
+        return FrameOutput(
+            out.out.clone(), out.logits.clone(), out.idx.clone(), out.z_post.clone(),
+            {s: f.clone() for s, f in out.fused.items()},
+        )  # fmt: skip
+
+    def _signature(self, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple) -> tuple:
+        device = inputs[0].device
+        return (
+            tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
+            tap_scales,
+            memory_scales,
+            _autocast_state(),
+            tf32_state(),
+            self.network.config.cft_weight,  # a Python float: baked into the captured kernels
+            next(self.network.parameters()).data_ptr(),  # the weights the graph reads (moved: new graph)
+            device,
+        )
+
+    def _capture(self, key: tuple, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple):
+        static = [x.clone() for x in inputs]
+        n_taps = len(tap_scales)
+
+        def step() -> FrameOutput:
+            z_obs, prev_out, flow, gain = static[:4]
+            taps = dict(zip(tap_scales, static[4 : 4 + n_taps], strict=True))
+            memory = dict(zip(memory_scales, static[4 + n_taps :], strict=True))
+            return self.network.step(z_obs, taps, memory, prev_out, flow, gain)
+
+        device = inputs[0].device
+        autocast, dtype = _autocast_state()
+        try:
+            side = torch.cuda.Stream(device)  # warm-up off the default stream, as capture requires
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # autocast's cache of cast weights must stay off while capturing: a cached cast made
+            # during capture would be freed when the context exits, under the graph's feet
+            with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=autocast, cache_enabled=False):
+                if self.pool is None:
+                    self.pool = torch.cuda.graph_pool_handle()
+                with torch.cuda.graph(graph, pool=self.pool):
+                    output = step()
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            self.failed.add(key)
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("CUDA graph capture failed (%s); this batch size runs without graphs", message)
+            return None
+        if len(self.graphs) >= self.capacity:
+            self.graphs.popitem(last=False)
+        self.graphs[key] = captured = _Captured(graph, static, output)
+        self.captures += 1
+        return captured
+
+    def clear(self) -> None:
+        """Drop every captured graph (frees their memory)."""
+        self.graphs.clear()
+        self.failed.clear()
+        self.pool = None
+
+
+__all__ = ["GraphedStep"]
