@@ -79,6 +79,7 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "cuda", match="cuda"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "tpu", match="tpu"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--threads", "0", match="threads"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
     # train.py (all overrides in one --set: the runs go to {out})
     bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
     bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),
