@@ -49,6 +49,7 @@ def two_person_landmarks(source_size: tuple[int, int], width: int, height: int) 
 
 def _main(args: argparse.Namespace) -> int:
     from keep.background import BicubicUpsampler
+    from keep.errors import KeepError
     from keep.face.align import align_face, estimate_affine
     from keep.face.parsing import FeatherMask
     from keep.pipeline.compose import ComposeStage
@@ -56,7 +57,12 @@ def _main(args: argparse.Namespace) -> int:
     from keep.video import VideoWriter, open_input
 
     threads = set_threads(args.threads)
-    width, height = (int(v) for v in args.size.split("x"))
+    try:
+        width, height = (int(v) for v in args.size.split("x"))
+    except ValueError:
+        raise KeepError(f"--size must be WIDTHxHEIGHT (e.g. 1920x1080), got '{args.size}'") from None
+    if width < 64 or height < 64 or width % 2 or height % 2 or args.frames < 1 or args.crop < 16:
+        raise KeepError("--size must be even and at least 64x64, --frames >= 1, --crop >= 16")
     sources = [f.rgb for f in open_input(SAMPLE)]
     landmarks = two_person_landmarks(sources[0].shape[:2], width, height)
     matrices = [estimate_affine(points, args.crop) for points in landmarks]
@@ -90,6 +96,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{stage:<11} {report[stage]:9.1f} {args.frames / seconds:9.1f}")
     print(f"all (with aligning the crops) {1000 * total / args.frames:.1f} ms/frame")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"ms_per_frame": report, "size": args.size, "frames": args.frames}))
     return 0
 

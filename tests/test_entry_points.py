@@ -60,6 +60,7 @@ TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no-progress", "--set", "results_dir={out}")
 MAKE = "scripts/make_test_set.py"
 BPIPE = ("scripts/benchmark_pipeline.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+BCOMPOSE = ("scripts/benchmark_compose.py", "--size", "128x96", "--frames", "2", "--crop", "64")
 BSPEED = ("scripts/benchmark_speed.py", "--weights", "preset:tiny", "--frames", "1", "--window", "1")
 PREP = "scripts/prepare_vfhq.py"
 PREVIEW = "scripts/preview_degradations.py"
@@ -123,6 +124,12 @@ CASES: list[Case] = [
     bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
     bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
     bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    # scripts/benchmark_compose.py
+    bad(*BCOMPOSE, "--size", "wide", match="size"),
+    bad(*BCOMPOSE, "--frames", "0", match="frames"),
+    bad(*BCOMPOSE, "--preset", "warp9", match="preset"),
+    bad(*BCOMPOSE, "--threads", "0", match="threads"),
+    good(*BCOMPOSE, "--preset", "ultrafast", "--json", "{out}/compose.json"),
     # scripts/benchmark_speed.py
     bad(*BSPEED, "--device", "cuda", match="cuda"),
     bad(*BSPEED, "--device", "tpu", match="tpu"),
