@@ -77,10 +77,9 @@ def paste_face(
     alignment matrix); `upscale` u scales it to the background. mask: `(F, F)` in [0, 1]. Pixels where
     the warped mask is 0 are returned bit-for-bit unchanged; `inplace` writes into `background`.
 
-    Only the box of output pixels the mask can reach is touched (issue #11: a 1080p frame is 12x the
-    region of a large face): the face and the mask are warped into that box, and the box is blended in
-    float32 in one pass, `alpha * face + (1 - alpha) * background`, rounded; equal to the same blend over
-    the whole frame within 1 grey level (tested).
+    Only the box of output pixels the mask can reach is touched (issue #11): the face and the mask are
+    warped into that box, which is blended in float32 in one threaded pass, `alpha * face + (1 - alpha) *
+    background`, rounded; within 1 grey level of the same blend over the whole frame (tested).
     """
     out = background if inplace else background.copy()
     scaled = matrix.copy()
