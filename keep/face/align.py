@@ -96,7 +96,7 @@ def paste_face(
     warped = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderValue=0)  # (h, w, 3) uint8
     region = out[top:bottom, left:right]
     # OpenCV divides by the sum of the weights (+1e-5): exact where alpha is 0 or 1, within 1 elsewhere
-    cv2.blendLinear(warped, region, alpha, 1.0 - alpha, dst=region)
+    region[...] = cv2.blendLinear(warped, region, alpha, 1.0 - alpha)
     return out
 
 
