@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=d.window, help="frames per network call (state carried)")
     p.add_argument("--gain_context", type=int, default=d.gain_context, help="earlier observations the gain sees")
     p.add_argument("--crf", type=int, default=d.crf, help="H.264 quality (0 lossless .. 51 worst)")
+    p.add_argument(
+        "--preset", default=d.preset, help="x264 speed: ultrafast .. medium .. veryslow (faster: larger file, same crf)"
+    )
     p.add_argument("--min_face", type=float, default=d.min_face, help="skip faces smaller than this (pixels)")
     p.add_argument("--max_gap", type=int, default=d.max_gap, help="track gap interpolated (frames)")
     p.add_argument("--smooth_sigma", type=float, default=d.smooth_sigma, help="landmark smoothing (frames, 0 off)")

@@ -60,6 +60,7 @@ TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no-progress", "--set", "results_dir={out}")
 MAKE = "scripts/make_test_set.py"
 BPIPE = ("scripts/benchmark_pipeline.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+BCOMPOSE = ("scripts/benchmark_compose.py", "--size", "128x96", "--frames", "2", "--crop", "64")
 BSPEED = ("scripts/benchmark_speed.py", "--weights", "preset:tiny", "--frames", "1", "--window", "1")
 PREP = "scripts/prepare_vfhq.py"
 PREVIEW = "scripts/preview_degradations.py"
@@ -79,6 +80,7 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "cuda", match="cuda"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "tpu", match="tpu"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--threads", "0", match="threads"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
     # train.py (all overrides in one --set: the runs go to {out})
     bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
     bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),
@@ -122,6 +124,12 @@ CASES: list[Case] = [
     bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
     bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
     bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    # scripts/benchmark_compose.py
+    bad(*BCOMPOSE, "--size", "wide", match="size"),
+    bad(*BCOMPOSE, "--frames", "0", match="frames"),
+    bad(*BCOMPOSE, "--preset", "warp9", match="preset"),
+    bad(*BCOMPOSE, "--threads", "0", match="threads"),
+    good(*BCOMPOSE, "--preset", "ultrafast", "--json", "{out}/compose.json"),
     # scripts/benchmark_speed.py
     bad(*BSPEED, "--device", "cuda", match="cuda"),
     bad(*BSPEED, "--device", "tpu", match="tpu"),

@@ -72,8 +72,10 @@ def test_carphone_end_to_end(shared_dir, tmp_path):
 def test_generated_clip_with_audio_upscale_and_frames(tmp_path):
     clip = tmp_path / "talk.mp4"
     make_clip(clip, [f.rgb for f, _ in zip(open_input(SAMPLE), range(12), strict=False)])
-    args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--upscale", "2", "--save_frames"]
+    options = ("--upscale", "2", "--save_frames", "--preset", "veryfast")
+    args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, *options]
     assert main(args) == 0
+    assert b" subme=2 " in (tmp_path / "out" / "talk.mp4").read_bytes()  # x264's settings: veryfast reached it
     src, out = probe(clip), probe(tmp_path / "out" / "talk.mp4")
     assert out["frames"] == src["frames"] == 12 and out["fps"] == src["fps"]
     assert (out["width"], out["height"]) == (2 * src["width"], 2 * src["height"])

@@ -4,7 +4,9 @@ detection, the Real-ESRGAN background upsampler, face upsampling and boxes."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,15 @@ from test_network import tiny
 
 from keep.archs.rrdbnet import RRDBNet
 from keep.background import BicubicUpsampler, RealESRGANUpsampler, build_upsampler, load_rrdbnet
-from keep.face.align import crop_corners, draw_box, estimate_affine, feathered_mask, paste_face, template
+from keep.face.align import (
+    align_face,
+    crop_corners,
+    draw_box,
+    estimate_affine,
+    feathered_mask,
+    paste_face,
+    template,
+)
 from keep.face.detectors import Detection
 from keep.flow import build_flow
 from keep.pipeline.faces import FaceStage
@@ -20,6 +30,7 @@ from keep.pipeline.items import FaceFrame, FramePool, StageTimer
 from keep.pipeline.restore import RestoreStage
 from keep.restorer import Restorer
 from keep.streaming import StreamingRestorer, TrackStreams
+from keep.video import open_input
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
@@ -161,6 +172,47 @@ def test_realesrgan_without_weights_falls_back_to_bicubic(caplog):
 
 
 # ------------------------------------------------------------------------------------------ paste
+SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "carphone_sample.mp4"
+CARPHONE_LANDMARKS = [[80.69, 58.52], [101.44, 56.86], [93.02, 70.04], [83.58, 79.83], [101.72, 78.56]]  # frame 0
+
+
+def full_frame_paste(background, face, matrix, mask, upscale):
+    """paste_face as computed before issue #11: the face and mask warped over the whole frame, blended in float32."""
+    scaled = matrix.copy()
+    scaled[:, :2] /= upscale
+    inverse, size = cv2.invertAffineTransform(scaled), background.shape[1::-1]
+    alpha = cv2.warpAffine(mask.astype(np.float32), inverse, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    warped = cv2.warpAffine(face, inverse, size, flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32)
+    base = background.astype(np.float32)
+    return np.rint(base + alpha[..., None] * (warped - base)).astype(np.uint8), alpha
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+@pytest.mark.parametrize("mask_kind", ["feather", "irregular"])
+@pytest.mark.parametrize("place", ["inside", "past_the_edge"])
+def test_paste_in_the_face_box_equals_the_full_frame_paste(upscale, mask_kind, place):
+    """On a real frame (the carphone sample at 5x, a 512 px crop as the released network's): the paste
+    restricted to the face's box equals the full-frame computation within 1 grey level on under 1% of the
+    face's pixels, and every pixel the full-frame mask leaves at 0 is the background's, bit for bit."""
+    frame = next(iter(open_input(SAMPLE))).rgb
+    frame = cv2.resize(frame, (frame.shape[1] * 5, frame.shape[0] * 5), interpolation=cv2.INTER_CUBIC)
+    landmarks = np.array(CARPHONE_LANDMARKS) * 5 - ([400, 0] if place == "past_the_edge" else [0, 0])
+    matrix = estimate_affine(landmarks, 512)
+    face = 255 - align_face(frame, matrix, 512)  # inverted: the largest changes, the most rounding at stake
+    mask = feathered_mask(512)
+    if mask_kind == "irregular":  # a parsing-like mask: a soft ellipse with a hole, times the square
+        blob = cv2.ellipse(np.zeros((512, 512), np.float32), (256, 300), (170, 220), 15, 0, 360, 1.0, -1)
+        blob = cv2.circle(blob, (200, 250), 30, 0.0, -1)
+        mask = cv2.GaussianBlur(blob, (0, 0), 8) * mask
+    background = frame if upscale == 1 else cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    out = paste_face(background, face, matrix, mask=mask, upscale=upscale)
+    reference, alpha = full_frame_paste(background, face, matrix, mask, upscale)
+    diff = np.abs(out.astype(int) - reference).max(axis=-1)  # (H, W): the largest over the channels
+    assert diff.max() <= 1 and (diff > 0).sum() < 0.01 * (alpha > 0).sum()
+    assert (out[alpha == 0] == background[alpha == 0]).all() and (alpha > 0).any()
+    assert (out[alpha > 0.5] != background[alpha > 0.5]).any()  # the face was pasted
+
+
 def test_paste_of_an_upsampled_face_matches_the_plain_paste():
     """A face upsampled k times pasted with k x the matrix lands where the plain face does."""
     rng = np.random.default_rng(0)

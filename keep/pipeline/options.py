@@ -35,6 +35,7 @@ class PipelineOptions:
     window: int = 20  # frames restored per network call (state carried across calls)
     gain_context: int = 0
     crf: int = 18
+    preset: str = "medium"  # libx264 preset, ultrafast .. veryslow: faster ones write larger files at the same crf
     min_face: float = 16.0  # faces whose eye-to-mouth distance x 3 is below this many pixels are left alone
     max_gap: int = 5  # frames a track may miss and still be interpolated
     smooth_sigma: float = 1.5  # Gaussian landmark smoothing over time, in frames (0: off)
@@ -66,6 +67,7 @@ class PipelineOptions:
         from ..face.detectors import DETECTORS
         from ..flow import FLOW_ESTIMATORS
         from ..precision import PRECISIONS
+        from ..video.io import PRESETS
 
         choices = {
             "detector": ("auto", *DETECTORS),
@@ -73,6 +75,7 @@ class PipelineOptions:
             "flow": ("auto", *FLOW_ESTIMATORS),
             "bg_upsampler": UPSAMPLERS,
             "precision": tuple(PRECISIONS),
+            "preset": PRESETS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

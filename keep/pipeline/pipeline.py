@@ -87,7 +87,8 @@ class Pipeline:
         u = opts.upscale
         encode = EncodeJob(
             partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
-            time_base=reader.time_base, crf=opts.crf, audio_source=item.source if reader.kind == "video" else None,
+            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
+            audio_source=item.source if reader.kind == "video" else None,
             frames_dir=out.frames_dir if opts.save_frames else None,
             faces_log=out.faces_log if opts.save_faces else None,
         )  # fmt: skip

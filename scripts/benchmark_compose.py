@@ -1,0 +1,120 @@
+"""Milliseconds per frame of the back worker's stages alone: background, paste, encode (issue #11).
+
+    python scripts/benchmark_compose.py --size 1920x1080 --frames 40
+    python scripts/benchmark_compose.py --size 1920x1080 --frames 40 --preset veryfast
+
+Input: the generated two-person clip of `scripts/benchmark_pipeline.py` (`two_person_frame`: two crops of
+the shipped carphone sample side by side), built in memory. Each person's five landmarks are fixed (what
+`retinaface_mobilenet` finds in carphone frames 0 and 37, mapped into the frame), so every frame pastes two
+faces of the same size, about 380 x 470 px at 1080p. The "restored" faces are the aligned crops of the
+frame itself (`--crop` px, 512 as the released network), so no network runs. Stages run one after another
+as in `--overlap off`, timed with the pipeline's own `StageTimer`: `background` + `paste` by
+`ComposeStage` (feathered mask, `--upscale 1`), `encode` by `VideoWriter` (libx264 at `--crf` / `--preset`,
+the encoder's delayed frames included through the final flush). Prints ms/frame per stage and frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmark_pipeline import SAMPLE, two_person_frame  # noqa: E402
+
+from keep.cli import add_threads_argument, cpu_cores, run_main, set_threads  # noqa: E402
+
+# retinaface_mobilenet's landmarks (x, y) in carphone frames 0 and 37 (176 x 144), the two people's faces
+CARPHONE_LANDMARKS = {
+    0: [[80.69, 58.52], [101.44, 56.86], [93.02, 70.04], [83.58, 79.83], [101.72, 78.56]],
+    37: [[64.30, 64.47], [85.16, 58.56], [77.70, 74.90], [71.82, 85.41], [89.46, 80.49]],
+}
+
+
+def two_person_landmarks(source_size: tuple[int, int], width: int, height: int) -> list[np.ndarray]:
+    """The two faces' landmarks `(5, 2)` in a `two_person_frame` of `width` x `height`, as it scales and crops."""
+    src_height, src_width = source_size
+    half, scale = width // 2, height / src_height
+    left = (round(src_width * scale) - half) // 2
+    return [(np.array(CARPHONE_LANDMARKS[o]) + 0.5) * scale - 0.5 - [left - k * half, 0] for k, o in enumerate((0, 37))]
+
+
+def _main(args: argparse.Namespace) -> int:
+    from keep.background import BicubicUpsampler
+    from keep.errors import KeepError
+    from keep.face.align import align_face, estimate_affine
+    from keep.face.parsing import FeatherMask
+    from keep.pipeline.compose import ComposeStage
+    from keep.pipeline.items import RestoredFace, RestoredFrame, StageTimer
+    from keep.video import VideoWriter, open_input
+
+    threads = set_threads(args.threads)
+    try:
+        width, height = (int(v) for v in args.size.split("x"))
+    except ValueError:
+        raise KeepError(f"--size must be WIDTHxHEIGHT (e.g. 1920x1080), got '{args.size}'") from None
+    if width < 64 or height < 64 or width % 2 or height % 2 or args.frames < 1 or args.crop < 16:
+        raise KeepError("--size must be even and at least 64x64, --frames >= 1, --crop >= 16")
+    sources = [f.rgb for f in open_input(SAMPLE)]
+    landmarks = two_person_landmarks(sources[0].shape[:2], width, height)
+    matrices = [estimate_affine(points, args.crop) for points in landmarks]
+    frames = [two_person_frame(sources, t, width, height) for t in range(args.frames)]
+    timer = StageTimer()
+    compose = ComposeStage(
+        size=args.crop, masker=FeatherMask(args.crop), background=BicubicUpsampler(), face_upsampler=None,
+        upscale=1, draw_box=False, timer=timer,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = VideoWriter(
+            Path(tmp) / "out.mp4", width=width, height=height, fps=Fraction(25), crf=args.crf, preset=args.preset
+        )
+        start = time.perf_counter()
+        for t, rgb in enumerate(frames):
+            faces = [RestoredFace(k, m, align_face(rgb, m, args.crop)) for k, m in enumerate(matrices)]
+            out, _ = compose(rgb, RestoredFrame(t, 0, t, faces))
+            with timer("encode"):
+                writer.write(out, t)
+        with timer("encode"):
+            writer.close()
+        total = time.perf_counter() - start
+    print(f"{args.frames} frames {width}x{height}, 2 faces each ({args.crop} px crops), crf {args.crf}, "
+          f"preset {args.preset}")  # fmt: skip
+    print(f"{cpu_cores()} CPU cores, {threads} torch threads, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'stage':<11} {'ms/frame':>9} {'frames/s':>9}")
+    report = {}
+    for stage in ("background", "paste", "encode"):
+        seconds = timer.seconds[stage]
+        report[stage] = round(1000 * seconds / args.frames, 2)
+        print(f"{stage:<11} {report[stage]:9.1f} {args.frames / seconds:9.1f}")
+    print(f"all (with aligning the crops) {1000 * total / args.frames:.1f} ms/frame")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"ms_per_frame": report, "size": args.size, "frames": args.frames}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from keep.video.io import PRESETS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="1920x1080", help="frame size WxH")
+    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--crop", type=int, default=512, help="restored face crop size (the network's img_size)")
+    p.add_argument("--crf", type=int, default=18)
+    p.add_argument("--preset", default="medium", choices=PRESETS, help="libx264 preset")
+    p.add_argument("--json", help="also write the figures to this file")
+    add_threads_argument(p)
+    args = p.parse_args(argv)
+    return run_main(lambda: _main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
