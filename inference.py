@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     p.add_argument("--model", default=d.model, help="checkpoint path, registry name ('keep') or preset:NAME")
     p.add_argument("--detector", default=d.detector, help="auto | retinaface_resnet50 | retinaface_mobilenet | dlib")
+    p.add_argument(
+        "--detect_size",
+        type=int,
+        default=d.detect_size,
+        help="retinaface_mobilenet: frames whose longer side exceeds this many pixels are detected on a copy "
+        "shrunk by an integer factor k (faster; faces under about 24 k px are then missed); 0: full resolution",
+    )
     p.add_argument("--mask", default=d.mask, help="paste mask: auto | parsenet (facexlib) | feather")
     p.add_argument("--flow", default=d.flow, help="auto | gmflow | raft_large | raft_small | dis")
     p.add_argument(

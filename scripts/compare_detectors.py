@@ -3,6 +3,7 @@
     python scripts/compare_detectors.py                          # ../shared/media, all offline detectors
     python scripts/compare_detectors.py --dlib-cnn-stride 4      # also dlib's CNN (MMOD), every 4th frame
     python scripts/compare_detectors.py --detectors retinaface_mobilenet --device cuda
+    python scripts/compare_detectors.py --detectors retinaface_mobilenet --face-sizes 16,20,24,32 --stride 4
 
 For each clip (carphone_pristine.mp4 and carphone_distorted.mp4 by default) and each detector:
 the share of frames with at least one face (coverage) and milliseconds per frame, one frame per
@@ -10,6 +11,11 @@ call and, for detectors that batch, `--batch` frames per call. Then, on the pris
 mean distance per landmark between each detector's 5 points and dlib's (eye centres = mean of the
 6 eye points of the 68, nose tip 30, mouth corners 48 and 54), in pixels and relative to dlib's
 inter-ocular distance, over the frames where both found a face (the best-scoring one each).
+
+With `--face-sizes`, also the smallest faces each detector finds (issue #11): every `--stride`th frame
+of each clip shrunk (area resize) so that its face measures N px (`keep.pipeline.faces.face_size`,
+3x the eye-to-mouth distance, as found by the first detector at the clip's own size), set on a gray
+canvas, and the coverage at each N.
 """
 
 from __future__ import annotations
@@ -84,6 +90,31 @@ def landmark_distances(found: list[list[Detection]], reference: list[list[Detect
     }
 
 
+def smallest_faces(detectors: dict, frames: list[np.ndarray], sizes: list[int]) -> dict:
+    """Coverage of each detector on the frames shrunk so the face measures each of `sizes` pixels."""
+    import cv2
+
+    from keep.pipeline.faces import face_size
+
+    first = next(iter(detectors.values()))
+    native = [face_size(best(found).landmarks) for found in first.detect_batch(frames) if found]
+    if not native:
+        return {}
+    out: dict = {}
+    for size in sizes:
+        scale = size / float(np.mean(native))
+        shrunk = []
+        for rgb in frames:
+            small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            canvas = np.full((small.shape[0] + 80, small.shape[1] + 80, 3), 110, np.uint8)  # gray margin of 40 px
+            canvas[40 : 40 + small.shape[0], 40 : 40 + small.shape[1]] = small
+            shrunk.append(canvas)
+        for name, detector in detectors.items():
+            found = detector.detect_batch(shrunk)
+            out.setdefault(name, {})[size] = round(float(np.mean([bool(d) for d in found])), 4)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--media", default=str(REPO.parent / "shared" / "media"), help="folder of the clips")
@@ -93,6 +124,10 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=8, help="frames per call for the batched timing")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--face-sizes", default="", help="also: coverage with faces shrunk to these sizes (px, comma-separated)"
+    )
+    p.add_argument("--stride", type=int, default=4, help="every Nth frame for --face-sizes")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     import torch
@@ -139,6 +174,16 @@ def main() -> int:
                 print(f"{name:<22} {stats['frames']:>6} " + " ".join(f"{c:>18}" for c in cells))
                 print(f"{'':<22} {'':>6} mean offset (x, y) px: {stats['mean_offset_xy']}")
                 print(f"{'':<22} {'':>6} dlib inter-ocular distance {stats['interocular_pixels']} px")
+    if args.face_sizes:
+        sizes = [int(v) for v in args.face_sizes.split(",")]
+        print(f"\ncoverage with the face shrunk to N px (face_size), every {args.stride}th frame")
+        print(f"{'detector':<22} {'clip':<26} " + " ".join(f"{n:>5}" for n in sizes))
+        plain = {name: d for name, d in detectors.items() if name != "dlib_cnn"}
+        for clip, all_frames in clips.items():
+            coverage = smallest_faces(plain, all_frames[:: args.stride], sizes)
+            results.setdefault("smallest_faces", {})[clip] = coverage
+            for name, row in coverage.items():
+                print(f"{name:<22} {clip:<26} " + " ".join(f"{row[n]:>5.0%}" for n in sizes))
     print(f"\n{args.device}, {results['threads']} torch threads")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -65,6 +65,7 @@ BSPEED = ("scripts/benchmark_speed.py", "--weights", "preset:tiny", "--frames", 
 PREP = "scripts/prepare_vfhq.py"
 PREVIEW = "scripts/preview_degradations.py"
 CONTENTION = ("scripts/benchmark_contention.py", "--seconds", "1")
+BDETECT = ("scripts/benchmark_detector.py", "--frames", "1", "--repeats", "1", "--size", "64x64")
 
 CASES: list[Case] = [
     # inference.py
@@ -81,6 +82,8 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "tpu", match="tpu"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--threads", "0", match="threads"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "-1", match="detect_size"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "big", match="detect_size"),
     # train.py (all overrides in one --set: the runs go to {out})
     bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
     bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),
@@ -136,6 +139,14 @@ CASES: list[Case] = [
     bad(*BSPEED, "--threads", "0", match="threads"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
+    # scripts/benchmark_detector.py
+    bad(*BDETECT, "--device", "cuda", match="cuda"),
+    bad(*BDETECT, "--device", "tpu", match="tpu"),
+    bad(*BDETECT, "--threads", "0", match="threads"),
+    bad(*BDETECT, "--half", match="half"),
+    bad(*BDETECT, "--size", "big", match="size"),
+    bad(*BDETECT, "--detect_sizes", "0,-1", match="detect_sizes"),
+    bad(*BDETECT, "--frames", "0", match="frames"),
     # scripts/prepare_vfhq.py
     bad(PREP, "--input", "{in}/missing", "--out", "{out}", match="missing"),
     bad(PREP, "--input", "{in}/empty", "--out", "{out}", match="empty"),

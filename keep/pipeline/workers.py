@@ -52,7 +52,7 @@ class FrontWorker:
         else:
             from ..face.detectors import build_detector
 
-            detector = build_detector(options.detector, device=options.device)
+            detector = build_detector(options.detector, device=options.device, detect_size=options.detect_size)
             log.info("face detector: %s", detector.name)
             self.faces = FaceStage(
                 detector, min_face=options.min_face, max_gap=options.max_gap, smooth_sigma=options.smooth_sigma,

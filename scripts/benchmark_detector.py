@@ -1,0 +1,153 @@
+"""Milliseconds per frame of `retinaface_mobilenet`'s `detect_batch` on large frames (issue #11).
+
+    python scripts/benchmark_detector.py                              # CPU, 1920x1080, detect sizes 0 and 1280
+    python scripts/benchmark_detector.py --device cuda --half         # also float16 on the GPU
+    python scripts/benchmark_detector.py --size 3840x2160 --detect_sizes 0,1920,1280,960
+
+The frames are the generated two-person frames of `scripts/benchmark_pipeline.py` (two crops of the
+shipped carphone sample side by side, 37 frames apart, scaled to `--size`), `--frames` distinct ones,
+detected `--batch` per call (the pipeline's 8), after one warm-up pass. For each `--detect_sizes`
+entry (0: full resolution; else frames whose longer side exceeds it are shrunk by an integer factor
+first) it prints the factor, ms/frame (the fastest of `--repeats` passes over all frames, so other
+work on a shared machine counts less), faces per frame, and how far the landmarks of each face are
+from those of the same face (box IoU >= 0.5) found at full resolution in float32 (mean and max over
+faces of the mean distance of the 5 points, pixels and / inter-ocular distance), with the faces found
+there and missed here, and the faces found here only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
+from keep.errors import KeepError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def two_person_frames(count: int, width: int, height: int) -> list[np.ndarray]:
+    from benchmark_pipeline import SAMPLE, two_person_frame
+
+    from keep.video import open_input
+
+    sources = [f.rgb for f in open_input(SAMPLE)]
+    return [two_person_frame(sources, t, width, height) for t in range(count)]
+
+
+def timed(detector, frames: list[np.ndarray], batch: int, repeats: int) -> tuple[list, float]:
+    """Detections of every frame and the fastest pass's milliseconds per frame."""
+    detector.detect_batch(frames[:batch])  # warm-up: first-call allocations, cuDNN's choice of kernels
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        found = [d for i in range(0, len(frames), batch) for d in detector.detect_batch(frames[i : i + batch])]
+        best = min(best, time.perf_counter() - start)  # detect_batch returns host arrays: the GPU is done
+    return found, 1000 * best / len(frames)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom)."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return float(width * height / union)
+
+
+def landmark_distances(found: list, reference: list) -> dict:
+    """Faces of `found` paired with the reference's (box IoU >= 0.5): mean distance of their 5 points,
+    in pixels and / the reference's inter-ocular distance; reference faces unpaired (missed) and
+    found faces unpaired (extra)."""
+    pixels, relative, missed, extra = [], [], 0, 0
+    for faces, reference_faces in zip(found, reference, strict=True):
+        paired = set()
+        for ref in reference_faces:
+            overlaps = [iou(f.box, ref.box) if i not in paired else 0.0 for i, f in enumerate(faces)]
+            if not overlaps or max(overlaps) < 0.5:
+                missed += 1
+                continue
+            paired.add(i := int(np.argmax(overlaps)))
+            pixels.append(np.linalg.norm(faces[i].landmarks - ref.landmarks, axis=1).mean())
+            relative.append(pixels[-1] / np.linalg.norm(ref.landmarks[1] - ref.landmarks[0]))
+        extra += len(faces) - len(paired)
+    out = {"faces": len(pixels), "missed": missed, "extra": extra}
+    if pixels:
+        out |= {"mean_px": round(float(np.mean(pixels)), 2), "max_px": round(float(np.max(pixels)), 2)}
+        out |= {"mean_rel": round(float(np.mean(relative)), 4), "max_rel": round(float(np.max(relative)), 4)}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="1920x1080", help="frame size WIDTHxHEIGHT")
+    p.add_argument("--detect_sizes", default="0,1280", help="comma-separated detect sizes (0: full resolution)")
+    p.add_argument("--frames", type=int, default=32, help="distinct frames generated")
+    p.add_argument("--batch", type=int, default=8, help="frames per detect_batch call (the pipeline's 8)")
+    p.add_argument("--repeats", type=int, default=3, help="passes over the frames; the fastest counts")
+    p.add_argument("--half", action="store_true", help="also time float16 (CUDA only)")
+    add_device_argument(p, default="cpu")
+    add_threads_argument(p)
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        sizes = [int(v) for v in args.detect_sizes.split(",")]
+    except ValueError:
+        raise KeepError(
+            f"--size must be WIDTHxHEIGHT, got '{args.size}'; --detect_sizes integers, got '{args.detect_sizes}'"
+        ) from None
+    if args.frames < 1 or args.batch < 1 or args.repeats < 1:
+        raise KeepError("--frames, --batch and --repeats must be >= 1")
+    if min(sizes) < 0:
+        raise KeepError(f"--detect_sizes must be >= 0 (0: full resolution), got '{args.detect_sizes}'")
+    device = resolve_device(args.device)
+    if args.half and device.type != "cuda":
+        raise KeepError("--half needs a CUDA device")
+    threads = set_threads(args.threads)
+    from keep.face.detectors import RetinaFaceMobileNetDetector
+
+    frames = two_person_frames(args.frames, width, height)
+    runs = [(size, half) for half in ((False, True) if args.half else (False,)) for size in sizes]
+    results: dict = {"device": str(device), "threads": threads, "size": [width, height], "runs": []}
+    found_at: dict = {}
+    if (0, False) not in runs:  # the reference: full resolution, float32 (untimed)
+        found_at[0, False] = timed(
+            RetinaFaceMobileNetDetector(device=str(device), detect_size=0), frames, args.batch, 1
+        )[0]
+    print(f"{'detect_size':>11} {'dtype':>7} {'factor':>6} {'ms/frame':>9} {'faces/frame':>11}  landmarks vs full res.")
+    for size, half in sorted(runs, key=lambda run: run != (0, False)):  # the reference first
+        detector = RetinaFaceMobileNetDetector(device=str(device), detect_size=size, batch_size=args.batch, half=half)
+        found_at[size, half], ms = timed(detector, frames, args.batch, args.repeats)
+        found, reference = found_at[size, half], found_at[0, False]
+        distances = landmark_distances(found, reference)
+        row = {
+            "detect_size": size, "half": half, "factor": detector.shrink_factor(height, width),
+            "ms_per_frame": round(ms, 2), "faces_per_frame": round(sum(map(len, found)) / len(found), 3),
+            "landmarks_vs_full_resolution": distances,
+        }  # fmt: skip
+        results["runs"].append(row)
+        shown = (
+            f"mean {distances['mean_px']} px ({distances['mean_rel']}), max {distances['max_px']} px "
+            f"({distances['max_rel']}); {distances['missed']} missed, {distances['extra']} extra"
+            if distances["faces"]
+            else f"{distances['missed']} missed, {distances['extra']} extra"
+        )
+        print(
+            f"{size:>11} {'float16' if half else 'float32':>7} {row['factor']:>6} {ms:>9.2f} "
+            f"{row['faces_per_frame']:>11.2f}  {shown}"
+        )
+    print(f"\n{width}x{height}, {len(frames)} frames, {args.batch} per call, {device}, {threads} torch threads")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
