@@ -88,7 +88,7 @@ class RetinaFaceMobileNetDetector:
     `detect_size` is shrunk by the smallest integer factor k that brings it within `detect_size`
     (means of k x k pixel blocks; the rows / columns beyond a multiple of k are left out), and
     boxes and landmarks are mapped back to the frame's pixels. The network finds faces down to about
-    24 px (`keep.pipeline.faces.face_size`: 20 px in some frames, 32 px in all, on carphone shrunk),
+    24 px (`keep.pipeline.faces.face_size`; on carphone shrunk: 20 px in a few frames, 28 px in all),
     so faces under about 24 k px of the frame are missed: 48 px at 1080p with the default 1280
     (k = 2), where a whole-frame pass costs 4x the time; `detect_size=0` detects at full resolution.
     Smaller frames are detected at their own resolution, never enlarged: on carphone_distorted.mp4
@@ -97,10 +97,10 @@ class RetinaFaceMobileNetDetector:
     Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather than the usual 0.9 because
     compression lowers the scores of real faces (issue #12: on the distorted clip 0.9 keeps 84% of
     the frames, 0.8 99%, 0.5 all, with no second detection above 0.3 in any frame and none above 0.2
-    on eight face-free scikit-image pictures). The network runs channels-last (2x faster on CPU; the
-    same on an H100, where float16 gained nothing either). On CUDA the constructor runs one tiny
-    batch, so that loading cuDNN and the kernels (seconds in a fresh process) happens while the
-    pipeline starts, not on the first frames."""
+    on eight face-free scikit-image pictures). The network runs channels-last (at 960x540, 27 instead
+    of 44 ms per frame on 2 CPU cores; no change on an H100, where float16 gained nothing either). On
+    CUDA the constructor runs one tiny batch, so that loading cuDNN and the kernels (seconds in a
+    fresh process) happens while the pipeline starts, not on the first frames."""
 
     name = "retinaface_mobilenet"
 
@@ -141,9 +141,9 @@ class RetinaFaceMobileNetDetector:
 
     def shrink_factor(self, height: int, width: int) -> int:
         """The integer factor a `height x width` frame is shrunk by before detection (1: not at all)."""
-        return (
-            max(height, width) // (self.detect_size + 1) + 1 if self.detect_size else 1
-        )  # least k: longer // k <= size
+        if not self.detect_size:
+            return 1
+        return max(height, width) // (self.detect_size + 1) + 1  # the least k with longer side // k <= detect_size
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         return self.detect_batch([rgb])[0]
