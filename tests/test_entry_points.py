@@ -143,7 +143,6 @@ CASES: list[Case] = [
     bad(*BDETECT, "--device", "cuda", match="cuda"),
     bad(*BDETECT, "--device", "tpu", match="tpu"),
     bad(*BDETECT, "--threads", "0", match="threads"),
-    bad(*BDETECT, "--half", match="half"),
     bad(*BDETECT, "--size", "big", match="size"),
     bad(*BDETECT, "--detect_sizes", "0,-1", match="detect_sizes"),
     bad(*BDETECT, "--frames", "0", match="frames"),
