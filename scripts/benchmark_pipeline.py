@@ -81,17 +81,19 @@ def first_frames(source: Path, count: int, folder: Path) -> Path:
     return clip
 
 
-def cpu_seconds(pipeline: Pipeline) -> float:
-    """CPU seconds used so far by this process and the pipeline's worker processes (Linux /proc; else 0)."""
-    pids = ["self"] + [w.pid for w in getattr(pipeline.runner, "workers", {}).values() if hasattr(w, "pid")]
-    total = 0.0
-    for pid in pids:
+def cpu_seconds(pipeline: Pipeline) -> dict[str, float]:
+    """CPU seconds used so far by this process (`restore`) and each worker process (`front`, `back`),
+    from Linux /proc (empty where it cannot be read; threads count towards their process)."""
+    workers = getattr(pipeline.runner, "workers", {})
+    pids = {"restore": "self", **{role: w.pid for role, w in workers.items() if getattr(w, "pid", None)}}
+    seconds = {}
+    for role, pid in pids.items():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            return 0.0
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return total
+            return {}
+        seconds[role] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return seconds
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -130,7 +132,9 @@ def _main(args: argparse.Namespace) -> int:
                 for mode, pipeline in pipelines.items():
                     before = cpu_seconds(pipeline)
                     summary = pipeline.run(clip, Path(tmp) / mode, progress=False)
-                    summary["cpu_seconds"] = round(cpu_seconds(pipeline) - before, 2)
+                    after = cpu_seconds(pipeline)
+                    summary["cpu_by_process"] = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+                    summary["cpu_seconds"] = round(sum(summary["cpu_by_process"].values()), 2)
                     tries[mode].append(summary)
         finally:
             for pipeline in pipelines.values():
@@ -180,9 +184,16 @@ def _main(args: argparse.Namespace) -> int:
             line += f" (network alone: {summary['faces'] / network:.1f} faces/s)"
         waits = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["waits"].items())
         line += f"\n  blocked on queues: {waits}"
+        stages = {"front": ("decode", "detect", "track"), "restore": ("align", "flow", "network"),
+                  "back": ("background", "paste", "encode")}  # fmt: skip
+        line += "\n  CPU s by process (timed stage s): " + ", ".join(
+            f"{role} {cpu:.2f} ({sum(summary['timings'][s] for s in stages[role]):.2f})"
+            for role, cpu in summary["cpu_by_process"].items()
+        )
         print(line)
         report[mode] = {
-            key: summary[key] for key in ("seconds", "frames_per_second", "cpu_seconds", "timings", "waits", "faces")
+            key: summary[key]
+            for key in ("seconds", "frames_per_second", "cpu_seconds", "cpu_by_process", "timings", "waits", "faces")
         }
         report[mode]["faces_per_second"] = round(summary["faces"] / summary["seconds"], 2)
     main_mode = next((m for m in args.modes if m != "off"), "off")
