@@ -165,9 +165,15 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{'sum':<11} {total:8.2f}   end to end {alone['seconds']:.2f} s, {alone['cpu_seconds']:.2f} CPU s")
         slowest = max(stages.values())
         print(f"best overlapped: max(slowest {slowest:.2f}, sum / {cores} cores {total / cores:.2f}) = {bound:.2f} s")
+        # The stage timers count the calling thread's time; x264 encodes in threads of its own, whose
+        # work partly falls outside the encode timer. The CPU seconds of the same run count all of it.
+        cpu_bound = max(slowest, alone["cpu_seconds"] / cores) if args.device == "cpu" else None
+        if cpu_bound is not None:
+            print(f"best overlapped by CPU seconds: max(slowest, CPU s / {cores} cores) = {cpu_bound:.2f} s")
         print(f"network alone (flow + network): {network:.2f} s, {network / frames:.3f} s/frame")
         report.update(
             timings=stages, sum_of_stages=round(total, 3), best_overlapped_s=round(bound, 3),
+            best_overlapped_cpu_s=cpu_bound and round(cpu_bound, 3),
             network_alone_s=round(network, 3), sequential_s=alone["seconds"],
         )  # fmt: skip
     for mode, summary in runs.items():
@@ -178,6 +184,8 @@ def _main(args: argparse.Namespace) -> int:
         line += f", {summary['seconds'] / frames:.3f} s/frame; {cores_used:.2f} cores busy on average)"
         if alone is not None:
             line += f"; {summary['seconds'] / bound:.2f}x the best overlapped, "
+            if cpu_bound is not None:
+                line += f"{summary['seconds'] / cpu_bound:.2f}x by CPU seconds, "
             line += f"{summary['seconds'] / network:.2f}x the network alone"
         line += f"\n  {summary['faces'] / summary['seconds']:.1f} faces/s"
         if alone is not None:

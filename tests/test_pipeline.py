@@ -233,3 +233,23 @@ def test_draw_box_outlines_the_crop():
     corners = np.array([[20.0, 20.0], [80.0, 20.0], [80.0, 80.0], [20.0, 80.0]])
     draw_box(image, corners, track=2)
     assert image[20, 50].any() and image[50, 80].any() and not image[50, 50].any()
+
+
+def test_cpu_workers_give_way_to_the_restore_stage():
+    """With the network on the CPU the worker processes run at a lower priority than the restore stage
+    (the critical path); threads and GPU runs keep equal priority."""
+    import os
+
+    from keep.pipeline import PipelineOptions
+    from keep.pipeline.runner import WORKER_NICENESS, OverlappedRunner, worker_niceness
+
+    options = PipelineOptions(model="preset:tiny", detector="retinaface_mobilenet", mask="feather", overlap="processes")
+    assert worker_niceness(options) == WORKER_NICENESS > 0
+    assert worker_niceness(PipelineOptions(device="cuda")) == 0
+    runner = OverlappedRunner(options, 64, window=4)
+    try:
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        for worker in runner.workers.values():
+            assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(ours + WORKER_NICENESS, 19)
+    finally:
+        runner.close()
