@@ -1,12 +1,11 @@
 """CUDA-graph replay of the network's per-frame recurrence (inference on a GPU).
 
 The Kalman recurrence makes every frame wait for the previous output, so a window is T calls of
-`KEEP.step` (HQ encoder, transformer, decoder: about a thousand kernels each) at batch = faces. On a
-GPU those kernels are small and the frame is bound by launching them from Python: on an H100 the
-released network at batch 1 ran at the same speed in fp32 (with TF32), bf16 and fp16, the CPU busy
-for the whole frame (docs/speed.md). `GraphedStep` captures `KEEP.step` into a CUDA graph once per
-input signature (batch, shapes, dtypes, autocast and TF32 settings, fidelity) and then replays it:
-the same kernels on the same values, with one launch per frame.
+`KEEP.step` (HQ encoder, transformer, decoder: about a thousand kernels each) at batch = faces, each
+kernel launched from Python. `GraphedStep` captures `KEEP.step` into a CUDA graph once per input
+signature (batch, shapes, dtypes, autocast and TF32 settings, fidelity) and then replays it: the same
+kernels on the same values, with one launch per frame. On an H100 the released network in bf16 at
+batch 1 went from 32.6 to 45.0 frames/s (docs/speed.md).
 
     step = GraphedStep(network)
     network.run(lq, flows, state=state, step=step)   # `keep.restorer.Restorer` does this on CUDA
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
-    inputs: list[torch.Tensor]  # static input buffers, in `_flatten` order
+    inputs: list[torch.Tensor]  # static input buffers: z_obs, prev_out, flow, gain, taps, CFA memory
     output: FrameOutput  # static outputs, overwritten by every replay
 
 
@@ -105,7 +104,6 @@ class GraphedStep:
         )  # fmt: skip
 
     def _signature(self, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple) -> tuple:
-        device = inputs[0].device
         return (
             tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
             tap_scales,
@@ -114,7 +112,6 @@ class GraphedStep:
             tf32_state(),
             self.network.config.cft_weight,  # a Python float: baked into the captured kernels
             next(self.network.parameters()).data_ptr(),  # the weights the graph reads (moved: new graph)
-            device,
         )
 
     def _capture(self, key: tuple, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple):

@@ -202,10 +202,10 @@ class OverlappedRunner:
         }
         level = logging.getLogger().getEffectiveLevel()
         threads = torch.get_num_threads()
+        niceness, reuse_memory = worker_niceness(options), options.device == "cpu"  # as the main process on CPU
         self.workers = {}
         for role, build, args in (("front", FrontWorker, (options,)), ("back", BackWorker, (options, size))):
-            cpu = options.device == "cpu"
-            target_args = (role, build, args, self.q, self.stop, level, threads, child, worker_niceness(options), cpu)
+            target_args = (role, build, args, self.q, self.stop, level, threads, child, niceness, reuse_memory)
             if child:
                 worker = ctx.Process(target=_serve, args=target_args, name=f"keep-{role}", daemon=True)
             else:
