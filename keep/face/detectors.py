@@ -99,8 +99,9 @@ class RetinaFaceMobileNetDetector:
     the frames, 0.8 99%, 0.5 all, with no second detection above 0.3 in any frame and none above 0.2
     on eight face-free scikit-image pictures). The network runs channels-last (at 960x540, 27 instead
     of 44 ms per frame on 2 CPU cores; no change on an H100, where float16 gained nothing either). On
-    CUDA the constructor runs one tiny batch, so that loading cuDNN and the kernels (seconds in a
-    fresh process) happens while the pipeline starts, not on the first frames."""
+    CUDA the constructor runs one tiny batch, so that loading cuDNN and its kernels happens while the
+    pipeline starts. The first call at each new frame size still costs more, once per process (on the
+    CPU at 1080p: 250-300 ms per frame for the first 8 frames, then 26-35; not yet measured on a GPU)."""
 
     name = "retinaface_mobilenet"
 
@@ -137,7 +138,7 @@ class RetinaFaceMobileNetDetector:
         self.nms_iou = nms_iou
         self.batch_size = batch_size
         if self.device.type == "cuda":
-            self._detect([np.zeros((64, 64, 3), np.uint8)])  # warm-up: cuDNN and kernels load now, not on frame 1
+            self._detect([np.zeros((64, 64, 3), np.uint8)])  # warm-up: cuDNN loads now, not on frame 1
 
     def shrink_factor(self, height: int, width: int) -> int:
         """The integer factor a `height x width` frame is shrunk by before detection (1: not at all)."""
