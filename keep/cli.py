@@ -145,13 +145,15 @@ def default_threads() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (`None`: `default_threads()`); returns the number set."""
+    """Set torch's intra-op threads and OpenCV's (`None`: `default_threads()`); returns the number set."""
+    import cv2
     import torch
 
     if threads is not None and threads < 1:
         raise KeepError(f"--threads must be >= 1, got {threads}")
     count = threads or default_threads()
     torch.set_num_threads(count)
+    cv2.setNumThreads(count)  # OpenCV's warps, resizes and DIS flow: the same budget as torch's
     logging.getLogger(__name__).debug(
         "torch threads: %d (OpenMP waits %s)", count, "passive" if passive_openmp_waits() else "active"
     )

@@ -253,3 +253,32 @@ def test_cpu_workers_give_way_to_the_restore_stage():
             assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(ours + WORKER_NICENESS, 19)
     finally:
         runner.close()
+
+
+def test_cpu_pipeline_encodes_in_the_back_workers_threads(tmp_path, one_thread):
+    """With the network on the CPU, x264 encodes with the torch thread budget (no frame threads of its own:
+    they cost CPU beside the network and ran outside the encode timer); on a GPU, x264's automatic count.
+    OpenCV's threads follow the same budget (keep.cli.set_threads)."""
+    from fractions import Fraction
+
+    from keep.cli import set_threads
+    from keep.pipeline import PipelineOptions
+    from keep.pipeline.runner import encoder_threads
+    from keep.video import VideoWriter
+
+    assert encoder_threads(PipelineOptions(device="cpu")) == torch.get_num_threads() == 1
+    assert encoder_threads(PipelineOptions(device="cuda")) == 0
+    cv_threads = cv2.getNumThreads()
+    try:
+        assert set_threads(1) == 1 and cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(cv_threads)
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    for threads in (1, 0):
+        path = tmp_path / f"t{threads}.mp4"
+        writer = VideoWriter(path, width=80, height=64, fps=Fraction(25), threads=threads)
+        for n in range(3):
+            writer.write(rgb, n)
+        writer.close()
+        assert (b" threads=1 " in path.read_bytes()) == (threads == 1)  # x264's settings, stored in the stream
+        assert len(list(open_input(path))) == 3

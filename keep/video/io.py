@@ -155,9 +155,10 @@ class VideoWriter:
     copying the source's first audio stream packet by packet (interleaved as the video advances).
 
     Odd frame sizes (e.g. 175x143) cannot be stored in 4:2:0, so they are encoded in 4:4:4. Frames are
-    converted to yuv420p by `rgb_to_yuv420p` and x264 encodes several frames at once (frame threads, x264's
-    automatic count; PyAV asks for slice threads by default): at 1080p on 16 cores 21.8 instead of 39.8 ms
-    per frame (issue #11, docs/inference.md).
+    converted to yuv420p by `rgb_to_yuv420p` and x264 encodes several frames at once (frame threads; `threads`
+    0 is x264's automatic count; PyAV asks for slice threads by default): at 1080p on 16 cores 21.8 instead of
+    39.8 ms per frame (issue #11, docs/inference.md). `threads=1` encodes each frame in the calling thread, as
+    the video pipeline does when the network has the CPU cores (frame threads there cost 15% more CPU).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         audio_source: str | Path | None = None,
+        threads: int = 0,
     ):
         self.path = Path(path)
         try:
@@ -184,6 +186,7 @@ class VideoWriter:
             raise KeepError(f"unknown x264 preset '{preset}'; choose one of {', '.join(PRESETS)}")
         self.stream.options = {"crf": str(crf), "preset": preset}
         self.stream.codec_context.thread_type = "FRAME"  # x264 frame threads (thread count 0: x264's auto)
+        self.stream.codec_context.thread_count = threads
         self.source_time_base = time_base  # frame pts are given in this time base (None: frame index)
         self.frames = 0
         self._audio_in = None
