@@ -1,6 +1,7 @@
 """Gradient synchronisation in multi-process training, before and after DistributedDataParallel.
 
-    python scripts/benchmark_ddp.py [--stages vqgan kalman cft_cfa] [--steps 3] [--processes 2] [--out DIR]
+    python scripts/benchmark_ddp.py [--stages vqgan kalman cft_cfa] [--steps 3] [--processes 2] [--batch_size 1]
+                                     [--out DIR] [--dtype float32]
 
 Trains each tiny released-recipe stage (configs/tiny/released/, from random weights, GAN on from the first
 step) in `--processes` CPU processes (gloo) and prints, per stage, the collectives one training step
@@ -8,7 +9,8 @@ issues: before, the trainer all-reduced every trainable parameter tensor one by 
 count is that number of tensors, generator and discriminator); after, DDP's gradient buckets (counted by
 a communication hook), each all-reduced while backward still runs, plus any other all-reduce of the step
 (the adaptive GAN weight's). With `--out`, each rank's final weights are written there
-(`<stage>_rank<r>.pt`: {"network", "disc"}), which tests/test_train.py compares; `--dtype float64` trains
+(`<stage>_rank<r>.pt`: {"network", "disc"}), which tests/test_train.py compares with `--processes 1
+--batch_size 2` (the same clips in one process, run the same way: spawned, one thread); `--dtype float64` trains
 in double precision there, so that rounding noise stays far below Adam's epsilon (in float32, gradients
 that are zero in exact arithmetic, such as a conv bias before GroupNorm, are rounding noise of either
 sign, which Adam's first steps turn into +-lr updates, and code choices then differ).
@@ -89,11 +91,12 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results)
 
     dist.all_reduce = counting_all_reduce
     for stage in args.stages:
-        overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, 1) + [f"name={stage}"]
+        overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, args.batch_size) + [f"name={stage}"]
         trainer = Trainer(load_config(TrainConfig, CONFIGS[stage], overrides))
-        trainer.forward.register_comm_hook(None, counting_hook)
-        if trainer.disc is not None:
-            trainer.disc_forward.register_comm_hook(None, counting_hook)
+        if world > 1:  # one process trains without DDP: nothing to count
+            trainer.forward.register_comm_hook(None, counting_hook)
+            if trainer.disc is not None:
+                trainer.disc_forward.register_comm_hook(None, counting_hook)
         step_fn = trainer.train_step
 
         counts = []
@@ -120,7 +123,8 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results)
             torch.save(weights, Path(args.out) / f"{stage}_rank{rank}.pt")
         if rank == 0:
             results.put((stage, tensors, counts, seconds))
-    dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -141,6 +145,9 @@ def _main(args: argparse.Namespace) -> None:
         mp.spawn(_worker, args=(args.processes, _free_port(), args, results), nprocs=args.processes, join=True)
         while not results.empty():
             stage, tensors, counts, seconds = results.get()
+            if args.processes == 1:
+                print(f"{stage}: 1 process, {args.batch_size} clips per step, no DDP; {seconds:.2f} s/step", flush=True)
+                continue
             (first, _), (buckets, others) = counts[0], counts[-1]
             print(
                 f"{stage}: {args.processes} processes (gloo), collectives per step: hand-written all-reduce "
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=1, help="clips per process and step")
     parser.add_argument("--out", help="folder for each rank's final weights")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training precision")
     args = parser.parse_args(argv)

@@ -46,7 +46,14 @@ def test_released_checkpoint_layout_loads_and_matches(golden, device):
 
 def test_released_gmflow_computes_the_released_flows_and_output(golden_state, shared_dir, capsys):
     """The checkpoint's own GMFlow, loaded with no second file; `model(lq)` with no flows given
-    (../shared/golden/README.md, case with the released GMFlow inside)."""
+    (../shared/golden/README.md, case with the released GMFlow inside).
+
+    The flows agree to float32 rounding, which depends on the CPU's kernels: the released flows are
+    themselves 0.034 px from this GMFlow run in float64 (mean |flow| 82 px). Measured against them:
+    1.4e-4 px on an AVX-512 EPYC, 9.4e-3 px on CI's machine, 1.3e-2 with ATen's AVX2 kernels and
+    5.7e-2 with oneDNN's (codes 100% and output within 5.5e-4 in every one of these). Mistakes move
+    them by hundreds of pixels: without the window position encoding 563 px, without the shifted
+    windows' mask 752, bilinear instead of convex upsampling 624."""
     case = load_case(shared_dir, "keep_v010_case_gmflow.npz")
     model = keep.load_model(golden_state, flow="gmflow")
     estimated = []
@@ -58,7 +65,7 @@ def test_released_gmflow_computes_the_released_flows_and_output(golden_state, sh
     flow_err = np.abs(flows - case["flows"][0]).max()
     with capsys.disabled():
         print(f"\nGMFlow golden case: max |flow - released flow| = {flow_err:.2e} px (flows ~100 px)")
-    assert flow_err <= 5e-3, f"max |flow - released flow| = {flow_err} px"
+    assert flow_err <= 0.1, f"max |flow - released flow| = {flow_err} px"
     err = check_codes_and_output(result, case)
     with capsys.disabled():
         print(f"GMFlow golden case: codes 100% identical, max |clamp(out) - clamp(expected)| = {err:.1e}")

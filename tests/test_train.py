@@ -333,47 +333,51 @@ def test_train_py_conventions(tmp_path, clip_folder):
 # ------------------------------------------------------------------------------------------ DDP
 def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
     """scripts/benchmark_ddp.py: each tiny released stage (GAN on) in 2 gloo processes x 1 clip, against the
-    same in one process with 2 clips. In float64, so that rounding noise stays below Adam's epsilon (see the
-    script's docstring): then the weights agree to 1e-8 after 2 steps."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from benchmark_ddp import CONFIGS, as_default_dtype, stage_overrides
+    same script in 1 process x 2 clips (spawned and threaded alike, so that nothing but DDP differs). In
+    float64, so that rounding noise stays below Adam's epsilon (see the script's docstring): then the
+    weights agree to 1e-8 after 2 steps, and every stage's weights moved."""
 
-    out = tmp_path / "ddp"
-    done = subprocess.run(
-        [sys.executable, "scripts/benchmark_ddp.py", "--steps", "2", "--out", str(out), "--dtype", "float64"],
-        cwd=REPO,
-        env={**ENV, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [ln for ln in done.stdout.splitlines() if "collectives per step" in ln]
+    def train(out: Path, *options: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "scripts/benchmark_ddp.py", "--steps", "2", "--out", str(out), "--dtype", "float64"]
+            + list(options),
+            cwd=REPO,
+            env={**ENV, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from benchmark_ddp import CONFIGS, stage_overrides
+
+    stdout = train(tmp_path / "ddp")
+    lines = [ln for ln in stdout.splitlines() if "collectives per step" in ln]
     assert len(lines) == 3
     for line in lines:  # "hand-written all-reduce N (...) -> DDP M (...)"
         before = int(line.split("hand-written all-reduce ")[1].split()[0])
         after = int(line.split("-> DDP ")[1].split()[0])
         assert 0 < after * 10 < before, line
-    dtype = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(torch.float64)
-        for stage, config in CONFIGS.items():
-            rank0, rank1 = (torch.load(out / f"{stage}_rank{r}.pt", weights_only=True) for r in (0, 1))
-            reference = Trainer(load_config(TrainConfig, config, stage_overrides(tmp_path / "single", 2, 2)))
-            train_step = reference.train_step
-            reference.train_step = lambda batch, step=train_step: step(as_default_dtype(batch))
-            start = {k: v.clone() for k, v in reference.network.state_dict().items()}
-            reference.fit()
-            assert changed_modules(start, reference.network.state_dict()), stage
-            for part, single in (("network", reference.network), ("disc", reference.disc)):
-                if single is None:
-                    continue
-                expected = single.state_dict()
-                assert all(torch.equal(v, rank1[part][k]) for k, v in rank0[part].items()), (stage, part)
-                for key, value in rank0[part].items():
-                    assert torch.allclose(value, expected[key], rtol=0, atol=1e-8), (stage, part, key)
-    finally:
-        torch.set_default_dtype(dtype)
+    stdout = train(tmp_path / "single", "--processes", "1", "--batch_size", "2")
+    assert stdout.count("1 process, 2 clips per step, no DDP") == 3, stdout
+    for stage in ("vqgan", "kalman", "cft_cfa"):
+        rank0, rank1 = (torch.load(tmp_path / "ddp" / f"{stage}_rank{r}.pt", weights_only=True) for r in (0, 1))
+        single = torch.load(tmp_path / "single" / f"{stage}_rank0.pt", weights_only=True)
+        dtype = torch.get_default_dtype()
+        try:  # the initial weights, as the script's float64 run draws them
+            torch.set_default_dtype(torch.float64)
+            start = Trainer(load_config(TrainConfig, CONFIGS[stage], stage_overrides(tmp_path / "start", 2, 2)))
+        finally:
+            torch.set_default_dtype(dtype)
+        assert changed_modules(start.network.state_dict(), single["network"]), stage
+        for part in ("network", "disc"):
+            if single[part] is None:
+                continue
+            assert all(torch.equal(v, rank1[part][k]) for k, v in rank0[part].items()), (stage, part)
+            for key, value in rank0[part].items():
+                assert torch.allclose(value, single[part][key], rtol=0, atol=1e-8), (stage, part, key)
 
 
 def test_a_released_models_gmflow_travels_through_fine_tuning(tmp_path, clip_folder):

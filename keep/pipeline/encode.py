@@ -26,7 +26,6 @@ class EncodeJob:
     time_base: Fraction | None
     crf: int
     preset: str  # libx264 preset
-    threads: int  # libx264 threads (0: x264's automatic count)
     audio_source: Path | None
     frames_dir: Path | None  # --save_frames
     faces_log: Path | None  # --save_faces
@@ -41,7 +40,7 @@ class EncodeStage:
         if job.kind != "image":
             self.writer = VideoWriter(
                 job.partial, width=job.width, height=job.height, fps=job.fps, time_base=job.time_base,
-                crf=job.crf, preset=job.preset, audio_source=job.audio_source, threads=job.threads,
+                crf=job.crf, preset=job.preset, audio_source=job.audio_source,
             )  # fmt: skip
         if job.frames_dir is not None:
             job.frames_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from .inputs import Input, check_outputs, make_output_folder, outputs_of
 from .items import StageTimer
 from .options import STAGES, PipelineOptions
 from .restore import RestoreStage
-from .runner import InlineRunner, build_runner, encoder_threads, new_pool
+from .runner import InlineRunner, build_runner, new_pool
 from .workers import BackJob, FrontJob
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Pipeline:
         u = opts.upscale
         encode = EncodeJob(
             partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
-            time_base=reader.time_base, crf=opts.crf, preset=opts.preset, threads=encoder_threads(opts),
+            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
             audio_source=item.source if reader.kind == "video" else None,
             frames_dir=out.frames_dir if opts.save_frames else None,
             faces_log=out.faces_log if opts.save_faces else None,

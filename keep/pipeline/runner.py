@@ -111,14 +111,6 @@ def worker_niceness(options: PipelineOptions) -> int:
     return WORKER_NICENESS if options.device == "cpu" else 0
 
 
-def encoder_threads(options: PipelineOptions) -> int:
-    """libx264's threads. With the network on the CPU the stages share the cores one process each, so x264
-    encodes in the back worker's own threads (as many as torch has): frame threads beyond them cost 15% more
-    CPU (960x540, medium) and run outside the encode timer, beside the network. With the network on a GPU,
-    x264's automatic count (1080p on 16 cores: 13 instead of 35 ms per frame; docs/inference.md)."""
-    return torch.get_num_threads() if options.device == "cpu" else 0
-
-
 def _serve(
     role: str,
     build: Callable,
