@@ -146,7 +146,8 @@ def _main(args: argparse.Namespace) -> None:
         while not results.empty():
             stage, tensors, counts, seconds = results.get()
             if args.processes == 1:
-                print(f"{stage}: 1 process, {args.batch_size} clips per step, no DDP; {seconds:.2f} s/step", flush=True)
+                clips = f"{args.batch_size} clip{'s' if args.batch_size > 1 else ''}"
+                print(f"{stage}: 1 process, {clips} per step, no DDP; {seconds:.2f} s/step", flush=True)
                 continue
             (first, _), (buckets, others) = counts[0], counts[-1]
             print(

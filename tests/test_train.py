@@ -377,7 +377,8 @@ def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
                 continue
             assert all(torch.equal(v, rank1[part][k]) for k, v in rank0[part].items()), (stage, part)
             for key, value in rank0[part].items():
-                assert torch.allclose(value, single[part][key], rtol=0, atol=1e-8), (stage, part, key)
+                diff = (value - single[part][key]).abs()
+                assert diff.max() <= 1e-8, (stage, part, key, f"{int((diff > 1e-8).sum())}/{diff.numel()} differ")
 
 
 def test_a_released_models_gmflow_travels_through_fine_tuning(tmp_path, clip_folder):
