@@ -362,13 +362,13 @@ def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
         assert 0 < after * 10 < before, line
     stdout = train(tmp_path / "single", "--processes", "1", "--batch_size", "2")
     assert stdout.count("1 process, 2 clips per step, no DDP") == 3, stdout
-    for stage in ("vqgan", "kalman", "cft_cfa"):
+    for stage, config in CONFIGS.items():
         rank0, rank1 = (torch.load(tmp_path / "ddp" / f"{stage}_rank{r}.pt", weights_only=True) for r in (0, 1))
         single = torch.load(tmp_path / "single" / f"{stage}_rank0.pt", weights_only=True)
         dtype = torch.get_default_dtype()
         try:  # the initial weights, as the script's float64 run draws them
             torch.set_default_dtype(torch.float64)
-            start = Trainer(load_config(TrainConfig, CONFIGS[stage], stage_overrides(tmp_path / "start", 2, 2)))
+            start = Trainer(load_config(TrainConfig, config, stage_overrides(tmp_path / "start", 2, 2)))
         finally:
             torch.set_default_dtype(dtype)
         assert changed_modules(start.network.state_dict(), single["network"]), stage
