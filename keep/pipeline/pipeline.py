@@ -68,7 +68,7 @@ class Pipeline:
     ) -> dict:
         """Restore one input into `outdir`; returns its summary (also written as JSON for videos).
 
-        progress: show a bar counting restored frames; on_restored: called with the number of frames
+        progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
         restored so far, after each one.
         """
         opts = self.options
@@ -96,7 +96,7 @@ class Pipeline:
         self.restore.start(pool)
         bar = tqdm(
             total=reader.num_frames, unit="frame", desc=item.stem, dynamic_ncols=True, leave=False,
-            disable=not progress,
+            disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
         )  # fmt: skip
         try:
             jobs = FrontJob(item.source, opts.fps, pool), BackJob(encode, pool)

@@ -174,6 +174,21 @@ def _serve(
     except BaseException as exc:
         stop.set()
         q["events"].put((role, Failure.from_exception(role, exc)))
+    finally:
+        if child:  # what this worker put on the stage queues may never be read now: exit without flushing it
+            release_queues(q, keep=("events",))
+
+
+def release_queues(q: dict, keep: tuple[str, ...] = ()) -> None:
+    """Let this process exit without flushing what it put on process queues nobody reads any more.
+
+    A `multiprocessing.Queue` hands items to a feeder thread, and the process's exit waits for that
+    thread to write them into the pipe; when the reader is gone (a stopped stage) the write never ends
+    and neither does the process (issue 19: an `error:` line, then a hang). Thread queues need nothing."""
+    for name, item in q.items():
+        if name not in keep and hasattr(item, "cancel_join_thread"):
+            item.cancel_join_thread()
+            item.close()
 
 
 def raise_failure(failure: Failure) -> None:
@@ -329,6 +344,7 @@ class OverlappedRunner:
         """Stop every worker now (after a failure or an interrupt); the runner cannot be used again."""
         self.stop.set()
         self._join(timeout=3)
+        release_queues(self.q)
 
     def _join(self, timeout: float) -> None:
         for worker in self.workers.values():
