@@ -116,7 +116,9 @@ def _share(items: list[Input], outdir: Path, overwrite: bool, dist: Distributed)
 def _run(
     items: list[Input], outdir: Path, options: PipelineOptions, result: BatchResult, keep_going: bool, progress: bool
 ) -> None:
-    overall = tqdm(total=len(items), unit="video", desc="videos", disable=None if progress and len(items) > 1 else True, position=0)
+    overall = tqdm(
+        total=len(items), unit="video", desc="videos", disable=None if progress and len(items) > 1 else True, position=0
+    )
     with Pipeline(options) as pipeline:
         for item in items:
             try:
