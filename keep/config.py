@@ -244,7 +244,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise KeepError(f"--set {key}: cannot parse value {raw!r}: {yaml_problem(exc)}") from None
+            raise KeepError(f"--set {key}: cannot parse value {raw!r}: {_yaml_problem(exc)}") from None
         node = values
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -255,11 +255,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
     return values
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line for a YAML error (PyYAML's own text spans lines, with a caret under the place)."""
     if isinstance(exc, yaml.reader.ReaderError):
         if exc.encoding == "unicode":  # decoded fine, but a character YAML does not allow (NUL, controls)
-            return f"character #x{exc.character:04x} at character {exc.position} is not allowed in YAML text"
+            return f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML text"
         return f"not {exc.encoding.upper()} text (byte 0x{exc.character:02x} at offset {exc.position}: {exc.reason})"
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -285,7 +285,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise KeepError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise KeepError(f"cannot parse config {path}: {yaml_problem(exc)}") from None
+        raise KeepError(f"cannot parse config {path}: {_yaml_problem(exc)}") from None
     if values is None:  # an empty file: every default
         return {}
     if not isinstance(values, dict):
