@@ -6,16 +6,24 @@ is a `KeepError` naming the dotted key, the expected type and the value.
 
     cfg = load_config(TrainConfig, "configs/keep.yml", ["train.lr=1e-4", "model.cfa_scales=[16]"])
     save_config(cfg, run_dir / "config.yml")
+
+Allowed values live in the field's annotation, the one place a reader looks for them (issue 19):
+`total_steps: PositiveInt`, `ema_decay: Annotated[float, Range(0, 1, high_open=True)]`,
+`name: FolderName`, also inside tuples (`intervals: tuple[PositiveInt, ...]`). A config dataclass checks
+its own fields in `__post_init__` with `check_fields(self)`, so a config built in Python is checked as
+one read from a file; a value outside is a `KeepError` naming the dotted key, the range and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -25,7 +33,102 @@ T = TypeVar("T")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+# ------------------------------------------------------------------------------------------ value rules
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a field allows: `Annotated[int, Range(1)]` is >= 1, `Range(0, low_open=True)` > 0,
+    `Range(0, 1)` between 0 and 1. NaN and infinities are never allowed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None and not (self.low_open or self.high_open):
+            return f"between {self.low} and {self.high}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high}")
+        return " and ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainName:
+    """A folder name inside a results folder, never a path: `--set name=../..` must not write elsewhere."""
+
+    def allows(self, value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and value not in ("", ".")
+            and ".." not in value  # not even inside a name: nothing that reads as a way up
+            and not set(value) & {"/", "\\", "\0"}
+        )
+
+    def __str__(self) -> str:
+        return "a plain folder name (not empty or '.'; no '/', '\\' or '..')"
+
+
+PositiveInt = Annotated[int, Range(1)]  # counts, sizes, steps
+NonNegativeInt = Annotated[int, Range(0)]  # where 0 means "off" or "all"
+PositiveFloat = Annotated[float, Range(0, low_open=True)]  # learning rates, factors
+NonNegativeFloat = Annotated[float, Range(0)]  # loss weights (0 = off), norms, sigmas
+Probability = Annotated[float, Range(0, 1)]
+FolderName = Annotated[str, PlainName()]
+
+
+class ConfigValueError(KeepError):
+    """A value outside what its field allows; `from_dict` prefixes the section's dotted path."""
+
+    def __init__(self, key: str, rule: str, value: Any):
+        self.key, self.rule, self.value = key, rule, value
+        super().__init__(f"config key '{key}' must be {rule}, got {value!r}")
+
+    def under(self, prefix: str) -> ConfigValueError:
+        return ConfigValueError(prefix + self.key, self.rule, self.value)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def check_fields(cfg: Any) -> None:
+    """Check each field of the dataclass `cfg` against the rules of its annotation (see the module
+    docstring); call it from `__post_init__`. Nested sections check themselves when they are built."""
+    for name, tp in _hints(type(cfg)).items():
+        _check(tp, getattr(cfg, name), name)
+
+
+def _check(tp: Any, value: Any, key: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        for rule in tp.__metadata__:
+            if isinstance(rule, (Range, PlainName)) and not rule.allows(value):
+                raise ConfigValueError(key, str(rule), value)
+        _check(args[0], value, key)
+    elif origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is not None and len(options) == 1:
+            _check(options[0], value, key)
+    elif origin is tuple and isinstance(value, (tuple, list)):
+        kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        for i, (kind, item) in enumerate(zip(kinds, value, strict=False)):
+            _check(kind, item, f"{key}[{i}]")
+
+
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -35,15 +138,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:  # the rules in the annotation are checked by the dataclass (check_fields)
+        return _coerce(args[0], value, key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # `X | None`: X's own message (a section's bad key, a range)
+            return _coerce(options[0], value, key)
+        for option in options:
             try:
                 return _coerce(option, value, key)
-            except KeepError as exc:
-                errors.append(str(exc))
+            except KeepError:
+                pass
         raise KeepError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -98,7 +205,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], values: dict[str, Any], *, prefix: str = "") -> T:
     """Build dataclass `cls` from a dict; unknown keys and wrong types raise `KeepError`."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in names]
     if unknown:
@@ -106,6 +213,8 @@ def from_dict(cls: type[T], values: dict[str, Any], *, prefix: str = "") -> T:
     kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
+    except ConfigValueError as exc:
+        raise exc.under(prefix) from None
     except (TypeError, ValueError) as exc:
         raise KeepError(f"config section '{prefix.rstrip('.') or cls.__name__}': {exc}") from None
 
@@ -135,7 +244,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise KeepError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+            raise KeepError(f"--set {key}: cannot parse value {raw!r}: {_yaml_problem(exc)}") from None
         node = values
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -146,19 +255,47 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
     return values
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error (PyYAML's own text spans lines, with a caret under the place)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        if exc.encoding == "unicode":  # decoded fine, but a character YAML does not allow (NUL, controls)
+            return f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML text"
+        return f"not {exc.encoding.upper()} text (byte 0x{exc.character:02x} at offset {exc.position}: {exc.reason})"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        text = "; ".join(part for part in (exc.context, exc.problem) if part)
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            text += " (configs are plain YAML: tags that build Python objects are refused)"
+        return where + text
+    return " ".join(str(exc).split())
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (`yaml.safe_load`: nothing read runs code); a folder, an
+    unreadable file, a binary or non-UTF text file, bad YAML or another top level is one KeepError line."""
+    path = Path(path)
+    if path.is_dir():
+        raise KeepError(f"config {path} is a folder, not a YAML file (such as configs/keep.yml)")
+    try:
+        with open(path, "rb") as stream:  # bytes: PyYAML reads the encoding (UTF-8/16) and stops at a bad byte
+            values = yaml.safe_load(stream)
+    except FileNotFoundError:
+        raise KeepError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise KeepError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise KeepError(f"cannot parse config {path}: {_yaml_problem(exc)}") from None
+    if values is None:  # an empty file: every default
+        return {}
+    if not isinstance(values, dict):
+        raise KeepError(f"config {path}: expected a mapping (key: value lines) at the top level, got {values!r:.60}")
+    return values
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Defaults of `cls`, then the YAML file, then `--set` overrides; validated once."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise KeepError(f"config file not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise KeepError(f"cannot parse {path}: {exc}") from None
-        if not isinstance(values, dict):
-            raise KeepError(f"{path}: expected a mapping at the top level")
+    values = read_yaml_mapping(path) if path is not None else {}
     return from_dict(cls, apply_overrides(values, overrides))
 
 

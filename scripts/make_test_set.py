@@ -23,12 +23,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keep.cli import add_set_argument, add_threads_argument, run_main, set_threads  # noqa: E402
-from keep.config import apply_overrides, from_dict, save_config, to_dict  # noqa: E402
+from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.evaluation.data import list_clips  # noqa: E402
@@ -97,10 +96,10 @@ def check_same_recipe(root: Path, params: DegradationConfig, record: dict) -> No
     if not old_params.is_file():
         return
     try:
-        same = yaml.safe_load(old_params.read_text()) == to_dict(params)
+        same = read_yaml_mapping(old_params) == to_dict(params)
         if old_record.is_file():
             same = same and json.loads(old_record.read_text()).get("seed") == record["seed"]
-    except (OSError, ValueError, AttributeError, yaml.YAMLError) as exc:
+    except (KeepError, OSError, ValueError, AttributeError) as exc:
         raise KeepError(f"cannot read the record of {root / 'LQ'} ({exc}); pass --overwrite to remake it") from None
     if not same:
         raise KeepError(

@@ -90,7 +90,6 @@ def _main(args: argparse.Namespace) -> None:
         if marks is None and detector is None:
             detector = LargestFace()
         out_dir = Path(args.out) / name
-        out_dir.mkdir(parents=True, exist_ok=True)
         previous, written = None, 0
         for index, frame in clip_frames(entry):
             points = marks.get(index) if marks is not None else detector(frame)
@@ -98,6 +97,7 @@ def _main(args: argparse.Namespace) -> None:
             if points is None:
                 continue  # no face yet in this clip
             previous = points
+            out_dir.mkdir(parents=True, exist_ok=True)  # with the first aligned frame: a failed clip leaves nothing
             write_image(out_dir / f"{index:08d}.png", align(frame, points, args.size))
             written += 1
         print(f"{name}: {written} aligned frames")

@@ -1,12 +1,19 @@
 """YAML -> typed dataclass config, overrides and errors."""
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pytest
 
 from keep.archs.keep_arch import KEEPConfig
-from keep.config import load_config, save_config
+from keep.config import Range, load_config, save_config
 from keep.errors import KeepError
+from keep.evaluation import BenchmarkConfig
+from keep.train import TrainConfig
+from keep.train.config import TrainSection
 
 
 @dataclass
@@ -69,3 +76,106 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     assert cfg.optim.lr == 5e-5 and cfg.optim.betas == (0.9, 0.99)
     with pytest.raises(KeepError, match="optim.lr"):
         load_config(Run, write(tmp_path, "optim: {lr: 5e-5x}\n"))
+
+
+# ------------------------------------------------------------------------------------------ ranges (issue 19)
+def _numeric_fields(cls, prefix=""):
+    """(dotted key, annotation) of every int / float in a config tree, tuple elements included."""
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        yield from _numeric(tp, f"{prefix}{name}")
+
+
+def _numeric(tp, key):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (int, float) or (origin is Annotated and args[0] in (int, float)):
+        yield key, tp
+    elif dataclasses.is_dataclass(tp):
+        yield from _numeric_fields(tp, f"{key}.")
+    elif origin in (typing.Union, types.UnionType, tuple):
+        for arg in args:
+            if arg not in (type(None), Ellipsis):
+                yield from _numeric(arg, key)
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, BenchmarkConfig], ids=lambda c: c.__name__)
+def test_every_number_of_the_training_and_test_configs_has_a_range(cls):
+    fields = list(_numeric_fields(cls))
+    assert len(fields) >= 4  # the walk finds them (TrainConfig has dozens)
+    unranged = [key for key, tp in fields if not any(isinstance(m, Range) for m in getattr(tp, "__metadata__", ()))]
+    assert not unranged, f"numeric config fields without a keep.config.Range: {unranged}"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=-1", r"'train.lr' must be > 0, got -1.0"),
+        ("train.lr=.nan", r"'train.lr' must be > 0, got nan"),
+        ("data.batch_size=0", r"'data.batch_size' must be >= 1, got 0"),
+        ("train.total_steps=0", r"'train.total_steps' must be >= 1"),
+        ("train.total_steps=-5", r"'train.total_steps' must be >= 1, got -5"),
+        ("train.ema_decay=1", r"'train.ema_decay' must be >= 0 and < 1"),
+        ("train.betas=[0.9, 1.5]", r"'train.betas\[1\]' must be >= 0 and < 1"),
+        ("train.seed=-1", r"'train.seed' must be between 0 and 4294967295"),
+        ("log.every=0", r"'log.every' must be >= 1"),
+        ("loss.gan=-0.1", r"'loss.gan' must be >= 0"),
+        ("val={frame_range: [0, -2]}", r"'val.frame_range\[1\]' must be >= -1"),
+        ("data.frame_range=[10, 5]", r"'data.frame_range' must be a \[start, stop\) pair with stop > start"),
+        ("data.intervals=[]", r"'data.intervals' must be a non-empty list"),
+        ("data.degradation.crf=[40, 30]", r"'data.degradation.crf' must be a \[low, high\] pair with low <= high"),
+        ("data.degradation.noise_prob=1.5", r"'data.degradation.noise_prob' must be between 0 and 1"),
+        ("data.degradation.kernel_size=20", r"'data.degradation.kernel_size' must be odd"),
+        ("name=../..", r"'name' must be a plain folder name"),
+        ("name=..", r"'name' must be a plain folder name"),
+        ("name=runs/a", r"'name' must be a plain folder name"),
+        ("name=''", r"'name' must be a plain folder name"),
+    ],
+)
+def test_training_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(KeepError, match=message) as info:
+        load_config(TrainConfig, None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_the_edges_of_each_range_are_accepted_and_python_built_configs_are_checked_too():
+    edges = ["train.total_steps=1", "train.lr=1e-12", "train.ema_decay=0", "train.seed=4294967295", "name=a.b"]
+    cfg = load_config(TrainConfig, None, [*edges, "data.degradation.crf=[0, 51]", "data.frame_range=[3, 4]"])
+    assert cfg.train.total_steps == 1 and cfg.data.degradation.crf == (0, 51)
+    bench = load_config(BenchmarkConfig, None, ["model.fidelity=0", "model.gain_context=0", "data.max_frames=0"])
+    assert bench.model.fidelity == 0.0
+    with pytest.raises(KeepError, match=r"'total_steps' must be >= 1, got 0"):
+        TrainSection(total_steps=0)
+    with pytest.raises(KeepError, match=r"'model.window' must be >= 1"):
+        load_config(BenchmarkConfig, None, ["model.window=0"])
+    with pytest.raises(KeepError, match=r"'name' must be a plain folder name"):
+        BenchmarkConfig(name="../results")
+
+
+# ------------------------------------------------------------------------------------------ unreadable files
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (bytes(range(256)) * 4, r"cannot parse config .*c\.yml: not UTF-8 text \(byte 0x80 at offset 128"),
+        (b"\xff\xfe\x00", "cannot parse config .*: not UTF-16-LE text"),
+        (b"name: a\x00b\n", r"character #x0000 .* is not allowed in YAML text"),
+        (b"name: !!python/object/apply:os.system [ls]\n", r"line 1, column 7: could not determine a constructor"),
+        (b"train: {lr: [1,\n", "cannot parse config .*: line 2, column 1: while parsing a flow"),
+        (b"- a\n- b\n", "expected a mapping .* at the top level"),
+    ],
+    ids=["binary", "utf16-truncated", "nul", "unsafe-tag", "bad-yaml", "a-list"],
+)
+def test_a_file_that_is_not_yaml_text_is_one_line(tmp_path, content, message):
+    path = tmp_path / "c.yml"
+    path.write_bytes(content)
+    with pytest.raises(KeepError, match=message) as info:
+        load_config(TrainConfig, path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_folder_or_an_unsafe_set_value_is_one_line(tmp_path):
+    with pytest.raises(KeepError, match="config .* is a folder, not a YAML file"):
+        load_config(TrainConfig, tmp_path)
+    with pytest.raises(KeepError, match=r"--set name: cannot parse .*line 1, column 1: could not determine") as info:
+        load_config(TrainConfig, None, ["name=!!python/object/apply:os.system [ls]"])
+    assert "\n" not in str(info.value)
+    (tmp_path / "empty.yml").write_bytes(b"")
+    assert load_config(TrainConfig, tmp_path / "empty.yml") == TrainConfig()

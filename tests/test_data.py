@@ -60,5 +60,34 @@ def test_intervals_never_leave_the_clip(numbered_clips):
 def test_default_sampling_is_consecutive_and_forward(numbered_clips):
     data = dataset(numbered_clips)
     assert all(list(np.diff(data[(e, i)]["frame_index"].numpy())) == [1, 1, 1] for e in range(3) for i in range(5))
-    with pytest.raises(KeepError, match="data.intervals"):
+    with pytest.raises(KeepError, match=r"'intervals\[0\]' must be >= 1, got 0"):
         dataset(numbered_clips, intervals=(0,))
+
+
+def test_data_paths_that_hold_no_training_data_say_what_they_are(numbered_clips, tmp_path):
+    """Issue 19: an empty folder is not "video not found"; a folder given as a video, a file given as a
+    folder, and folders without frames each get their own message naming the key."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "no_frames" / "clip").mkdir(parents=True)
+    (tmp_path / "no_frames" / "notes.txt").write_text("not a frame")
+    cases = [
+        ("video", tmp_path / "empty", "data.path .*empty is an empty folder: no videos or frames"),
+        ("clips", tmp_path / "empty", "is an empty folder"),
+        ("video", numbered_clips, "is a folder, and data.source 'video' reads one video file.*'clips'"),
+        ("clips", tmp_path / "no_frames" / "notes.txt", "is a file, and data.source 'clips' reads a folder"),
+        ("clips", tmp_path / "no_frames", "holds no frames for data.source 'clips'"),
+        ("images", tmp_path / "no_frames", "holds no frames for data.source 'images'"),
+        ("clips", tmp_path / "missing", "data.path .*missing does not exist"),
+    ]
+    for source, path, message in cases:
+        with pytest.raises(KeepError, match=message):
+            FaceClipDataset(DataConfig(source=source, path=str(path), clip_length=1))
+    with pytest.raises(KeepError, match="val.path"):
+        FaceClipDataset(DataConfig(path=str(tmp_path / "empty")), section="val")
+
+
+def test_the_default_data_path_is_the_sample_clip_in_the_repository():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / DataConfig().path
+    assert path.is_file(), f"DataConfig's default path {path} is not in the repository"

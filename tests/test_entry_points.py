@@ -90,7 +90,19 @@ CASES: list[Case] = [
     bad(*TRAIN, "--set", "root={out}", "train.lr=abc", match="train.lr"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/missing.mp4", match="missing.mp4"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/corrupt.mp4", match="corrupt.mp4"),
-    bad(*TRAIN, "--set", "root={out}", "data.path={in}/empty", match="empty"),
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/empty", match="empty folder: no videos or frames"),
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/audio.m4a", match="no video stream"),  # issue 19
+    # issue 19: a config that is not YAML text, numbers out of range, a run name that is a path; the
+    # table checks that nothing was written ({out} holds no run folder)
+    bad("train.py", "-opt", "{in}/binary.yml", match="binary.yml: not UTF-8 text"),
+    bad("train.py", "-opt", "{in}/unsafe.yml", match="tags that build Python objects are refused"),
+    bad("train.py", "-opt", "{in}/folder.yml", match="is a folder"),
+    bad(*TRAIN, "--set", "root={out}", "train.lr=-1", match="'train.lr' must be > 0"),
+    bad(*TRAIN, "--set", "root={out}", "data.batch_size=0", match="'data.batch_size' must be >= 1"),
+    bad(*TRAIN, "--set", "root={out}", "train.total_steps=0", match="'train.total_steps' must be >= 1"),
+    bad(*TRAIN, "--set", "root={out}", "train.total_steps=-5", match="'train.total_steps' must be >= 1"),
+    bad(*TRAIN, "--set", "root={out}", "name=../..", match="plain folder name"),
+    bad(*TRAIN, "--set", "root={out}", "name=a/b", match="plain folder name"),
     bad(*TRAIN, "--set", "root={out}", "model.pretrained={in}/random_state.pth"),
     bad(*TRAIN, "--set", "root={out}", "train.device=cuda", match="cuda"),
     bad(*TRAIN, "--set", "root={out}", "train.device=tpu", match="tpu"),
@@ -110,6 +122,12 @@ CASES: list[Case] = [
     bad(*TEST, "data.root={in}/set", "--device", "tpu", match="tpu"),
     bad(*TEST, "data.root={in}/set", "--threads", "0", match="threads"),
     good(*TEST, "data.root={in}/set_gray", "methods=[bicubic]"),  # grayscale frames are accepted
+    bad("test.py", "-opt", "{in}/binary.yml", match="binary.yml: not UTF-8 text"),
+    bad("test.py", "-opt", "{in}/unsafe.yml", match="tags that build Python objects are refused"),
+    bad("test.py", "-opt", "{in}/folder.yml", match="is a folder"),
+    bad(*TEST, "data.root={in}/set", "--name", "../escaped", match="plain folder name"),
+    bad(*TEST, "data.root={in}/set", "model.window=0", match="'model.window' must be >= 1"),
+    bad(*TEST, "data.root={in}/set", "model.fidelity=1.5", match="'model.fidelity' must be between 0 and 1"),
     # scripts/make_test_set.py
     bad(MAKE, "--root", "{in}/missing", match="GT"),
     bad(MAKE, "--root", "{in}/set_empty", match="no images"),
@@ -117,6 +135,8 @@ CASES: list[Case] = [
     bad(MAKE, "--root", "{in}/set_corrupt", match="cannot read image"),
     bad(MAKE, "--root", "{in}/set", "--set", "nosuch=1", match="nosuch"),
     bad(MAKE, "--root", "{in}/set", "--set", "crf=abc", match="crf"),
+    bad(MAKE, "--root", "{in}/set", "--set", "crf=[10, 60]", match="'crf[1]' must be between 0 and 51"),
+    bad(MAKE, "--root", "{in}/set", "--set", "crf=!!python/object/apply:os.system [ls]", match="refused"),
     bad(MAKE, "--root", "{in}/set", "--protocol", "vfhq_hard", match="protocol"),
     bad(MAKE, "--root", "{in}/set", "--threads", "0", match="threads"),
     good(MAKE, "--root", "{out}/gray_copy", "--protocol", "vfhq_easy"),  # grayscale GT (copied to {out})
@@ -160,6 +180,8 @@ CASES: list[Case] = [
     bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--set", "nosuch=1", match="nosuch"),
     bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--set", "crf=abc", match="crf"),
     bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--threads", "0", match="threads"),
+    bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--opt", "{in}/binary.yml", match="not UTF-8"),
+    bad(PREVIEW, "--input", "{in}/audio.m4a", "--out", "{out}/p.png", match="no video stream"),
     # scripts/benchmark_contention.py
     bad(*CONTENTION, "--threads", "0", match="threads"),
     bad("scripts/benchmark_contention.py", "--seconds", "0", match="seconds"),
@@ -201,6 +223,23 @@ def make_inputs(root: Path) -> None:
     (root / "set_corrupt" / "GT" / "clip" / "00000.png").write_bytes(b"\x89PNG not really")
     (root / "clips_corrupt").mkdir()
     (root / "clips_corrupt" / "corrupt.mp4").write_bytes((root / "corrupt.mp4").read_bytes())
+    (root / "binary.yml").write_bytes(bytes(range(256)))  # not UTF-8 from byte 0x80 on
+    (root / "unsafe.yml").write_text("name: !!python/object/apply:os.system ['echo unsafe']\n")
+    (root / "folder.yml").mkdir()
+    _audio_only(root / "audio.m4a")
+
+
+def _audio_only(path: Path) -> None:
+    """A tenth of a second of silence in AAC: a media file without a video stream."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(2):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -284,6 +323,8 @@ def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_pat
         assert stderr.strip().splitlines()[-1] == error_lines[0], report  # the error is the last word
         if case.match:
             assert case.match.lower() in error_lines[0].lower(), report
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
+        assert not left, f"refused, yet wrote {left[:5]}\n{report}"  # bad input is refused before any write
     assert snapshot(inputs) == before, "an input was written to"
 
 

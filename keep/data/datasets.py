@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 import torch
 
+from ..config import ConfigValueError, NonNegativeInt, PositiveInt, Range, check_fields
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, list_images, read_image, to_tensor  # noqa: F401 (IMAGE_SUFFIXES re-exported)
 from .degradations import DegradationConfig, degrade_clip
@@ -36,17 +38,28 @@ SOURCES = ("video", "clips", "images")
 @dataclass
 class DataConfig:
     source: str = "video"  # one of SOURCES
-    path: str = "assets/carphone.mp4"
-    gt_size: int = 64  # square GT crops; must equal the model's img_size
-    clip_length: int = 1  # frames per item (1 for stage I)
-    frame_range: tuple[int, int] = (0, -1)  # [start, stop) of frames used (video source; -1 = end)
-    stride: int = 1  # step between the first frames of consecutive clips
-    intervals: tuple[int, ...] = (1,)  # frame interval of a clip, drawn uniformly among these
+    path: str = "assets/carphone_sample.mp4"  # the sample clip in the repository (relative: to the working folder)
+    gt_size: PositiveInt = 64  # square GT crops; must equal the model's img_size
+    clip_length: PositiveInt = 1  # frames per item (1 for stage I)
+    # [start, stop) of the frames used (video source; stop -1 = the end)
+    frame_range: tuple[NonNegativeInt, Annotated[int, Range(-1)]] = (0, -1)
+    stride: PositiveInt = 1  # step between the first frames of consecutive clips
+    intervals: tuple[PositiveInt, ...] = (1,)  # frame interval of a clip, drawn uniformly among these
     random_reverse: bool = False  # play half of the clips backwards
     hflip: bool = True  # random horizontal flip (one draw per clip)
-    batch_size: int = 4  # per process
-    num_workers: int = 0
+    batch_size: PositiveInt = 4  # per process
+    num_workers: NonNegativeInt = 0
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.intervals:
+            raise ConfigValueError("intervals", "a non-empty list of integers >= 1", self.intervals)
+        start, stop = self.frame_range
+        if stop != -1 and stop <= start:
+            raise ConfigValueError(
+                "frame_range", "a [start, stop) pair with stop > start, or stop -1", self.frame_range
+            )
 
 
 def read_video(path: str | Path) -> np.ndarray:
@@ -58,11 +71,16 @@ def read_video(path: str | Path) -> np.ndarray:
         raise KeepError(f"video not found: {path}")
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:  # an audio file (issue 19: was an IndexError)
+                raise KeepError(f"{path} has no video stream (an audio-only file?)")
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except av.error.FFmpegError as exc:
         raise KeepError(f"cannot decode video {path}: {exc}") from None
     if not frames:
         raise KeepError(f"video {path} has no frames")
+    sizes = sorted({f.shape[1::-1] for f in frames})
+    if len(sizes) > 1:
+        raise KeepError(f"video {path} changes frame size ({' and '.join(f'{w}x{h}' for w, h in sizes[:2])})")
     return np.stack(frames)
 
 
@@ -78,22 +96,40 @@ def square_resize(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
+def check_data_path(root: Path, source: str, section: str = "data") -> None:
+    """KeepError unless `root` is what `source` reads: a video file (video) or a folder (clips, images)."""
+    if not root.exists():
+        raise KeepError(f"{section}.path {root} does not exist ({section}.source '{source}')")
+    if root.is_dir() and not any(root.iterdir()):
+        raise KeepError(f"{section}.path {root} is an empty folder: no videos or frames in it")
+    if source == "video" and root.is_dir():
+        raise KeepError(
+            f"{section}.path {root} is a folder, and {section}.source 'video' reads one video file; a folder of "
+            f"clip folders of frames is {section}.source 'clips', a folder of face images 'images'"
+        )
+    if source != "video" and not root.is_dir():
+        raise KeepError(
+            f"{section}.path {root} is a file, and {section}.source '{source}' reads a folder; "
+            f"a video file is {section}.source 'video'"
+        )
+
+
 class FaceClipDataset(torch.utils.data.Dataset):
     """Items `(epoch, index)` -> {"gt": (T, 3, S, S), "lq": (T, 3, S, S), "lq_small": (T, 3, S/s, S/s)}
     in [-1, 1]; `lq` is the degraded clip resized back to S (bicubic), the network's input size."""
 
-    def __init__(self, cfg: DataConfig, *, seed: int = 0):
+    def __init__(self, cfg: DataConfig, *, seed: int = 0, section: str = "data"):
+        """`section`: the config key of `cfg` (data, val) that error messages name."""
         if cfg.source not in SOURCES:
-            raise KeepError(f"unknown data source '{cfg.source}'; choose one of {list(SOURCES)}")
-        if not cfg.intervals or min(cfg.intervals) < 1:
-            raise KeepError(f"data.intervals must be a non-empty list of integers >= 1, got {list(cfg.intervals)}")
+            raise KeepError(f"unknown {section}.source '{cfg.source}'; choose one of {list(SOURCES)}")
         self.cfg = cfg
         self.seed = seed
         self._video: np.ndarray | None = None
         self.clips: list[list[Path]] = []  # clips / images: file lists
         # frames a clip spans at the smallest interval: every start must fit at least that one
-        length, stride = (cfg.clip_length - 1) * min(cfg.intervals) + 1, max(cfg.stride, 1)
+        length, stride = (cfg.clip_length - 1) * min(cfg.intervals) + 1, cfg.stride
         root = Path(cfg.path)
+        check_data_path(root, cfg.source, section)
         if cfg.source == "video":
             frames = read_video(root)
             start, stop = cfg.frame_range
@@ -102,14 +138,18 @@ class FaceClipDataset(torch.utils.data.Dataset):
             self._video = np.stack([square_resize(f, cfg.gt_size) for f in frames])
             self.starts = list(range(0, len(frames) - length + 1, stride))
         else:
-            if not root.is_dir():
-                raise KeepError(f"data folder not found: {root}")
             if cfg.source == "images":
                 self.clips = [[p] for p in list_images(root)]
                 if length != 1:
-                    raise KeepError("data.source 'images' holds single frames: set data.clip_length to 1")
+                    raise KeepError(f"{section}.source 'images' holds single frames: set {section}.clip_length to 1")
             else:
                 self.clips = [list_images(d) for d in sorted(root.iterdir()) if d.is_dir()]
+            if not any(self.clips):
+                layout = "<path>/<clip>/<frame>" if cfg.source == "clips" else "<path>/<face>"
+                raise KeepError(
+                    f"{section}.path {root} holds no frames for {section}.source '{cfg.source}' "
+                    f"({layout} with suffix {', '.join(IMAGE_SUFFIXES)})"
+                )
             self.starts = [
                 (c, s) for c, files in enumerate(self.clips) for s in range(0, len(files) - length + 1, stride)
             ]

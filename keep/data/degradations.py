@@ -22,15 +22,19 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 
+from ..config import ConfigValueError, NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Range, check_fields
 from ..errors import KeepError
 
 RESIZE_MODES: dict[str, int] = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso")
 CODECS = ("libx264", "libx265")
+Crf = Annotated[int, Range(0, 51)]  # libx264 / libx265, 8-bit
+JpegQuality = Annotated[int, Range(0, 100)]  # OpenCV's IMWRITE_JPEG_QUALITY
 
 
 @dataclass
@@ -40,46 +44,46 @@ class DegradationConfig:
     Noise sigmas are on the 0-255 scale. A probability of 0 switches a step off; `(a, a)` fixes it.
     """
 
-    scale: int = 4  # downsampling factor; lq is (H // scale, W // scale)
-    blur_prob: float = 1.0
-    kernel_size: int = 21  # odd
+    scale: PositiveInt = 4  # downsampling factor; lq is (H // scale, W // scale)
+    blur_prob: Probability = 1.0
+    kernel_size: PositiveInt = 21  # odd
     kernel_types: tuple[str, ...] = KERNEL_TYPES
-    kernel_probs: tuple[float, ...] = ()  # probability of each kernel_types entry; () = uniform
-    blur_sigma: tuple[float, float] = (0.2, 3.0)  # per axis, in GT pixels
-    generalized_beta: tuple[float, float] = (0.5, 4.0)  # shape of generalized Gaussian kernels
-    noise_prob: float = 1.0  # before downsampling
-    noise_sigma: tuple[float, float] = (0.0, 10.0)
-    poisson_prob: float = 0.2  # chance that a noise step is Poisson (shot) noise instead of Gaussian
-    poisson_scale: tuple[float, float] = (0.05, 1.0)
+    kernel_probs: tuple[NonNegativeFloat, ...] = ()  # probability of each kernel_types entry; () = uniform
+    blur_sigma: tuple[NonNegativeFloat, NonNegativeFloat] = (0.2, 3.0)  # per axis, in GT pixels
+    generalized_beta: tuple[PositiveFloat, PositiveFloat] = (0.5, 4.0)  # shape of generalized Gaussians
+    noise_prob: Probability = 1.0  # before downsampling
+    noise_sigma: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 10.0)
+    poisson_prob: Probability = 0.2  # chance that a noise step is Poisson (shot) noise instead of Gaussian
+    poisson_scale: tuple[NonNegativeFloat, NonNegativeFloat] = (0.05, 1.0)
     resize_modes: tuple[str, ...] = ("area", "bilinear", "bicubic")
     # Random resize after the blur (Real-ESRGAN's first-order resize), before the x scale downsampling:
     # probabilities of (up, down, keep); the factor is drawn from (1, high] (up) or [low, 1) (down).
-    resize_probs: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    resize_range: tuple[float, float] = (0.5, 1.5)
-    noise2_prob: float = 0.5  # after downsampling
-    noise2_sigma: tuple[float, float] = (0.0, 5.0)
-    jpeg_prob: float = 0.0  # per-frame JPEG with one quality for the clip
-    jpeg_quality: tuple[int, int] = (40, 95)
-    codec_prob: float = 1.0  # whole-clip video compression
+    resize_probs: tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (0.0, 0.0, 1.0)
+    resize_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
+    noise2_prob: Probability = 0.5  # after downsampling
+    noise2_sigma: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 5.0)
+    jpeg_prob: Probability = 0.0  # per-frame JPEG with one quality for the clip
+    jpeg_quality: tuple[JpegQuality, JpegQuality] = (40, 95)
+    codec_prob: Probability = 1.0  # whole-clip video compression
     codecs: tuple[str, ...] = ("libx264",)  # any of CODECS
-    crf: tuple[int, int] = (18, 35)
+    crf: tuple[Crf, Crf] = (18, 35)
 
     def __post_init__(self) -> None:
-        if self.scale < 1:
-            raise KeepError(f"degradation scale must be >= 1, got {self.scale}")
+        check_fields(self)  # the ranges in the annotations
         if self.kernel_size % 2 != 1:
-            raise KeepError(f"degradation kernel_size must be odd, got {self.kernel_size}")
+            raise ConfigValueError("kernel_size", "odd", self.kernel_size)
         for name, valid in (("kernel_types", KERNEL_TYPES), ("resize_modes", RESIZE_MODES), ("codecs", CODECS)):
             values = getattr(self, name)
             if not values:
-                raise KeepError(f"degradation {name} must not be empty; choose from {list(valid)}")
+                raise ConfigValueError(name, f"a non-empty list of {list(valid)}", values)
             for v in values:
                 if v not in valid:
                     raise KeepError(f"unknown degradation {name} entry '{v}'; choose from {list(valid)}")
-        for name in ("blur_sigma", "generalized_beta", "noise_sigma", "poisson_scale", "noise2_sigma"):
+        ranges = ("blur_sigma", "generalized_beta", "noise_sigma", "poisson_scale", "noise2_sigma")
+        for name in (*ranges, "jpeg_quality", "crf"):
             low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise KeepError(f"degradation {name} must be 0 <= low <= high, got {(low, high)}")
+            if low > high:
+                raise ConfigValueError(name, "a [low, high] pair with low <= high", (low, high))
         if self.kernel_probs and len(self.kernel_probs) != len(self.kernel_types):
             raise KeepError(
                 f"degradation kernel_probs {self.kernel_probs} needs one probability per kernel_types entry "
@@ -87,11 +91,11 @@ class DegradationConfig:
             )
         for name in ("kernel_probs", "resize_probs"):
             probs = getattr(self, name)
-            if probs and (min(probs) < 0 or sum(probs) <= 0):
-                raise KeepError(f"degradation {name} must be >= 0 with a positive sum, got {probs}")
+            if probs and sum(probs) <= 0:
+                raise ConfigValueError(name, "probabilities >= 0 with a positive sum", probs)
         low, high = self.resize_range
-        if not 0 < low <= 1 <= high:
-            raise KeepError(f"degradation resize_range must be 0 < low <= 1 <= high, got {(low, high)}")
+        if not low <= 1 <= high:
+            raise ConfigValueError("resize_range", "a [low, high] pair with 0 < low <= 1 <= high", self.resize_range)
 
 
 @dataclass(frozen=True)

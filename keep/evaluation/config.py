@@ -1,8 +1,13 @@
-"""Benchmark configuration: defaults here -> `-opt configs/test_vfhq.yml` -> `--set a.b=c`."""
+"""Benchmark configuration: defaults here -> `-opt configs/test_vfhq.yml` -> `--set a.b=c`.
+
+Every number's allowed range is its annotation (`keep.config.Range`), checked when a section is built."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from ..config import FolderName, NonNegativeInt, PositiveInt, Range, check_fields
 
 
 @dataclass
@@ -12,19 +17,25 @@ class DataConfig:
 
     root: str = "datasets/vfhq_test"
     clips: tuple[str, ...] = ()  # restrict to these clip names; empty: every clip under GT/
-    max_frames: int = 0  # first N frames of each clip; 0: all
+    max_frames: NonNegativeInt = 0  # first N frames of each clip; 0: all
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
 class ModelConfig:
     source: str = "keep"  # checkpoint path, registry name, or preset:<name> (keep.load_model)
     flow: str = "auto"  # flow for the Kalman prediction (keep.flow.build_flow); auto: the checkpoint's GMFlow
-    fidelity: float = 1.0  # CFT weight 0..1 (CodeFormer's -w); 1 in every release
-    window: int = 20  # streaming window (keep.streaming.StreamingRestorer)
-    gain_context: int = 0
+    fidelity: Annotated[float, Range(0, 1)] = 1.0  # CFT weight (CodeFormer's -w); 1 in every release
+    window: PositiveInt = 20  # streaming window (keep.streaming.StreamingRestorer)
+    gain_context: NonNegativeInt = 0
     stream_mode: str = "carry"  # carry: state across windows; reset: independent windows; released: the
     # released test (independent windows, the short last one reflection-circle padded to `window`)
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
@@ -37,7 +48,7 @@ class MetricsConfig:
 
 @dataclass
 class BenchmarkConfig:
-    name: str = "vfhq_test"  # outputs go to <results_dir>/<name>/
+    name: FolderName = "vfhq_test"  # outputs go to <results_dir>/<name>/
     results_dir: str = "results"
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     methods: tuple[str, ...] = ("bicubic", "keep_per_frame", "keep")
@@ -47,3 +58,6 @@ class BenchmarkConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)

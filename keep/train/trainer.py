@@ -91,6 +91,9 @@ class Trainer:
             raise KeepError(f"run folder {self.run_dir} exists: pass --auto_resume, or choose another name")
         if found is not None and t.deterministic:
             self._reuse_threads(found[0])
+        # the data first: a wrong path or file is reported before any weights load (no torch RNG used)
+        self.data = FaceClipDataset(cfg.data, seed=t.seed)
+        self.val = FaceClipDataset(cfg.val, seed=t.seed + 1, section="val") if cfg.val is not None else None
         torch.manual_seed(t.seed)  # weight initialisation; its state is saved with the training state
 
         self.network, self.flow_state = build_model(cfg)
@@ -121,8 +124,6 @@ class Trainer:
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=t.disc_lr, betas=t.betas)
             self.d_loss_fn, self.g_loss_fn = gan_losses(w.gan_type)
 
-        self.data = FaceClipDataset(cfg.data, seed=t.seed)
-        self.val = FaceClipDataset(cfg.val, seed=t.seed + 1) if cfg.val is not None else None
         self.step = 0
         if found is not None:
             self.load_state(*found)
