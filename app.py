@@ -108,6 +108,7 @@ def build_page(jobs, base, models: list[str]):
             result = jobs.run(request.session_hash or "anonymous", Path(video), options, report)
         except KeepError as exc:  # the user's input: the message, with the upload's name instead of its server path
             message = str(exc).replace(str(Path(video).parent) + os.sep, "")
+            log.info("%s: %s", Path(video).name, message)
             raise gr.Error(message, duration=None, print_exception=False) from None
         except Exception as exc:  # a bug: one line in the page, the traceback in the app's log
             log.exception("internal failure")

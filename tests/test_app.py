@@ -213,7 +213,9 @@ def chromium():
     """A headless Debian chromium driven by Selenium, or a skip."""
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (browser and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -228,37 +230,60 @@ def chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
-def test_the_page_restores_the_sample_in_chromium(server, tmp_path):
-    """Open the page, upload the sample, press Restore, wait for the output, check that its video plays.
-    The screenshot goes to tmp_path, and to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
-    url, _, _ = server
+def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server, tmp_path):
+    """Open the page, upload the sample, press Restore, wait for the output, check that its video plays;
+    then a long clip, Restore, Cancel: its workers end and no error shows. Closing the page ends its
+    session: its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and
+    to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
+    url, process, temp = server
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    sessions = set(temp.glob("keep-app-*/sessions/*"))
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
     browser = chromium()
+    output = "document.querySelector('#output-video video')"
     try:
         browser.get(url)
         wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
-        upload = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0]
-        upload.send_keys(str(SAMPLE))
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
-        browser.find_element(By.ID, "restore-button").click()
+
+        def upload(video: Path) -> None:
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(
+                str(video)
+            )
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
+            browser.find_element(By.ID, "restore-button").click()
+
+        upload(SAMPLE)
         media = wait.until(
             lambda b: b.execute_script(
-                "const v = document.querySelector('#output-video video');"
-                "return v && v.readyState >= 1 ? [v.duration, v.videoWidth, v.videoHeight] : null;"
+                f"const v = {output}; return v && v.readyState >= 1 ? [v.duration, v.videoWidth, v.videoHeight] : null;"
             )
         )
         assert media[0] == pytest.approx(75 * 1001 / 30000, abs=0.1) and media[1:] == [176, 144]
-        browser.execute_script("document.querySelector('#output-video video').play();")
-        wait.until(lambda b: b.execute_script("return document.querySelector('#output-video video').currentTime > 0;"))
+        browser.execute_script(f"{output}.play();")
+        wait.until(lambda b: b.execute_script(f"return {output}.currentTime > 0;"))
         wait.until(lambda b: "face track" in b.find_element(By.ID, "summary").text)
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#faces img")) == 2)
-        assert "Traceback" not in browser.page_source
-        browser.execute_script("document.querySelector('#output-video video').pause();")
+        browser.execute_script(f"{output}.pause();")
         browser.save_screenshot(str(tmp_path / "app.png"))
+        (page_session,) = set(temp.glob("keep-app-*/sessions/*")) - sessions
+
+        browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
+        upload(long_clip)
+        wait.until(lambda b: "restoring" in b.find_element(By.ID, "output-video").text)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        browser.find_element(By.ID, "cancel-button").click()
+        wait.until(lambda b: not workers & worker_pids(process.pid))
+        assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")  # no error shown for a cancel
+        assert "Traceback" not in browser.page_source
     finally:
         browser.quit()
+    deadline = time.monotonic() + 60
+    while page_session.exists():
+        assert time.monotonic() < deadline, "the closed page's outputs were not removed"
+        time.sleep(0.2)
     if os.environ.get("KEEP_SCREENSHOTS"):
         write_image(SCREENSHOT, read_image(tmp_path / "app.png"))
