@@ -191,7 +191,7 @@ class Jobs:
             return self.pipeline
         if not options.model.startswith("preset:"):
             resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
-        self.close()
+        self._close_pipeline()
         self.pipeline = Pipeline(options)
         return self.pipeline
 
@@ -232,10 +232,22 @@ class Jobs:
             if not state.jobs and now - state.last_used > SESSION_TTL_S:
                 self._remove(session)
 
-    def close(self) -> None:
+    def _close_pipeline(self) -> None:
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop every job, then the pipeline's workers (the app is stopping)."""
+        with self.guard:
+            for state in self.sessions.values():
+                for flag in state.jobs:
+                    flag.set()
+        if self.device.acquire(timeout=timeout):  # the running job, if any, has stopped
+            try:
+                self._close_pipeline()
+            finally:
+                self.device.release()
 
 
 # ------------------------------------------------------------------------------------------ previews
