@@ -8,10 +8,12 @@ One job at a time on the device (Gradio's queue; every other request waits with 
 progress bar counting restored frames, a cancel button. The restore function is also an API endpoint:
 
     from gradio_client import Client, handle_file
-    video, *_ = Client("http://127.0.0.1:7860/").predict({"video": handle_file("clip.mp4")}, api_name="/restore")
+    video, before_after, faces, summary = Client("http://127.0.0.1:7860/").predict(
+        {"video": handle_file("clip.mp4")}, upscale=2, api_name="/restore")      # video["video"]: its path here
 
 Uploads and outputs stay in the app's own temporary folder: a session's are removed when its tab closes
-(an API client's an hour after its last job), all of them when the app stops. See keep/webapp.py.
+(an API client's when a job starts an hour after its last one), all of them when the app stops. Nothing
+is read from or written to a path a request names. See keep/webapp.py.
 """
 
 import argparse

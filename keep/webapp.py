@@ -58,7 +58,7 @@ class Limit:
 LIMITS = (
     Limit("max_frames", "--max_frames", "KEEP_APP_MAX_FRAMES", 3000, "frames a video may have"),
     Limit("max_pixels", "--max_pixels", "KEEP_APP_MAX_PIXELS", 1920 * 1080, "pixels a frame may have (width x height)"),
-    Limit("max_seconds", "--max_seconds", "KEEP_APP_MAX_SECONDS", 120, "seconds a video may last"),
+    Limit("max_seconds", "--max_seconds", "KEEP_APP_MAX_SECONDS", 120.0, "seconds a video may last"),
 )
 
 
@@ -149,12 +149,12 @@ class Jobs:
         self.limits.check_header(reader.num_frames, fps, reader.width, reader.height)
         cancel = threading.Event()
         with self.guard:
-            self._sweep()
             state = self.sessions.setdefault(session, Session())
             state.jobs.add(cancel)
             state.inputs.add(video)
             state.count += 1
             outdir = self.folder(session) / f"job{state.count}"
+            self._sweep()  # after this job's upload is counted as in use
         try:
             progress(0, reader.num_frames, "waiting for the device")
             with self.device:

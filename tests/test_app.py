@@ -209,6 +209,20 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     assert stream_facts(video["video"])["frames"] == 75
 
 
+def test_a_face_is_cropped_back_from_its_logged_corners():
+    """The gallery's crops come from the corners of `<stem>_faces.jsonl` (rounded to 0.01 px): the same
+    aligned face as the pipeline's own crop through its affine matrix."""
+    from keep.face.align import align_face, crop_corners, estimate_affine
+    from keep.webapp import crop_face
+
+    rgb = sample_frames(1)[0]
+    landmarks = np.array([[80.3, 60.2], [104.9, 62.7], [92.1, 78.4], [82.6, 93.0], [101.8, 94.9]])
+    matrix = estimate_affine(landmarks, 64)
+    corners = crop_corners(matrix, 64).round(2)
+    difference = np.abs(crop_face(rgb, corners, 64).astype(int) - align_face(rgb, matrix, 64).astype(int))
+    assert difference.mean() < 0.1 and difference.max() <= 2
+
+
 def chromium():
     """A headless Debian chromium driven by Selenium, or a skip."""
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
