@@ -250,13 +250,13 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
     session: its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and
     to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
     url, process, temp = server
-    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
-    sessions = set(temp.glob("keep-app-*/sessions/*"))
+    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
+    browser = chromium()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
-    browser = chromium()
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    sessions = set(temp.glob("keep-app-*/sessions/*"))
     output = "document.querySelector('#output-video video')"
     try:
         browser.get(url)
