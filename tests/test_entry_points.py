@@ -84,6 +84,13 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "-1", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "big", match="detect_size"),
+    # app.py: refused before the server starts (uploads are checked in the page: tests/test_app.py)
+    bad("app.py", "--model", "{in}/missing.pth", match="missing.pth"),
+    bad("app.py", "--model", "preset:huge", match="preset"),
+    bad("app.py", "--device", "tpu", match="tpu"),
+    bad("app.py", "--threads", "0", match="threads"),
+    bad("app.py", "--max_frames", "0", match="max_frames"),
+    bad("app.py", "--max_seconds", "soon", match="max_seconds"),
     # train.py (all overrides in one --set: the runs go to {out})
     bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
     bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),

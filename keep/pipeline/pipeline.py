@@ -150,6 +150,7 @@ class Pipeline:
             "small_faces_skipped": front["small_faces_skipped"],
             "min_face": self.options.min_face,
             "detector": front["detector"],
+            "flow": getattr(self.model.flow, "name", None),  # what `--flow auto` chose (keep.flow.choose_auto)
             "mask": self.runner.info.get("mask") if self.runner else None,
             "background": self.runner.info.get("background") if self.runner else None,
             "overlap": self.options.overlap,

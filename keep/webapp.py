@@ -1,0 +1,332 @@
+"""What the browser app (`app.py`, issue 18) does around the pipeline; Gradio stays in app.py.
+
+The app is a thin layer over `keep.pipeline.Pipeline`, the pipeline `inference.py` runs, with one
+output folder per job inside the app's own temporary folder:
+
+- `Limits`: the largest video a request may bring (frames, pixels, seconds), checked on the header
+  before any work and again while frames are restored (for headers without a frame count).
+- `Jobs`: one pipeline kept between requests and rebuilt when a request asks for other options; one
+  job at a time on the device; a job is cancelled through its session (the cancel button, or the
+  session's end), from the pipeline's `on_restored` callback: the pipeline then stops its workers and
+  removes the partial video, as after any failure (docs/inference.md, "Errors").
+- `previews`: the before/after frame and each track's face before and after, cropped from the input
+  and output frames at the corners the pipeline logs (`save_faces`, `<stem>_faces.jsonl`).
+- `summary_markdown`: the run summary for the page.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .background import resize
+from .errors import KeepError
+from .face.align import align_face
+from .image import write_image
+from .pipeline import STAGES, Pipeline, PipelineOptions, outputs_of
+from .pipeline.inputs import Input
+from .video import open_input
+from .weights import KEEP_MODEL_OPTION, REGISTRY, resolve_weights
+
+SESSION_TTL_S = 3600  # outputs of a session that never said goodbye (an API client) live this long after its last job
+FACE_CROP = 192  # pixels of a face in the gallery
+
+
+def keep_models() -> list[str]:
+    """The registered KEEP releases (`keep.weights.REGISTRY` names that `--model` takes)."""
+    return [name for name, entry in REGISTRY.items() if entry.path_option == KEEP_MODEL_OPTION]
+
+
+# ------------------------------------------------------------------------------------------ limits
+@dataclass(frozen=True)
+class Limit:
+    name: str  # the field of `Limits`
+    flag: str
+    env: str
+    default: float
+    what: str
+
+
+LIMITS = (
+    Limit("max_frames", "--max_frames", "KEEP_APP_MAX_FRAMES", 3000, "frames a video may have"),
+    Limit("max_pixels", "--max_pixels", "KEEP_APP_MAX_PIXELS", 1920 * 1080, "pixels a frame may have (width x height)"),
+    Limit("max_seconds", "--max_seconds", "KEEP_APP_MAX_SECONDS", 120.0, "seconds a video may last"),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_frames: int
+    max_pixels: int
+    max_seconds: float
+
+    def __post_init__(self):
+        for limit in LIMITS:
+            if not getattr(self, limit.name) > 0:
+                raise KeepError(f"{limit.flag} must be > 0, got {getattr(self, limit.name)}")
+
+    def check_header(self, frames: int | None, fps: float, width: int, height: int) -> None:
+        """KeepError naming the limit a video's header exceeds and how to raise it."""
+        if width * height > self.max_pixels:
+            self._refuse("max_pixels", f"its frames are {width}x{height} = {width * height} pixels")
+        if frames is not None:
+            self.check_restored(frames, fps)
+
+    def check_restored(self, frames: int, fps: float) -> None:
+        if frames > self.max_frames:
+            self._refuse("max_frames", f"it has {frames} frames")
+        if frames / fps > self.max_seconds:
+            self._refuse("max_seconds", f"it lasts {frames / fps:.1f} s")
+
+    def _refuse(self, name: str, found: str) -> None:
+        limit = next(limit for limit in LIMITS if limit.name == name)
+        value = getattr(self, name)
+        raise KeepError(
+            f"the video is too large for this app: {found}, and this app takes at most {value:g} {limit.what}; "
+            f"whoever runs the app can raise it with `python app.py {limit.flag} N` or {limit.env}=N"
+        )
+
+
+# ------------------------------------------------------------------------------------------ jobs
+class Cancelled(KeepError):
+    """The job was stopped by its session (the cancel button, or the session's end)."""
+
+
+@dataclass
+class Session:
+    jobs: set[threading.Event] = field(default_factory=set)  # the cancel flag of each running job
+    inputs: set[Path] = field(default_factory=set)  # uploads this session restored
+    count: int = 0  # jobs started: the next job's folder name
+    closed: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Result:
+    video: Path
+    summary: dict
+    before: Path  # the input frame shown, upsampled to the output's size
+    after: Path  # the same output frame
+    faces: list[tuple[Path, str]]  # each track's face before and after, with captions
+    notes: list[str]
+
+
+class Jobs:
+    """The pipeline of the app and the jobs run on it, one at a time, each in its session's folder."""
+
+    def __init__(self, root: Path, limits: Limits):
+        self.root = Path(root)
+        self.limits = limits
+        self.device = threading.Lock()  # one job at a time (also a cancelled one still stopping its workers)
+        self.guard = threading.Lock()  # the sessions table
+        self.sessions: dict[str, Session] = {}
+        self.pipeline: Pipeline | None = None
+
+    def folder(self, session: str) -> Path:
+        return self.root / "sessions" / session
+
+    def run(
+        self, session: str, video: Path, options: PipelineOptions, progress: Callable[[int, int | None, str], None]
+    ) -> Result:
+        """Restore `video` (an upload inside the app's folder) with `options`; `progress(done, total, what)`."""
+        options = replace(options, save_faces=True)  # the face log the previews are cropped with
+        video = Path(video).resolve()
+        if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
+            raise KeepError("the video must be uploaded to this app")
+        reader = open_input(video)
+        reader.close()
+        if reader.kind != "video":
+            raise KeepError(f"{video.name} is an image, not a video (inference.py restores images)")
+        fps = float(reader.fps)
+        self.limits.check_header(reader.num_frames, fps, reader.width, reader.height)
+        cancel = threading.Event()
+        with self.guard:
+            state = self.sessions.setdefault(session, Session())
+            state.jobs.add(cancel)
+            state.inputs.add(video)
+            state.count += 1
+            outdir = self.folder(session) / f"job{state.count}"
+            self._sweep()  # after this job's upload is counted as in use
+        try:
+            progress(0, reader.num_frames, "waiting for the device")
+            with self.device:
+
+                def on_restored(count: int) -> None:
+                    if cancel.is_set():
+                        raise Cancelled("cancelled")
+                    self.limits.check_restored(count, fps)
+                    progress(count, reader.num_frames, "restoring")
+
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(0, reader.num_frames, "loading the model")
+                pipeline = self._pipeline(options)
+                summary = pipeline.run(Input(video, "video"), outdir, progress=False, on_restored=on_restored)
+            if summary["tracks"] == 0:
+                raise KeepError(f"no face found in {video.name}: nothing to restore")
+            out = outputs_of(Input(video, "video"), outdir)
+            before, after, faces = previews(video, out.main, out.faces_log, options.upscale, outdir)
+            return Result(out.main, summary, before, after, faces, run_notes(options, summary))
+        except BaseException:
+            shutil.rmtree(outdir, ignore_errors=True)
+            raise
+        finally:
+            with self.guard:
+                state.jobs.discard(cancel)
+                state.last_used = time.monotonic()
+                if state.closed and not state.jobs:
+                    self._remove(session)
+
+    def _pipeline(self, options: PipelineOptions) -> Pipeline:
+        """The pipeline for `options`: the one kept, or a new one in its place."""
+        if self.pipeline is not None and self.pipeline.options == options:
+            return self.pipeline
+        if not options.model.startswith("preset:"):
+            resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
+        self._close_pipeline()
+        self.pipeline = Pipeline(options)
+        return self.pipeline
+
+    def cancel(self, session: str) -> int:
+        """Stop the session's running jobs (at their next restored frame); returns how many there were."""
+        with self.guard:
+            state = self.sessions.get(session)
+            running = list(state.jobs) if state else []
+        for flag in running:
+            flag.set()
+        return len(running)
+
+    def end_session(self, session: str) -> None:
+        """The session is gone (its browser tab closed): stop its jobs, then remove its outputs and uploads."""
+        with self.guard:
+            state = self.sessions.get(session)
+            if state is None:
+                return
+            state.closed = True
+            for flag in state.jobs:
+                flag.set()
+            if not state.jobs:  # else the last job removes them when it ends
+                self._remove(session)
+
+    def _remove(self, session: str) -> None:
+        state = self.sessions.pop(session)
+        shutil.rmtree(self.folder(session), ignore_errors=True)
+        shared = set().union(*(other.inputs for other in self.sessions.values()))  # Gradio stores equal files once
+        for upload in state.inputs - shared:  # each in a folder of its own
+            upload.unlink(missing_ok=True)
+            if upload.parent != self.root and not any(upload.parent.iterdir()):
+                upload.parent.rmdir()
+
+    def _sweep(self) -> None:
+        """Remove the sessions idle for longer than SESSION_TTL_S (API clients never close theirs)."""
+        now = time.monotonic()
+        for session, state in list(self.sessions.items()):
+            if not state.jobs and now - state.last_used > SESSION_TTL_S:
+                self._remove(session)
+
+    def _close_pipeline(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop every job, then the pipeline's workers (the app is stopping)."""
+        with self.guard:
+            for state in self.sessions.values():
+                for flag in state.jobs:
+                    flag.set()
+        if self.device.acquire(timeout=timeout):  # the running job, if any, has stopped
+            try:
+                self._close_pipeline()
+            finally:
+                self.device.release()
+
+
+# ------------------------------------------------------------------------------------------ previews
+def frames_at(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """The frames `indices` of a video, decoded up to the last of them."""
+    frames = {}
+    for frame in open_input(path):
+        if frame.index in indices:
+            frames[frame.index] = frame.rgb
+            if len(frames) == len(indices):
+                break
+    return frames
+
+
+def crop_face(rgb: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
+    """The aligned face whose crop corners `(4, 2)` (clockwise from top-left, in `rgb`'s pixels) are given."""
+    target = np.float32([[0, 0], [size, 0], [size, size]])
+    return align_face(rgb, cv2.getAffineTransform(np.float32(corners[:3]), target), size)
+
+
+def previews(
+    video: Path, output: Path, faces_log: Path, upscale: int, outdir: Path
+) -> tuple[Path, Path, list[tuple[Path, str]]]:
+    """Before/after images of the frame with the most faces (nearest the middle), and of each track's face
+    in the middle of its frames; written into `outdir`."""
+    records = [json.loads(line) for line in faces_log.read_text().splitlines() if line]
+    track_frames: dict[int, list[int]] = {}
+    corners: dict[tuple[int, int], np.ndarray] = {}
+    for record in records:
+        for face in record["faces"]:
+            track_frames.setdefault(face["track"], []).append(record["frame"])
+            corners[face["track"], record["frame"]] = np.array(face["corners"])
+    middle = len(records) / 2
+    shown = max(records, key=lambda r: (len(r["faces"]), -abs(r["frame"] - middle)))["frame"]
+    picks = {track: frames[len(frames) // 2] for track, frames in sorted(track_frames.items())}
+    wanted = {shown, *picks.values()}
+    inputs, outputs = frames_at(video, wanted), frames_at(output, wanted)
+    before, after = outdir / "before.jpg", outdir / "after.jpg"
+    write_image(before, resize(inputs[shown], upscale) if upscale > 1 else inputs[shown])
+    write_image(after, outputs[shown])
+    faces = []
+    for track, frame in picks.items():
+        for name, rgb, scale in (("before", inputs[frame], 1), ("after", outputs[frame], upscale)):
+            path = outdir / f"track{track}_{name}.png"
+            write_image(path, crop_face(rgb, corners[track, frame] * scale, FACE_CROP))
+            faces.append((path, f"track {track} {name} (frame {frame})"))
+    return before, after, faces
+
+
+# ------------------------------------------------------------------------------------------ summary
+def run_notes(options: PipelineOptions, summary: dict) -> list[str]:
+    """What the page should say beyond the numbers: fallbacks taken, decoding that stopped early."""
+    lines = []
+    if options.bg_upsampler == "realesrgan" and not str(summary["background"]).startswith("realesrgan"):
+        entry = REGISTRY["realesrgan_x2plus"]
+        lines.append(
+            f"Background enhancement: Real-ESRGAN's weights ({entry.filename}) are not available here, so the "
+            f"background was upsampled with bicubic instead; download them from {entry.url} into weights/."
+        )
+    if summary["stopped"]:
+        lines.append(f"The video could not be decoded to its end: {summary['stopped']}.")
+    return lines
+
+
+def summary_markdown(summary: dict, notes: list[str]) -> str:
+    """The run summary as Markdown: tracks, frames, what `auto` chose, seconds per stage."""
+    tracks = ", ".join(f"track {t}: {n} frames" for t, n in summary["track_frames"].items())
+    stages = [f"| {stage} | {summary['timings'][stage]:.2f} |" for stage in STAGES if summary["timings"][stage] > 0]
+    return "\n".join(
+        [
+            f"**{summary['tracks']} face track(s)** ({tracks}); {summary['frames_with_face']} of {summary['frames']} "
+            f"frames have a face; {summary['seconds']:.1f} s ({summary['frames_per_second']:.1f} frames/s).",
+            "",
+            f"Detector `{summary['detector']}`, flow `{summary['flow']}`, paste mask `{summary['mask']}`, "
+            f"background `{summary['background']}`.",
+            "",
+            *(f"> {note}\n" for note in notes),
+            "| stage | seconds |",
+            "| --- | ---: |",
+            *stages,
+        ]
+    )

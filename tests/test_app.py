@@ -1,0 +1,303 @@
+"""The browser app (app.py, issue 18), as a user and a script meet it: one real server per module
+(`app.py --model preset:tiny` in a subprocess on a free port), driven through its `/restore` API with
+gradio_client and through the page in headless Chromium (skipped where Debian's chromium is absent).
+
+The server's temporary folder lies under this module's own one (TMPDIR), so the tests see what it writes
+and that it is all gone once the server stops. Its limits are set low enough for header-only refusals.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+
+from keep.image import read_image, write_image  # noqa: E402
+from keep.video import VideoWriter  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "assets" / "carphone_sample.mp4"
+SCREENSHOT = REPO / "docs" / "images" / "app.jpg"
+MAX_FRAMES, MAX_PIXELS, MAX_SECONDS = 400, 200_000, 60
+START_TIMEOUT_S = 180
+JOB_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, process, temp folder of the app) of a running `app.py --model preset:tiny`."""
+    folder = tmp_path_factory.mktemp("app")
+    temp = folder / "tmp"
+    temp.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "TMPDIR": str(temp),
+        # no weights anywhere: the releases are unavailable, as on a fresh offline machine
+        "KEEP_WEIGHTS_DIR": str(folder / "weights"), "KEEP_CACHE_DIR": str(folder / "cache"),
+        "TORCH_HOME": str(folder / "torch"),
+    }  # fmt: skip
+    command = [
+        sys.executable, str(REPO / "app.py"), "--model", "preset:tiny", "--port", str(port),
+        "--max_frames", str(MAX_FRAMES), "--max_pixels", str(MAX_PIXELS), "--max_seconds", str(MAX_SECONDS),
+    ]  # fmt: skip
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"app.py did not start: {(folder / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url, process, temp
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("app.py did not stop within 60 s of SIGTERM")
+    finally:
+        log.close()
+    server_log = (folder / "server.log").read_text()
+    assert "Traceback" not in server_log, server_log[-3000:]
+    assert not list(temp.glob("keep-app-*")), "the app left its uploads or outputs behind"
+
+
+def restore(client: Client, video: Path, **options):
+    return client.predict({"video": handle_file(str(video))}, **options, api_name="/restore")
+
+
+def refusal(client: Client, video: Path, **options) -> str:
+    with pytest.raises(AppError) as caught:
+        restore(client, video, **options)
+    message = str(caught.value)
+    assert "Traceback" not in message and "keep-app-" not in message, message  # no server paths either
+    return message
+
+
+def stream_facts(path: str | Path) -> dict:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio
+        facts = {
+            "fps": video.average_rate,
+            "size": (video.codec_context.width, video.codec_context.height),
+            "audio": [(a.codec_context.name, a.rate, a.channels) for a in audio],
+        }
+        facts["frames"] = sum(1 for _ in container.decode(video))
+    return facts
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction) -> Path:
+    writer = VideoWriter(path, width=frames[0].shape[1], height=frames[0].shape[0], fps=fps, preset="ultrafast")
+    for index, rgb in enumerate(frames):
+        writer.write(rgb, index)
+    writer.close()
+    return path
+
+
+def sample_frames(count: int) -> list[np.ndarray]:
+    with av.open(str(SAMPLE)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return [frames[i % len(frames)] for i in range(count)]
+
+
+def worker_pids(parent: int) -> set[int]:
+    """The pipeline's worker processes (multiprocessing spawns) of the server process."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in command:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_a_text_file_is_refused_and_the_next_request_restores_the_sample(server, tmp_path):
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    assert "cannot open video notes.txt" in refusal(client, text)
+
+    video, (before, after), faces, summary = restore(client, SAMPLE)
+    source, out = stream_facts(SAMPLE), stream_facts(video["video"])
+    assert out == source  # frames, frame rate, size, audio (codec, rate, channels)
+    assert source["frames"] == 75 and source["audio"]
+    assert Path(before).is_file() and Path(after).is_file()
+    assert [face["caption"].split(" (")[0] for face in faces] == ["track 0 before", "track 0 after"]
+    assert "**1 face track(s)**" in summary and "flow `dis`" in summary and "| network |" in summary
+
+
+def test_limits_and_unavailable_weights_are_explained(server, tmp_path):
+    url, process, _ = server
+    client = Client(url, verbose=False)
+    black = np.zeros((480, 640, 3), np.uint8)
+    large = write_clip(tmp_path / "large.mp4", [black] * 2, Fraction(25))
+    message = refusal(client, large)
+    assert "640x480 = 307200 pixels" in message and f"at most {MAX_PIXELS}" in message
+    assert "--max_pixels N" in message and "KEEP_APP_MAX_PIXELS=N" in message
+    small = np.zeros((32, 32, 3), np.uint8)
+    many = write_clip(tmp_path / "many.mp4", [small] * (MAX_FRAMES + 1), Fraction(25))
+    assert f"it has {MAX_FRAMES + 1} frames" in (message := refusal(client, many)) and "--max_frames" in message
+    slow = write_clip(tmp_path / "slow.mp4", [small] * 2, Fraction(1, 40))  # 80 s
+    assert "it lasts 80.0 s" in (message := refusal(client, slow)) and "--max_seconds" in message
+
+    message = refusal(client, SAMPLE, model="keep")  # the CLI's message: file, URL, where to put it
+    assert "KEEP-b76feb75.pth" in message and "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/" in message
+    assert "put it in" in message and "--model" in message
+    assert process.poll() is None
+
+
+def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp_path):
+    url, process, temp = server
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    job = first.submit({"video": handle_file(str(long_clip))}, api_name="/restore")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(unit.desc == "restoring" and unit.index for unit in job.status().progress_data or []):
+        assert not job.done() and time.monotonic() < deadline, "the long job made no progress"
+        time.sleep(0.2)
+    workers = worker_pids(process.pid)
+    assert len(workers) == 2  # the front and back stages of the pipeline
+
+    waiting = second.submit({"video": handle_file(str(SAMPLE))}, api_name="/restore")
+    while (status := waiting.status()).code != Status.IN_QUEUE:
+        assert not waiting.done() and time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status.rank == 0 and not job.done()  # its place is shown: next in line
+    started = time.monotonic()
+    with urllib.request.urlopen(url, timeout=30) as response:  # the page still answers
+        assert response.status == 200
+    assert time.monotonic() - started < 10
+
+    first.predict(api_name="/cancel")
+    with pytest.raises(AppError, match="cancelled"):
+        job.result(timeout=JOB_TIMEOUT_S)
+    while workers & worker_pids(process.pid):
+        assert time.monotonic() < deadline, "the cancelled job's workers live on"
+        time.sleep(0.2)
+    assert not list(temp.rglob("*.partial.mp4")) and not list(temp.rglob("sessions/*/*/long*"))
+    video, *_ = waiting.result(timeout=JOB_TIMEOUT_S)  # the next job runs on new workers
+    assert stream_facts(video["video"])["frames"] == 75
+
+
+def test_a_face_is_cropped_back_from_its_logged_corners():
+    """The gallery's crops come from the corners of `<stem>_faces.jsonl` (rounded to 0.01 px): the same
+    aligned face as the pipeline's own crop through its affine matrix."""
+    from keep.face.align import align_face, crop_corners, estimate_affine
+    from keep.webapp import crop_face
+
+    rgb = sample_frames(1)[0]
+    landmarks = np.array([[80.3, 60.2], [104.9, 62.7], [92.1, 78.4], [82.6, 93.0], [101.8, 94.9]])
+    matrix = estimate_affine(landmarks, 64)
+    corners = crop_corners(matrix, 64).round(2)
+    difference = np.abs(crop_face(rgb, corners, 64).astype(int) - align_face(rgb, matrix, 64).astype(int))
+    assert difference.mean() < 0.1 and difference.max() <= 2
+
+
+def chromium():
+    """A headless Debian chromium driven by Selenium, or a skip."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required", "--mute-audio", "--window-size=1280,1900",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server, tmp_path):
+    """Open the page, upload the sample, press Restore, wait for the output, check that its video plays;
+    then a long clip, Restore, Cancel: its workers end and no error shows. Closing the page ends its
+    session: its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and
+    to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
+    url, process, temp = server
+    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
+    browser = chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    sessions = set(temp.glob("keep-app-*/sessions/*"))
+    output = "document.querySelector('#output-video video')"
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
+
+        def upload(video: Path) -> None:
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(
+                str(video)
+            )
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
+            browser.find_element(By.ID, "restore-button").click()
+
+        upload(SAMPLE)
+        media = wait.until(
+            lambda b: b.execute_script(
+                f"const v = {output}; return v && v.readyState >= 1 ? [v.duration, v.videoWidth, v.videoHeight] : null;"
+            )
+        )
+        assert media[0] == pytest.approx(75 * 1001 / 30000, abs=0.1) and media[1:] == [176, 144]
+        browser.execute_script(f"{output}.play();")
+        wait.until(lambda b: b.execute_script(f"return {output}.currentTime > 0;"))
+        wait.until(lambda b: "face track" in b.find_element(By.ID, "summary").text)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#faces img")) == 2)
+        browser.execute_script(f"{output}.pause();")
+        browser.save_screenshot(str(tmp_path / "app.png"))
+        (page_session,) = set(temp.glob("keep-app-*/sessions/*")) - sessions
+
+        browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
+        upload(long_clip)
+        wait.until(lambda b: "restoring" in b.find_element(By.ID, "output-video").text)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        browser.find_element(By.ID, "cancel-button").click()
+        wait.until(lambda b: not workers & worker_pids(process.pid))
+        assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")  # no error shown for a cancel
+        assert "Traceback" not in browser.page_source
+    finally:
+        browser.quit()
+    deadline = time.monotonic() + 60
+    while page_session.exists():
+        assert time.monotonic() < deadline, "the closed page's outputs were not removed"
+        time.sleep(0.2)
+    if os.environ.get("KEEP_SCREENSHOTS"):
+        write_image(SCREENSHOT, read_image(tmp_path / "app.png"))
