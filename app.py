@@ -78,16 +78,14 @@ def check_model(model: str) -> None:
         raise KeepError(f"--model {model}: no such file, and not a release name ({', '.join(keep_models())})")
 
 
-def build_page(jobs, base, models: list[str]):
-    """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
+def handlers(jobs, base, models: list[str]) -> tuple:
+    """The page's events: restore (also the `/restore` API), cancel (`/cancel`) and the end of a session."""
     import dataclasses
-    import warnings
 
     import gradio as gr
 
     from keep.errors import KeepError
-    from keep.webapp import SESSION_TTL_S, summary_markdown
-    from keep.weights import REGISTRY, WeightsUnavailable, resolve_weights
+    from keep.webapp import summary_markdown
 
     def restore(
         video, model, fidelity, upscale, background, face_upsample, draw_box,
@@ -126,13 +124,31 @@ def build_page(jobs, base, models: list[str]):
     def end_session(request: gr.Request) -> None:
         jobs.end_session(request.session_hash)
 
+    return restore, cancel, end_session
+
+
+def background_note() -> str:
+    """What "Background enhancement" does here: Real-ESRGAN, or the pipeline's bicubic fallback (said before a run)."""
+    from keep.weights import REGISTRY, WeightsUnavailable, resolve_weights
+
     try:
         resolve_weights("realesrgan_x2plus", download=False)
-        esrgan = "Real-ESRGAN x2plus on the background, as in CodeFormer (slow on a CPU)"
-    except WeightsUnavailable:  # the pipeline's one-line fallback, said before the run
+        return "Real-ESRGAN x2plus on the background, as in CodeFormer (slow on a CPU)"
+    except WeightsUnavailable:
         entry = REGISTRY["realesrgan_x2plus"]
-        esrgan = f"Real-ESRGAN: {entry.filename} is not on this machine, so bicubic unless it can be downloaded"
+        return f"Real-ESRGAN: {entry.filename} is not on this machine, so bicubic unless it can be downloaded"
 
+
+def build_page(jobs, base, models: list[str]):
+    """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
+    import warnings
+
+    import gradio as gr
+
+    from keep.webapp import SESSION_TTL_S
+
+    restore, cancel, end_session = handlers(jobs, base, models)
+    esrgan = background_note()
     warnings.filterwarnings("ignore", ".*Gradio 6.0", DeprecationWarning)  # requirements.txt keeps Gradio 5
     system_fonts = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["monospace"])
     with gr.Blocks(title="KEEP", theme=system_fonts, delete_cache=(600, SESSION_TTL_S)) as page:
