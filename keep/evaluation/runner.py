@@ -5,7 +5,7 @@ results/<name>/
     per_frame.csv       method, clip, frame, psnr, ssim, lpips, ids, akd
     per_clip.csv        method, clip, frames, frame means, std_ids, std_akd, twe
     results.json        per-clip rows, the table's values and the metric notes
-    table.md            the paper's columns (KEEP_SPEC section 11) + TWE, one row per method
+    table.md            the paper's columns (docs/benchmark.md) + TWE, one row per method
     plots/<clip>.png    per-frame IDS / AKD over time, one line per method
     images/<method>/<clip>/<frame>.png   restored frames (save_images: true)
 
@@ -43,10 +43,8 @@ RUN_FILES = ("config.yml", "table.md", "per_frame.csv", "per_clip.csv", "results
 def _load_network(cfg: BenchmarkConfig, device):
     from ..model import load_model
 
-    try:
-        return load_model(cfg.model.source, device=device, flow=cfg.model.flow, cft_weight=cfg.model.fidelity)
-    except (ValueError, TypeError) as exc:
-        raise KeepError(f"cannot build the network from {cfg.model.source!r}: {exc}") from None
+    m = cfg.model
+    return load_model(m.source, device=device, flow=m.flow, precision=m.precision, fidelity=m.fidelity)
 
 
 def check_inputs(cfg: BenchmarkConfig) -> list[str]:

@@ -37,13 +37,15 @@ class Pipeline:
     def __init__(self, options: PipelineOptions):
         options.check()
         self.options = options
-        self.model = load_model(options.model, device=options.device, flow=options.flow, cft_weight=options.fidelity)
-        self.model.cuda_graphs = options.cuda_graphs
+        self.model = load_model(
+            options.model, device=options.device, flow=options.flow, precision=options.precision,
+            fidelity=options.fidelity, cuda_graphs=options.cuda_graphs,
+        )  # fmt: skip
         self.size = self.model.config.img_size
         self.timer = StageTimer()
         self.restore = RestoreStage(
-            self.model, window=options.window, gain_context=options.gain_context, precision=options.precision,
-            timer=self.timer, restore=options.restore,
+            self.model, window=options.window, gain_context=options.gain_context, timer=self.timer,
+            restore=options.restore,
         )  # fmt: skip
         self.runner = build_runner(options, self.size)
 
