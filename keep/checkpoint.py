@@ -115,20 +115,22 @@ def _read_sizes(base: KEEPConfig, state: Mapping[str, torch.Tensor]) -> KEEPConf
 
 
 def _differences(config: KEEPConfig, state: Mapping[str, torch.Tensor]) -> list[str] | None:
-    """The tensors of `state` that `KEEP(config)` lacks or shapes otherwise, and those it lacks, each as
-    one phrase; None when the configuration cannot be built at all."""
+    """How `state` differs from the weights of `KEEP(config)` (tensors of another shape, missing,
+    unexpected), one phrase each; None when the configuration cannot be built at all."""
     try:
         with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
             expected = {k: tuple(v.shape) for k, v in KEEP(config).state_dict().items()}
     except ValueError:  # fusion scales the decoder does not have
         return None
     found = {k: tuple(v.shape) for k, v in state.items()}
+    differ = [
+        f"{k} {found[k]} where the network has {expected[k]}" for k in found if found[k] != expected.get(k, found[k])
+    ]
     return (
-        [f"{k} {found[k]} where the network has {expected[k]}" for k in found.keys() & expected.keys()
-         if found[k] != expected[k]]
-        + [f"{k} missing" for k in expected.keys() - found.keys()]
-        + [f"{k} unexpected" for k in found.keys() - expected.keys()]
-    )  # fmt: skip
+        differ
+        + [f"{k} missing" for k in expected if k not in found]
+        + [f"{k} unexpected" for k in found if k not in expected]
+    )
 
 
 def infer_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
@@ -139,7 +141,13 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
     for name, found in differences.items():
         if found == []:
             return candidates[name]
-    name = min((n for n in differences if differences[n] is not None), key=lambda n: len(differences[n]))
+    built = [n for n in differences if differences[n] is not None]
+    if not built:
+        scales = next(iter(candidates.values()))
+        raise KeepError(
+            f"not a KEEP checkpoint: CFT scales {scales.cft_scales}, CFA {scales.cfa_scales} fit no decoder"
+        )
+    name = min(built, key=lambda n: len(differences[n]))
     config = candidates[name]
     changed = {k: v for k, v in asdict(config).items() if v != getattr(PRESETS[name], k)}
     raise KeepError(
@@ -185,18 +193,27 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        tensors = {
-            f"{g}.{k}": v.detach().contiguous() for g, t in groups.items() if t is not None for k, v in t.items()
-        }
-        meta = json.dumps({k: v for k, v in header.items() if k != "format"} | extra)
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, FORMAT: meta})
+        _write_safetensors(tmp, {k: v for k, v in header.items() if k != "format"} | extra, groups)
     else:
         payload = {**header, "state_dict": groups["state_dict"], **extra}
         payload |= {g: groups[g] for g in ("ema", "flow_state_dict") if groups[g] is not None}
         torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _write_safetensors(path: Path, header: dict[str, Any], groups: Mapping[str, Mapping | None]) -> None:
+    """Our format as `.safetensors`: tensors `<group>.<name>`, the header as JSON in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors, stored = {}, set()
+    for group, values in groups.items():
+        for key, value in (values or {}).items():
+            value = value.detach().contiguous()
+            if value.untyped_storage().data_ptr() in stored:  # the format refuses tensors that share memory
+                value = value.clone()
+            stored.add(value.untyped_storage().data_ptr())
+            tensors[f"{group}.{key}"] = value
+    save_file(tensors, str(path), metadata={"format": FORMAT, FORMAT: json.dumps(header)})
 
 
 def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:

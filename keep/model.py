@@ -78,8 +78,14 @@ def load_checkpoint(
         if name not in PRESETS:
             raise KeepError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
         return LoadedCheckpoint(_build(network_config(PRESETS[name], overrides)).to(device).eval(), None)
-    obj = read_checkpoint_file(resolve_weights(source)) if isinstance(source, (str, os.PathLike)) else source
-    checkpoint = read_checkpoint(obj, use_ema=use_ema)
+    if not isinstance(source, (str, os.PathLike)):  # a checkpoint object already in memory
+        checkpoint = read_checkpoint(source, use_ema=use_ema)
+    else:
+        path = resolve_weights(source)
+        try:
+            checkpoint = read_checkpoint(read_checkpoint_file(path), use_ema=use_ema)
+        except KeepError as exc:
+            raise KeepError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     network = _build(network_config(checkpoint.config, overrides), checkpoint.state)
     return LoadedCheckpoint(network.to(device).eval(), checkpoint.flow_state)
 

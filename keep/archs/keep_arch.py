@@ -116,7 +116,9 @@ class KEEPOutput:
     state: KEEPState  # state after the last frame
 
     @classmethod
-    def stack(cls, frames: list[FrameOutput], *, z_obs: torch.Tensor, gain: torch.Tensor | None, state: KEEPState):
+    def stack(
+        cls, frames: list[FrameOutput], *, z_obs: torch.Tensor, gain: torch.Tensor | None, state: KEEPState
+    ) -> KEEPOutput:
         """The window's output from its frames' outputs (each `(B, ...)`, stacked to `(B, T, ...)`)."""
         stack = lambda xs: torch.stack(list(xs), dim=1)  # noqa: E731
         return cls(

@@ -86,14 +86,7 @@ class Pipeline:
             self.runner = build_runner(opts, self.size)
         runner = self.runner
         pool = new_pool(runner, runner.info["held"], reader.height, reader.width)
-        u = opts.upscale
-        encode = EncodeJob(
-            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
-            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
-            audio_source=item.source if reader.kind == "video" else None,
-            frames_dir=out.frames_dir if opts.save_frames else None,
-            faces_log=out.faces_log if opts.save_faces else None,
-        )  # fmt: skip
+        encode = self._encode_job(item, out, reader)
         self.timer.seconds.clear()
         self.restore.start(pool)
         bar = tqdm(
@@ -127,6 +120,17 @@ class Pipeline:
         if reader.kind != "image":
             out.summary.write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _encode_job(self, item: Input, out, reader) -> EncodeJob:
+        """What the encoder writes for `item`: the output at --upscale, its audio, frames and faces log."""
+        opts, u = self.options, self.options.upscale
+        return EncodeJob(
+            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
+            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
+            audio_source=item.source if reader.kind == "video" else None,
+            frames_dir=out.frames_dir if opts.save_frames else None,
+            faces_log=out.faces_log if opts.save_faces else None,
+        )  # fmt: skip
 
     def _summary(self, item: Input, output: Path, front: dict, back: dict, elapsed: float) -> dict:
         restore = self.restore.stats()
