@@ -74,8 +74,12 @@ class GraphedStep:
         flow: torch.Tensor | None = None,
         gain: torch.Tensor | None = None,
         *,
+        fidelity: float = 1.0,
         straight_through: bool = False,
     ) -> FrameOutput:
+        eager = lambda: self.network.step(  # noqa: E731
+            z_obs, taps, cfa_memory, prev_out, flow, gain, fidelity=fidelity, straight_through=straight_through
+        )
         if (
             prev_out is None
             or straight_through
@@ -83,15 +87,15 @@ class GraphedStep:
             or z_obs.device.type != "cuda"
             or torch.cuda.is_current_stream_capturing()
         ):
-            return self.network.step(z_obs, taps, cfa_memory, prev_out, flow, gain, straight_through=straight_through)
+            return eager()
         tap_scales, memory_scales = tuple(sorted(taps)), tuple(sorted(cfa_memory))
         inputs = [z_obs, prev_out, flow, gain, *(taps[s] for s in tap_scales), *(cfa_memory[s] for s in memory_scales)]
-        key = self._signature(inputs, tap_scales, memory_scales)
+        key = self._signature(inputs, tap_scales, memory_scales, fidelity)
         captured = self.graphs.get(key)
         if captured is None and key not in self.failed:
-            captured = self._capture(key, inputs, tap_scales, memory_scales)
+            captured = self._capture(key, inputs, tap_scales, memory_scales, fidelity)
         if captured is None:
-            return self.network.step(z_obs, taps, cfa_memory, prev_out, flow, gain)
+            return eager()
         self.graphs.move_to_end(key)
         for static, value in zip(captured.inputs, inputs, strict=True):
             static.copy_(value)
@@ -103,18 +107,20 @@ class GraphedStep:
             {s: f.clone() for s, f in out.fused.items()},
         )  # fmt: skip
 
-    def _signature(self, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple) -> tuple:
+    def _signature(self, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple, fidelity: float) -> tuple:
         return (
             tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
             tap_scales,
             memory_scales,
             _autocast_state(),
             tf32_state(),
-            self.network.config.cft_weight,  # a Python float: baked into the captured kernels
+            float(fidelity),  # a Python float: baked into the captured kernels
             next(self.network.parameters()).data_ptr(),  # the weights the graph reads (moved: new graph)
         )
 
-    def _capture(self, key: tuple, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple):
+    def _capture(
+        self, key: tuple, inputs: list[torch.Tensor], tap_scales: tuple, memory_scales: tuple, fidelity: float
+    ):
         static = [x.clone() for x in inputs]
         n_taps = len(tap_scales)
 
@@ -122,7 +128,7 @@ class GraphedStep:
             z_obs, prev_out, flow, gain = static[:4]
             taps = dict(zip(tap_scales, static[4 : 4 + n_taps], strict=True))
             memory = dict(zip(memory_scales, static[4 + n_taps :], strict=True))
-            return self.network.step(z_obs, taps, memory, prev_out, flow, gain)
+            return self.network.step(z_obs, taps, memory, prev_out, flow, gain, fidelity=fidelity)
 
         device = inputs[0].device
         autocast, dtype = _autocast_state()

@@ -66,7 +66,8 @@ def tf32(enabled: bool) -> Iterator[None]:
 
 
 def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
-    """Context in which the network runs at `precision` on `device` ('cpu' or 'cuda')."""
+    """Context in which the network runs at `precision` on `device` ('cpu' or 'cuda'), whatever context
+    it is entered in (`fp32` and `tf32` switch off an enclosing autocast)."""
     dtype = check_precision(precision)
     device_type = torch.device(device).type
     stack = contextlib.ExitStack()
@@ -74,7 +75,16 @@ def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.
         stack.enter_context(tf32(precision == "tf32"))
     if dtype is not None:
         stack.enter_context(torch.autocast(device_type=device_type, dtype=dtype))
+    elif _autocast_enabled(device_type):
+        stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
     return stack
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:

@@ -1,15 +1,19 @@
-"""The runtime around the KEEP network: flow estimation, the previous frame, devices (STYLE habit 13).
+"""The runtime around the KEEP network: flow estimation, the previous frame, devices, precision, fidelity.
 
 `KEEP` is a function of tensors and always takes its flows. `Restorer` pairs it with a flow
-estimator, so that what `keep.load_model` returns restores a clip from its frames alone:
+estimator and the settings of a restoration run, so that what `keep.load_model` returns restores a
+clip from its frames alone:
 
-    model = keep.load_model("keep")          # a Restorer
-    out = model(lq)                          # flows estimated here, frame t -> t-1
-    out = model(lq, flows)                   # or given (precomputed, cached, injected in tests)
-    model.network                            # the bare nn.Module (state dict, training, hooks)
+    model = keep.load_model("keep", fidelity=0.7)   # a Restorer
+    out = model(lq)                                 # flows estimated here, frame t -> t-1
+    out = model(lq, flows)                          # or given (precomputed, cached, injected in tests)
+    model.network                                   # the bare nn.Module (state dict, training, hooks)
 
-On a GPU the frames of a window are replayed from CUDA graphs (`keep.cuda_graphs`; same kernels, same
-values; `Restorer(..., cuda_graphs=False)` or `model.cuda_graphs = False` runs them eagerly).
+The settings live here and nowhere else: `precision` (the network runs in `keep.precision.autocast`
+of it; flows are always estimated in exact float32), `fidelity` (the CFT weight `KEEP.run` takes,
+CodeFormer's `w`), `cuda_graphs` (on a GPU the frames of a window are replayed from CUDA graphs,
+`keep.cuda_graphs`: same kernels, same values). `keep.streaming.StreamingRestorer` and the pipeline
+run the network through `Restorer.run`, so they follow them.
 """
 
 from __future__ import annotations
@@ -22,19 +26,60 @@ from einops import rearrange
 
 from .archs.keep_arch import KEEP, KEEPConfig, KEEPOutput, KEEPState
 from .cuda_graphs import GraphedStep
-from .precision import autocast, tf32
+from .errors import KeepError
+from .precision import autocast, check_precision, tf32
 
 FlowEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class Restorer:
-    """A KEEP network and the flow estimator that feeds it (None: flows must always be given)."""
+def check_fidelity(value: float) -> float:
+    """The fidelity (CFT weight, CodeFormer's `w`) as a float in [0, 1]; KeepError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise KeepError(f"fidelity (CFT weight) must be between 0 and 1, got {value!r}")
+    return float(value)
 
-    def __init__(self, network: KEEP, flow: FlowEstimator | None = None, *, cuda_graphs: bool = True):
+
+class Restorer:
+    """A KEEP network, the flow estimator that feeds it (None: flows must always be given) and the
+    run's settings (see the module docstring)."""
+
+    def __init__(
+        self,
+        network: KEEP,
+        flow: FlowEstimator | None = None,
+        *,
+        precision: str = "fp32",
+        fidelity: float = 1.0,
+        cuda_graphs: bool = True,
+    ):
         self.network = network
         self.flow = flow
+        self.precision = precision
+        self.fidelity = fidelity
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the per-frame recurrence from CUDA graphs
         self._graphed: GraphedStep | None = None
+
+    @property
+    def precision(self) -> str:
+        """`fp32` (exact), `tf32`, `bf16` or `fp16`: the `keep.precision.autocast` the network runs in."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        try:
+            check_precision(value)
+        except ValueError as exc:  # a user's choice: the one-line error of the entry points
+            raise KeepError(str(exc)) from None
+        self._precision = value
+
+    @property
+    def fidelity(self) -> float:
+        """The CFT weight every window is restored with: 0 (quality) .. 1 (fidelity, every release's value)."""
+        return self._fidelity
+
+    @fidelity.setter
+    def fidelity(self, value: float) -> None:
+        self._fidelity = check_fidelity(value)
 
     def frame_step(self) -> GraphedStep | None:
         """What `KEEP.run` computes its frames with: a `GraphedStep` on CUDA (None: `KEEP.step`)."""
@@ -91,17 +136,18 @@ class Restorer:
         previous: torch.Tensor | None = None,
         **kwargs,
     ) -> KEEPOutput:
-        """`KEEP.run` with flows estimated when not given; `previous` is the LQ frame `(B, 3, H, W)`
-        before this window (needed with a `state` that has a previous output)."""
+        """`KEEP.run` at this restorer's precision and fidelity, with flows estimated when not given;
+        `previous` is the LQ frame `(B, 3, H, W)` before this window (needed with a `state` that has a
+        previous output). Keyword arguments go on to `KEEP.run`."""
         if flows is None:
             if state is not None and state.prev_out is not None and previous is None:
                 raise ValueError("continuing from a state needs the previous LQ frame to estimate the first flow")
             flows = self.flows(lq, previous if state is not None and state.prev_out is not None else None)
         kwargs.setdefault("step", self.frame_step())
-        return self.network.run(lq, flows, state=state, **kwargs)
+        kwargs.setdefault("fidelity", self.fidelity)
+        with autocast(lq.device, self.precision):
+            return self.network.run(lq, flows, state=state, **kwargs)
 
     def __call__(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1] -> `(B, T, 3, H, W)` raw output, in exact
-        float32 (wrap a call of `run` in `keep.precision.autocast(device, "bf16")` for another precision)."""
-        with autocast(lq.device, "fp32"):
-            return self.run(lq, flows).out
+        """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1] -> `(B, T, 3, H, W)` raw output."""
+        return self.run(lq, flows).out

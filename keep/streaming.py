@@ -1,36 +1,35 @@
-"""Restore videos of any length in bounded memory, window by window (issue #2, KEEP_SPEC section 5).
+"""Restore videos of any length in bounded memory, window by window, many streams at once (issues #2, #11).
+
+A stream is one sequence of aligned faces: a face track of a video (the pipeline), a clip of the
+benchmark, a face of the speed benchmark. `StreamingRestorer` keeps what each stream's next window
+needs and restores the windows of all streams given together: one batched flow call and one batched
+network call per group of windows that can share one (same length, same kind of state). Batch
+element i computes what stream i alone would (the network is per-sample exact).
 
 The released inference cuts a video into independent 20-frame clips and resets the Kalman filter at
-every cut, which shows as a jump every 20 frames. Here the state (previous restored frame, CFA
-memory) and the last input frame (for the next window's first flow) are carried from one window to
-the next, so every frame after the first has a prediction. The gain network sees the current window
-plus the `gain_context` most recent observations before it, so its attention window is bounded and
-configurable.
-
-Modes:
-- `carry` (default): state carried across windows, as described above.
+every cut, which shows as a jump every 20 frames. Modes:
+- `carry` (default): the state (previous restored frame, CFA memory, the `gain_context` most recent
+  observations for the gain) and the last input frame (for the next window's first flow) are carried
+  from one window to the next, so every frame after a stream's first has a prediction.
 - `reset`: the released behaviour: each window is an independent clip (state reset, gain on the
   window alone).
-- `released`: the released test protocol (`vfhq_easy`, KEEP_SPEC section 9): `reset`, and a last
-  window shorter than `window` is padded to `window` frames with reflection-circle padding
-  (`reflection_circle`), so the gain network always attends over a full window; the outputs of the
-  padding frames are dropped. It holds the previous window's input frames too (the padding source).
-On a single full window every mode computes exactly what `KEEP.forward` computes.
-
-`TrackStreams` carries many such streams at once (the faces of a video, one state per track) and
-restores their windows in one batched call.
+- `released`: the released test protocol (`vfhq_easy`, docs/benchmark.md): `reset`, and a window
+  shorter than `window` frames (a clip's last) is padded to `window` frames with reflection-circle
+  padding (`reflection_circle`) from the stream's previous window, so the gain network always attends
+  over a full window; the outputs of the padding frames are dropped.
+On a single full window every mode computes exactly what `KEEP.forward` computes. The precision and
+the fidelity are the `Restorer`'s (`keep.restorer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from .archs.keep_arch import KEEP, KEEPState
-from .precision import autocast
 from .restorer import Restorer
 
 MODES = ("carry", "reset", "released")
@@ -55,80 +54,7 @@ def reflection_circle(start: int, length: int, window: int) -> list[int]:
     return list(range(start, total)) + [(start - k) % total for k in range(1, window - length + 1)]
 
 
-class StreamingRestorer:
-    """Feed aligned LQ frames `(B, 3, S, S)` in [-1, 1]; get restored frames back in order.
-
-        restorer = StreamingRestorer(model, window=20)
-        for out in restorer.restore(frames):   # frames: any iterable of (B, 3, S, S) tensors
-            ...                                # out: (B, 3, S, S), raw network output
-
-    Memory is bounded by one window of frames plus the carried state, whatever the video length.
-    """
-
-    def __init__(self, model: Restorer | KEEP, *, window: int = 20, gain_context: int = 0, mode: str = "carry"):
-        if mode not in MODES:
-            raise ValueError(f"unknown streaming mode '{mode}'; choose one of {MODES}")
-        if window < 1 or gain_context < 0:
-            raise ValueError("window must be >= 1 and gain_context >= 0")
-        self.model = model if isinstance(model, Restorer) else Restorer(model)  # a bare network: flows given
-        self.window = window
-        self.gain_context = gain_context
-        self.mode = mode
-        self.state: KEEPState | None = None
-        self.previous: torch.Tensor | None = None  # (B, 3, S, S) last input frame, for the next flow
-        self.history: list[torch.Tensor] = []  # `released`: the previous window's frames (padding source)
-
-    def reset(self) -> None:
-        self.state = None
-        self.previous = None
-        self.history = []
-
-    @torch.no_grad()
-    def step(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore one window `(B, T, 3, S, S)` -> `(B, T, 3, S, S)`, continuing from the state.
-
-        flows: None (estimated by the restorer's flow estimator) or `(B, T', 2, S, S)` with T' = T when
-        a previous window exists in `carry` mode (the first flow goes to the previous window's last
-        frame), else T - 1.
-        """
-        carry = self.mode == "carry" and self.state is not None
-        result = self.model.run(
-            lq,
-            flows,
-            state=self.state if carry else None,
-            previous=self.previous if carry else None,
-            gain_context=self.gain_context,
-        )
-        self.state = result.state.detach()
-        self.previous = lq[:, -1].detach()
-        return result.out
-
-    def restore(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Yield the restored frame for every input frame, processing `window` frames at a time."""
-        buffer: list[torch.Tensor] = []
-        for frame in frames:
-            buffer.append(frame)
-            if len(buffer) == self.window:
-                yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
-                if self.mode == "released":
-                    self.history = buffer
-                buffer = []
-        if buffer and self.mode == "released":
-            yield from self._last_window_padded(buffer)
-        elif buffer:
-            yield from self.step(torch.stack(buffer, dim=1)).unbind(dim=1)
-
-    def _last_window_padded(self, buffer: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """`released`: pad the clip's short last window (`reflection_circle`), restore it, drop the padding."""
-        start = len(self.history)  # only the previous window's frames are needed: `start - k` > start - window
-        seen = self.history + buffer  # frames start - len(history) .. start + len(buffer) - 1
-        indices = reflection_circle(start, len(buffer), self.window)
-        padded = torch.stack([seen[i] for i in indices], dim=1)  # (B, window, 3, S, S)
-        yield from self.step(padded)[:, : len(buffer)].unbind(dim=1)
-
-
-# ------------------------------------------------------------------------------------------ many tracks
-def stack_states(states: Sequence[KEEPState]) -> KEEPState:
+def _stack_states(states: Sequence[KEEPState]) -> KEEPState:
     """Per-stream states (batch 1 each) -> one state of batch `len(states)`, in that order."""
     first = states[0]
     cat = lambda xs: torch.cat(list(xs), dim=0)  # noqa: E731
@@ -139,7 +65,7 @@ def stack_states(states: Sequence[KEEPState]) -> KEEPState:
     )
 
 
-def select_state(state: KEEPState, i: int) -> KEEPState:
+def _select_state(state: KEEPState, i: int) -> KEEPState:
     """Sample `i` of a batched state, as a state of batch 1."""
     pick = lambda x: None if x is None else x[i : i + 1]  # noqa: E731
     return KEEPState(
@@ -157,68 +83,156 @@ class StreamOutput:
     idx: torch.Tensor  # (T, h*w) code indices
 
 
-class TrackStreams:
-    """Many independent streams (the face tracks of a video), each with its own Kalman / KEEP state, whose
-    windows are restored together: one batched flow call and one batched network call per window
-    (issue #11). Batch element i computes what stream i alone would (the network is per-sample exact).
+@dataclass
+class _Stream:
+    """What a stream's next window needs."""
 
-        streams = TrackStreams(model)
-        results = streams.step({track_id: lq})   # lq (T, 3, S, S) in [-1, 1] -> {track_id: StreamOutput}
-        streams.retain(live_ids)                 # forget the states of ended tracks
+    state: KEEPState | None = None  # `carry`: the state after its last window (batch 1)
+    previous: torch.Tensor | None = None  # `carry`: its last input frame (1, 3, S, S), for the next first flow
+    history: torch.Tensor | None = None  # `released`: its last window's frames (T, 3, S, S), the padding source
 
-    Streams whose windows cannot share a call (different lengths, a first window beside continuing ones,
-    different observation-history lengths) go in separate calls, one per such group.
+
+class StreamingRestorer:
+    """The Kalman / KEEP state of many streams, restored window by window (see the module docstring).
+
+        streams = StreamingRestorer(model, window=20)        # a Restorer (or a bare KEEP: flows given)
+        results = streams.step({track: lq})                  # lq (T, 3, S, S) in [-1, 1] -> {track: StreamOutput}
+        streams.retain(live_tracks)                          # forget the streams that ended
+        for out in streams.restore(frames):                  # or: frames (B, 3, S, S), one stream per face
+            ...                                              # out (B, 3, S, S), in order
+
+    timer: `timer(stage)` is a context manager around the flow and network calls ("flow", "network");
+        on a GPU the device is synchronised inside it, so each stage's time is its own.
+    Memory: one window per stream plus its state, whatever the video length.
     """
 
     def __init__(
         self,
         model: Restorer | KEEP,
         *,
+        window: int = 20,
         gain_context: int = 0,
-        precision: str = "fp32",
+        mode: str = "carry",
         timer: Callable[[str], AbstractContextManager] | None = None,
     ):
-        self.model = model if isinstance(model, Restorer) else Restorer(model)
+        if mode not in MODES:
+            raise ValueError(f"unknown streaming mode '{mode}'; choose one of {MODES}")
+        if window < 1 or gain_context < 0:
+            raise ValueError("window must be >= 1 and gain_context >= 0")
+        self.model = model if isinstance(model, Restorer) else Restorer(model)  # a bare network: flows given
+        self.window = window
         self.gain_context = gain_context
-        self.precision = precision
-        self.timer = timer or (lambda stage: nullcontext())
-        self.states: dict[Hashable, tuple[KEEPState, torch.Tensor]] = {}  # id -> (state, last LQ frame (1, 3, S, S))
+        self.mode = mode
+        self.timer = timer
+        self.streams: dict[Hashable, _Stream] = {}
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self.states
+        return key in self.streams
 
     def retain(self, keys: Iterable[Hashable]) -> None:
-        """Keep the states of `keys` only."""
+        """Keep the streams of `keys` only."""
         keep = set(keys)
-        for key in [k for k in self.states if k not in keep]:
-            del self.states[key]
+        for key in [k for k in self.streams if k not in keep]:
+            del self.streams[key]
 
-    def _group(self, key: Hashable, frames: int) -> tuple:
-        if key not in self.states:
-            return (frames, False, 0)
-        history = self.states[key][0].obs_history
-        return (frames, True, 0 if history is None else history.shape[1])
+    def reset(self) -> None:
+        """Forget every stream."""
+        self.streams.clear()
 
     @torch.no_grad()
-    def step(self, windows: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, StreamOutput]:
-        """Restore the next window `(T_i, 3, S, S)` of each stream given; returns each stream's output."""
+    def step(
+        self, windows: Mapping[Hashable, torch.Tensor], flows: Mapping[Hashable, torch.Tensor] | None = None
+    ) -> dict[Hashable, StreamOutput]:
+        """Restore the next window `(T_i, 3, S, S)` of each stream given (a new key starts a stream).
+
+        flows: None (estimated by the restorer's flow estimator) or per stream `(T_i', 2, S, S)`, frame
+        t -> t-1, with T_i' = T_i when the stream continues from a state (`carry` mode, the first flow
+        goes to its previous window's last frame), else T_i - 1.
+        """
+        padded = {key: self._pad(key, lq) for key, lq in windows.items()}
+        if flows is not None and any(len(padded[k]) != len(lq) for k, lq in windows.items()):
+            raise ValueError("`released` pads short windows with other frames: their flows must be estimated")
         groups: dict[tuple, list[Hashable]] = {}
-        for key, lq in windows.items():
-            groups.setdefault(self._group(key, lq.shape[0]), []).append(key)
-        device = self.model.device
+        for key, lq in padded.items():
+            groups.setdefault(self._group(key, len(lq)), []).append(key)
         results: dict[Hashable, StreamOutput] = {}
-        for (_, carry, _), keys in groups.items():
-            lq = torch.stack([windows[k] for k in keys]).to(device)  # (B, T, 3, S, S)
-            state = stack_states([self.states[k][0] for k in keys]) if carry else None
-            previous = torch.cat([self.states[k][1] for k in keys]) if carry else None
-            with self.timer("flow"):
-                flows = self.model.flows(lq, previous)
-            with self.timer("network"), autocast(device, self.precision):
-                result = self.model.run(lq, flows, state=state, gain_context=self.gain_context)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # the time is the network's, not the next stage's
-            new_state = result.state.detach()
-            for i, key in enumerate(keys):
-                self.states[key] = (select_state(new_state, i), lq[i : i + 1, -1])
-                results[key] = StreamOutput(out=result.out[i], idx=result.idx[i])
+        for keys in groups.values():
+            results |= self._restore(keys, padded, flows)
+        for key, lq in windows.items():
+            if self.mode == "released":
+                self.streams[key].history = lq
+            results[key] = StreamOutput(results[key].out[: len(lq)], results[key].idx[: len(lq)])
         return results
+
+    def restore(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Frames `(B, 3, S, S)` in [-1, 1], one stream per batch element (keys 0 .. B-1): yields the
+        restored `(B, 3, S, S)` of every frame in order, restoring `window` frames at a time."""
+        buffer: list[torch.Tensor] = []
+        for frame in frames:
+            buffer.append(frame)
+            if len(buffer) == self.window:
+                yield from self._restore_frames(buffer)
+                buffer = []
+        if buffer:
+            yield from self._restore_frames(buffer)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _restore_frames(self, buffer: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        clip = torch.stack(buffer, dim=1)  # (B, T, 3, S, S)
+        results = self.step(dict(enumerate(clip)))
+        yield from torch.stack([results[i].out for i in range(len(clip))]).unbind(dim=1)
+
+    def _pad(self, key: Hashable, lq: torch.Tensor) -> torch.Tensor:
+        """`released`: a window shorter than `window` padded from the stream's previous window and itself."""
+        if self.mode != "released" or len(lq) >= self.window:
+            return lq
+        stream = self.streams.get(key)
+        history = stream.history if stream is not None and stream.history is not None else lq[:0]
+        seen = torch.cat([history.to(lq.device), lq])  # frames start - len(history) .. start + len(lq) - 1
+        return seen[reflection_circle(len(history), len(lq), self.window)]
+
+    def _carries(self, key: Hashable) -> bool:
+        stream = self.streams.get(key)
+        return self.mode == "carry" and stream is not None and stream.state is not None
+
+    def _group(self, key: Hashable, frames: int) -> tuple:
+        """Windows with the same key share one call: same length, state or not, same history length."""
+        if not self._carries(key):
+            return (frames, False, 0)
+        history = self.streams[key].state.obs_history
+        return (frames, True, 0 if history is None else history.shape[1])
+
+    def _restore(
+        self, keys: list[Hashable], windows: Mapping[Hashable, torch.Tensor], flows: Mapping | None
+    ) -> dict[Hashable, StreamOutput]:
+        """One batched call for the windows of `keys` (one group); updates their streams."""
+        device = self.model.device
+        carry = self._carries(keys[0])
+        lq = torch.stack([windows[k] for k in keys]).to(device)  # (B, T, 3, S, S)
+        state = _stack_states([self.streams[k].state for k in keys]) if carry else None
+        previous = torch.cat([self.streams[k].previous for k in keys]) if carry else None  # (B, 3, S, S)
+        with self._timed("flow", device):
+            if flows is not None:
+                window_flows = torch.stack([flows[k] for k in keys]).to(device)
+            else:
+                window_flows = self.model.flows(lq, previous)
+        with self._timed("network", device):
+            result = self.model.run(lq, window_flows, state=state, gain_context=self.gain_context)
+        new_state = result.state.detach()
+        outputs = {}
+        for i, key in enumerate(keys):
+            stream = self.streams.setdefault(key, _Stream())
+            if self.mode == "carry":
+                stream.state, stream.previous = _select_state(new_state, i), lq[i : i + 1, -1]
+            outputs[key] = StreamOutput(out=result.out[i], idx=result.idx[i])
+        return outputs
+
+    @contextmanager
+    def _timed(self, stage: str, device: torch.device) -> Iterator[None]:
+        if self.timer is None:
+            yield
+            return
+        with self.timer(stage):
+            yield
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the time is this stage's, not the next one's

@@ -29,6 +29,7 @@ from .errors import KeepError, WeightsUnavailable
 log = logging.getLogger(__name__)
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")  # named when a folder is given for a file
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.sou
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
 
 REGISTRY: dict[str, WeightFile] = {
-    # The authors' KEEP releases (KEEP_SPEC section 7); each carries its GMFlow (flownet.model.*).
+    # The authors' KEEP releases; each carries its GMFlow (flownet.model.*).
     "keep": WeightFile(
         filename="KEEP-b76feb75.pth",
         url="https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP-b76feb75.pth",
@@ -133,11 +134,6 @@ REGISTRY: dict[str, WeightFile] = {
 }
 
 
-def register(name: str, entry: WeightFile) -> None:
-    """Add a known file at run time (e.g. a user's own detector weights)."""
-    REGISTRY[name] = entry
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("KEEP_CACHE_DIR", Path.home() / ".cache" / "keep"))
 
@@ -182,6 +178,16 @@ def _download(entry: WeightFile, dest: Path) -> None:
         tmp_path.unlink(missing_ok=True)
 
 
+def _refuse_folder(path: Path, name: str) -> None:
+    """KeepError for a folder given where a weight file is expected, naming the weight files in it."""
+    try:
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    except OSError:
+        inside = []
+    holds = f" (it holds {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside else ""
+    raise KeepError(f"weights '{name}' is a folder, not a weight file{holds}; give the path of the file")
+
+
 def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, path_option: str | None = None) -> Path:
     """Path of a weight file given a local path or a registry name (see the module docstring).
 
@@ -193,6 +199,8 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
     if path.is_file():
         return path
     name = str(name_or_path)
+    if name not in REGISTRY and path.is_dir():
+        _refuse_folder(path, name)
     if name not in REGISTRY:
         raise KeepError(f"weights '{name}': no such file, and not a known name ({', '.join(sorted(REGISTRY))})")
     entry = REGISTRY[name]
@@ -218,15 +226,18 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
 
 
 def read_tensors(path: str | os.PathLike, what: str = "weights"):
-    """The contents of a torch file, read with torch's weights-only unpickler: tensors, numbers,
-    strings and plain containers. Anything else in the file (a pickled object whose loading would
-    import and call code) is refused before it runs, as one `KeepError` line naming the file.
-    Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
+    """The contents of a weight file, read without running any code: a `.safetensors` file as its dict
+    of tensors (`read_safetensors`), any other file with torch's weights-only unpickler (tensors,
+    numbers, strings and plain containers). Anything else in a torch file (a pickled object whose
+    loading would import and call code) is refused before it runs, as one `KeepError` line naming the
+    file. Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
     import pickle
     import re
 
     import torch
 
+    if Path(path).suffix == ".safetensors":
+        return read_safetensors(path, what)[0]
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -237,6 +248,19 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
             "reads tensors and plain containers, so that no file can run code when loaded"
         ) from None
     except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise KeepError(f"cannot read {what} {path}: {type(exc).__name__}: {first_line}") from None
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "weights") -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a `.safetensors` file, on the CPU. The format holds tensors and strings
+    only, so reading it runs no code; a damaged file is one `KeepError` line naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
+    except Exception as exc:  # the library's own error types differ between releases
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise KeepError(f"cannot read {what} {path}: {type(exc).__name__}: {first_line}") from None
 

@@ -1,10 +1,10 @@
 """Speed, peak memory and reduced-precision code agreement of KEEP (issue #2; see docs/speed.md).
 
-Restores `--frames` synthetic aligned faces through `keep.streaming.StreamingRestorer` (window
-`--window`, carry mode) `--repeats` times and prints frames/s, s/frame (min and median over the
-repeats), the process CPU time per frame, and the peak memory after the first window and after all
-frames (flat when streaming is bounded). With a reduced precision it also reports how many code
-indices agree with fp32 on the same frames.
+Restores `--frames` synthetic aligned faces (`--batch` faces side by side, one stream each) through
+`keep.streaming.StreamingRestorer` (window `--window`, carry mode) `--repeats` times and prints
+frames/s, s/frame (min and median over the repeats), the process CPU time per frame, and the peak
+memory after the first window and after all frames (flat when streaming is bounded). With a reduced
+precision it also reports how many code indices agree with fp32 on the same frames.
 
     python scripts/benchmark_speed.py --device cpu --precision fp32 --frames 4 --window 4
     python scripts/benchmark_speed.py --weights golden --precision bf16 --frames 3 --agreement
@@ -33,6 +33,7 @@ import resource
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
-from keep.precision import PRECISIONS, autocast, prepare_for_inference, reuse_freed_memory  # noqa: E402
+from keep.precision import PRECISIONS, prepare_for_inference, reuse_freed_memory  # noqa: E402
 from keep.restorer import Restorer  # noqa: E402
 from keep.streaming import StreamingRestorer  # noqa: E402
 
@@ -133,24 +134,20 @@ def make_inputs(args, size: int, golden_case: dict | None) -> tuple[torch.Tensor
 
 
 def build_model(args, golden_state) -> Restorer:
-    from keep.flow import GMFlow, GMFlowNet, build_flow
-    from keep.model import load_checkpoint
+    from keep.flow import GMFlow, GMFlowNet
+    from keep.model import load_model
 
-    if args.weights == "random":
-        source = "preset:released"
-    elif args.weights == "golden":
-        source = golden_state
-    else:
-        source = args.weights
-    network, flow_state = load_checkpoint(source, device=args.device)
-    if args.flow is None:
-        return Restorer(network, None)
-    if args.flow == "gmflow" and flow_state is None and str(source).startswith("preset:"):
-        return Restorer(network, GMFlow(GMFlowNet().state_dict(), device=args.device, pairs_per_call=args.flow_batch))
-    estimator = build_flow(args.flow, device=args.device, gmflow_state=flow_state)
-    if isinstance(estimator, GMFlow):
-        estimator.pairs_per_call = args.flow_batch
-    return Restorer(network, estimator)
+    source = {"random": "preset:released", "golden": golden_state}.get(args.weights, args.weights)
+    random_gmflow = args.flow == "gmflow" and isinstance(source, str) and source.startswith("preset:")
+    model = load_model(
+        source, device=args.device, flow=None if random_gmflow else args.flow, precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
+    )  # fmt: skip
+    if random_gmflow:  # a preset carries no GMFlow: random weights (its speed does not depend on them)
+        model.flow = GMFlow(GMFlowNet().state_dict(), device=args.device)
+    if isinstance(model.flow, GMFlow):
+        model.flow.pairs_per_call = args.flow_batch
+    return model
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -191,30 +188,41 @@ class CodeRecorder:
         return result
 
 
-def stream(model, frames, flows, args, device, on_window=None, flow_time: list | None = None) -> None:
-    """Restore all frames window by window with the carry-mode StreamingRestorer, dropping outputs.
+class FlowClock:
+    """The streaming restorer's `timer`: seconds and CPU seconds of each flow estimation."""
 
-    With `--flow`, the flows of each window are estimated here (all pairs of the window in one
-    estimator call, in fp32 as the pipeline does) and `flow_time` gets (seconds, CPU seconds, pairs) per
-    window."""
-    restorer = StreamingRestorer(model, window=args.window)
+    def __init__(self):
+        self.times: list[tuple[float, float]] = []
+
+    @contextmanager
+    def __call__(self, stage: str):
+        begin, begin_cpu = time.perf_counter(), time.process_time()
+        yield  # the restorer synchronises a GPU before leaving
+        if stage == "flow":
+            self.times.append((time.perf_counter() - begin, time.process_time() - begin_cpu))
+
+
+def stream(model, frames, flows, args, device, on_window=None, flow_time: list | None = None) -> None:
+    """Restore all frames window by window with the carry-mode StreamingRestorer, one stream per face,
+    dropping outputs.
+
+    Flows are given (`flows`), or with `--flow` estimated by the restorer (all pairs of a window in one
+    estimator call, in fp32, as the pipeline does); `flow_time` then gets (seconds, CPU seconds, pairs)
+    per window."""
+    clock = FlowClock()
+    restorer = StreamingRestorer(model, window=args.window, timer=clock)
     with torch.inference_mode():
         for start in range(0, frames.shape[1], args.window):
             lq = frames[:, start : start + args.window].to(device)
-            if args.flow is not None:
-                sync(device)
-                begin, begin_cpu = time.perf_counter(), time.process_time()
-                window_flows = model.flows(lq, restorer.previous if restorer.state is not None else None)
-                sync(device)
-                if flow_time is not None and window_flows is not None:
-                    pairs = window_flows.shape[0] * window_flows.shape[1]
-                    flow_time.append((time.perf_counter() - begin, time.process_time() - begin_cpu, pairs))
-            else:
+            given = None
+            if args.flow is None:
                 first = start if start > 0 else start + 1  # the first window has T-1 flows
-                window_flows = flows[:, first : start + args.window].to(device)
-            with autocast(device, args.precision):
-                restorer.step(lq, window_flows)
+                given = dict(enumerate(flows[:, first : start + args.window].to(device)))
+            restorer.step(dict(enumerate(lq)), given)
             sync(device)
+            pairs = lq.shape[0] * (lq.shape[1] if start > 0 else lq.shape[1] - 1)
+            if args.flow is not None and flow_time is not None and pairs:
+                flow_time.append((*clock.times[-1], pairs))
             if on_window is not None:
                 on_window(start + lq.shape[1])
 
@@ -222,8 +230,8 @@ def stream(model, frames, flows, args, device, on_window=None, flow_time: list |
 def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
     """Code indices `(B, N, h*w)` of the streamed frames at `precision`."""
     recorder = CodeRecorder(model.network)
-    at_precision = argparse.Namespace(**{**vars(args), "precision": precision})
-    stream(Restorer(recorder, model.flow, cuda_graphs=args.cuda_graphs), frames, flows, at_precision, device)
+    restorer = Restorer(recorder, model.flow, precision=precision, cuda_graphs=args.cuda_graphs)
+    stream(restorer, frames, flows, args, device)
     return torch.cat(recorder.idx, 1)
 
 
@@ -235,12 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
     reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
-    model.cuda_graphs = args.cuda_graphs
     prepare_for_inference(model.network, channels_last=args.channels_last)
     frames, flows = make_inputs(args, model.config.img_size, golden_case)
 
     recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
-    timed = Restorer(recorder, model.flow, cuda_graphs=args.cuda_graphs)  # one: its CUDA graphs are kept
+    timed = Restorer(recorder, model.flow, precision=args.precision, cuda_graphs=args.cuda_graphs)  # keeps its graphs
     if args.warmup:
         warm = min(args.window, args.frames)
         warm_args = argparse.Namespace(**{**vars(args), "window": warm})

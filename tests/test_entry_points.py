@@ -16,6 +16,7 @@ the convention requires but the entry point lacks) fail the case.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -75,6 +76,9 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{in}/gray", "--has_aligned", match="input"),  # output into the input
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/random_state.pth"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/codeformer.pth"),
+    # checkpoints as users bring them (issue 19): a bare state dict of no known configuration, a folder
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/odd_state.pth", match="closest"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/set", match="is a folder"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "nosuch.key=1", match="nosuch"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--window", "0", match="window"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--window", "abc", match="window"),
@@ -111,6 +115,8 @@ CASES: list[Case] = [
     bad(*TRAIN, "--set", "root={out}", "name=../..", match="plain folder name"),
     bad(*TRAIN, "--set", "root={out}", "name=a/b", match="plain folder name"),
     bad(*TRAIN, "--set", "root={out}", "model.pretrained={in}/random_state.pth"),
+    bad(*TRAIN, "--set", "root={out}", "model.pretrained={in}/set", match="is a folder"),
+    bad(*TRAIN, "--set", "root={out}", "model.config.cft_weight=0.5", match="fidelity"),
     bad(*TRAIN, "--set", "root={out}", "train.device=cuda", match="cuda"),
     bad(*TRAIN, "--set", "root={out}", "train.device=tpu", match="tpu"),
     bad(*TRAIN, "--set", "root={out}", "--threads", "0", match="threads"),
@@ -135,6 +141,8 @@ CASES: list[Case] = [
     bad(*TEST, "data.root={in}/set", "--name", "../escaped", match="plain folder name"),
     bad(*TEST, "data.root={in}/set", "model.window=0", match="'model.window' must be >= 1"),
     bad(*TEST, "data.root={in}/set", "model.fidelity=1.5", match="'model.fidelity' must be between 0 and 1"),
+    bad(*TEST, "data.root={in}/set", "--model", "{in}/odd_state.safetensors", match="keep.save_checkpoint"),
+    good(*TEST, "data.root={in}/set", "methods=[keep]", "model.flow=dis", "--model", "{in}/tiny.safetensors"),
     # scripts/make_test_set.py
     bad(MAKE, "--root", "{in}/missing", match="GT"),
     bad(MAKE, "--root", "{in}/set_empty", match="no images"),
@@ -205,6 +213,20 @@ def _frames(folder: Path, count: int, height: int, width: int, *, gray: bool = F
         cv2.imwrite(str(folder / f"{t:05d}.png"), rng.integers(0, 256, shape, dtype=np.uint8))
 
 
+def write_checkpoints(root: Path) -> None:
+    """Tiny networks as files: ours in safetensors, and the bare state dict of a configuration no preset has."""
+    from safetensors.torch import save_file
+
+    import keep
+    from keep.archs.keep_arch import KEEP, PRESETS
+
+    torch.manual_seed(0)
+    keep.save_checkpoint(root / "tiny.safetensors", keep.load_network("preset:tiny"))
+    odd = KEEP(dataclasses.replace(PRESETS["tiny"], nf=48, norm_groups=16)).state_dict()
+    torch.save(odd, root / "odd_state.pth")
+    save_file({k: v.contiguous() for k, v in odd.items()}, str(root / "odd_state.safetensors"))
+
+
 def make_inputs(root: Path) -> None:
     """Every input a case reads: missing paths are simply not created."""
     rng = np.random.default_rng(0)
@@ -220,6 +242,7 @@ def make_inputs(root: Path) -> None:
         }
     }
     torch.save(codeformer, root / "codeformer.pth")
+    write_checkpoints(root)
     sets = (("set", 64, 16, False), ("set_gray", 64, 16, True), ("set_badlq", 64, 15, False))
     for name, gt_size, lq_size, gray in sets:
         _frames(root / name / "GT" / "clip", 3, gt_size, gt_size, gray=gray)

@@ -1,4 +1,4 @@
-"""Invariants of the KEEP network on tiny configurations (KEEP_SPEC sections 1-8)."""
+"""Invariants of the KEEP network on tiny configurations (paper section 3; the released network's choices)."""
 
 import dataclasses
 import hashlib
@@ -137,25 +137,28 @@ def test_streaming_single_window_equals_forward_and_modes():
     lq, flows = clip(frames=5)
     with torch.no_grad():
         reference = model(lq, flows)
-        for mode in ("carry", "reset"):
+        for mode in ("carry", "reset", "released"):
             restorer = StreamingRestorer(model, window=5, mode=mode)
-            torch.testing.assert_close(restorer.step(lq, flows), reference, atol=0, rtol=0)
+            torch.testing.assert_close(restorer.step({0: lq[0]}, {0: flows[0]})[0].out, reference[0], atol=0, rtol=0)
 
 
 def test_streaming_carries_state_across_windows():
     model = tiny()
     lq, flows = clip(frames=6)
+    step = lambda restorer, a, b, fa, fb: restorer.step({0: lq[0, a:b]}, {0: flows[0, fa:fb]})[0].out  # noqa: E731
     with torch.no_grad():
         # carry mode: two windows of 3 -> the second window's first frame has a prediction
         restorer = StreamingRestorer(model, window=3, mode="carry")
-        first = restorer.step(lq[:, :3], flows[:, :2])
-        second = restorer.step(lq[:, 3:], flows[:, 2:])
-        torch.testing.assert_close(first, model(lq[:, :3], flows[:, :2]), atol=0, rtol=0)
-        assert not torch.allclose(second[:, 0], model(lq[:, 3:4])[:, 0])
+        first = step(restorer, 0, 3, 0, 2)
+        second = step(restorer, 3, 6, 2, 5)
+        torch.testing.assert_close(first, model(lq[:, :3], flows[:, :2])[0], atol=0, rtol=0)
+        assert not torch.allclose(second[0], model(lq[:, 3:4])[0, 0])
+        expected = model.run(lq[:, 3:], flows[:, 2:], state=model.run(lq[:, :3], flows[:, :2]).state).out[0]
+        torch.testing.assert_close(second, expected, atol=0, rtol=0)
         # reset mode: the second window is an independent clip
         restorer = StreamingRestorer(model, window=3, mode="reset")
-        restorer.step(lq[:, :3], flows[:, :2])
-        torch.testing.assert_close(restorer.step(lq[:, 3:], flows[:, 3:]), model(lq[:, 3:], flows[:, 3:]))
+        step(restorer, 0, 3, 0, 2)
+        torch.testing.assert_close(step(restorer, 3, 6, 3, 5), model(lq[:, 3:], flows[:, 3:])[0])
 
 
 def test_streaming_gain_sees_the_configured_context():
@@ -178,7 +181,9 @@ def test_streaming_restore_iterates_all_frames_with_estimated_flow():
     lq, _ = clip(frames=7)
     with torch.no_grad():
         outs = list(StreamingRestorer(Restorer(model, build_flow("dis")), window=3).restore(lq.unbind(1)))
+        whole = Restorer(model, build_flow("dis")).run(lq[:, :3]).out
     assert len(outs) == 7 and outs[0].shape == (1, 3, 64, 64)
+    torch.testing.assert_close(torch.stack(outs[:3], dim=1), whole, atol=0, rtol=0)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -247,28 +252,52 @@ PINNED_IDX = [[23, 61, 11, 23, 51, 15, 49, 57], [37, 15, 57, 62, 28, 15, 15, 2],
 
 # ------------------------------------------------------------------------------------------ fidelity
 def test_fidelity_zero_ignores_the_lq_encoders_cft_features():
-    """cft_weight (the fidelity, CodeFormer's -w) 0: the decoder does not see the LQ encoder's taps."""
+    """fidelity (the CFT weight, CodeFormer's w) 0: the decoder does not see the LQ encoder's taps."""
     lq, flows = clip(frames=3)
-    for weight, independent in ((0.0, True), (1.0, False)):
-        model = tiny(cft_weight=weight)
+    model = tiny()
+    encode = model.encode_observations
+
+    def other_taps(x):
+        z, taps = encode(x)
+        return z, {s: torch.randn_like(f) for s, f in taps.items()}
+
+    for fidelity, independent in ((0.0, True), (1.0, False)):
         with torch.no_grad():
-            reference = model(lq, flows)
-            encode = model.encode_observations
-
-            def other_taps(x, encode=encode):
-                z, taps = encode(x)
-                return z, {s: torch.randn_like(f) for s, f in taps.items()}
-
+            model.encode_observations = encode
+            reference = model(lq, flows, fidelity=fidelity)
             model.encode_observations = other_taps
-            changed = model(lq, flows)
-        assert torch.equal(reference, changed) == independent, weight
+            changed = model(lq, flows, fidelity=fidelity)
+        assert torch.equal(reference, changed) == independent, fidelity
 
 
-def test_fidelity_is_checked_and_reaches_the_network():
+def test_fidelity_is_a_run_argument_checked_once():
     import keep
     from keep.errors import KeepError
 
-    assert keep.load_network("preset:tiny", cft_weight=0.3).config.cft_weight == 0.3
-    assert PRESETS["tiny"].cft_weight == 1.0  # the preset is not touched
-    with pytest.raises(KeepError, match="between 0 and 1"):
-        keep.load_network("preset:tiny", cft_weight=1.5)
+    network = tiny()
+    lq, flows = clip(frames=3)
+    model = keep.Restorer(network, fidelity=0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(lq, flows), network(lq, flows, fidelity=0.3), atol=0, rtol=0)
+        assert not torch.equal(model(lq, flows), network(lq, flows))
+    assert keep.load_model("preset:tiny", flow=None, fidelity=0.25).fidelity == 0.25
+    for bad in (1.5, -0.1, "high"):
+        with pytest.raises(KeepError, match="between 0 and 1"):
+            keep.load_model("preset:tiny", flow=None, fidelity=bad)
+        with pytest.raises(KeepError, match="between 0 and 1"):
+            model.fidelity = bad
+    with pytest.raises(KeepError, match="fidelity is chosen when the model runs"):
+        keep.load_network("preset:tiny", cft_weight=0.5)  # no longer a configuration field
+
+
+def test_unknown_override_is_a_clear_error():
+    import keep
+    from keep.errors import KeepError
+
+    with pytest.raises(KeepError, match="unknown config key 'foo'.*cfa_scales"):
+        keep.load_network("preset:tiny", foo=1)
+    with pytest.raises(KeepError, match="cfa_scales"):
+        keep.load_network("preset:tiny", cfa_scales="16")
+    with pytest.raises(KeepError, match="cannot build the KEEP network.*fusion scale 8"):
+        keep.load_network("preset:tiny", cfa_scales=(8,))
+    assert keep.load_network("preset:tiny", cfa_scales=[16]).config.cfa_scales == (16,)  # typed: a tuple

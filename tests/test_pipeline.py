@@ -29,7 +29,7 @@ from keep.pipeline.faces import FaceStage
 from keep.pipeline.items import FaceFrame, FramePool, StageTimer
 from keep.pipeline.restore import RestoreStage
 from keep.restorer import Restorer
-from keep.streaming import StreamingRestorer, TrackStreams
+from keep.streaming import StreamingRestorer
 from keep.video import open_input
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
@@ -52,8 +52,8 @@ def test_batched_tracks_equal_each_track_alone(gain_context):
         {0: (4, 7), 1: (4, 7), 7: (0, 3)},
         {0: (7, 9), 1: (7, 9), 7: (3, 5)},
     ]
-    batched = TrackStreams(model, gain_context=gain_context)
-    alone = {track: StreamingRestorer(model, window=100, gain_context=gain_context) for track in clips}
+    batched = StreamingRestorer(model, gain_context=gain_context)
+    alone = {track: StreamingRestorer(model, gain_context=gain_context) for track in clips}
     calls = []
     original = model.network.run
     counted = lambda lq, *a, **k: calls.append(lq.shape[0]) or original(lq, *a, **k)  # noqa: E731
@@ -63,15 +63,35 @@ def test_batched_tracks_equal_each_track_alone(gain_context):
         model.network.run = original
         assert results.keys() == window.keys()
         for track, (a, b) in window.items():
-            reference = alone[track].model.run(
-                clips[track][a:b][None], state=alone[track].state, previous=alone[track].previous,
-                gain_context=gain_context,
-            )  # fmt: skip
-            alone[track].state, alone[track].previous = reference.state, clips[track][b - 1][None]
-            assert torch.equal(results[track].idx, reference.idx[0])
-            torch.testing.assert_close(results[track].out, reference.out[0], atol=1e-3, rtol=0)
+            reference = alone[track].step({track: clips[track][a:b]})[track]
+            assert torch.equal(results[track].idx, reference.idx)
+            torch.testing.assert_close(results[track].out, reference.out, atol=1e-3, rtol=0)
     # window 1: one call for 2 tracks; window 2: 0 and 1 continue, 7 starts -> 2 calls; window 3: one call
     assert calls == [2, 2, 1, 3]
+
+
+@pytest.mark.parametrize("mode", ["reset", "released"])
+def test_batched_tracks_without_carry(mode):
+    """`reset` and `released` batch tracks too; `released` pads a short window to the full one from the
+    track's previous window (reflection circle), so windows of unequal length share one call."""
+    model = Restorer(tiny(), build_flow("dis"))
+    clips = {0: frames(6, 1), 1: frames(5, 2)}
+    streams = StreamingRestorer(model, window=3, mode=mode)
+    calls = []
+    original = model.network.run
+    model.network.run = lambda lq, *a, **k: calls.append(tuple(lq.shape[:2])) or original(lq, *a, **k)
+    streams.step({0: clips[0][:3], 1: clips[1][:3]})
+    second = streams.step({0: clips[0][3:], 1: clips[1][3:]})
+    model.network.run = original
+    assert second[1].out.shape[0] == 2  # padding outputs dropped
+    alone = model.run(clips[0][None, 3:]).out[0]
+    torch.testing.assert_close(second[0].out, alone, atol=1e-3, rtol=0)  # a fresh clip: no state carried
+    if mode == "released":
+        assert calls == [(2, 3), (2, 3)]
+        padded = model.run(clips[1][None, [3, 4, 2]]).out[0, :2]  # frames 3, 4 and then 2 (previous window)
+        torch.testing.assert_close(second[1].out, padded, atol=1e-3, rtol=0)
+    else:
+        assert calls == [(2, 3), (1, 3), (1, 2)]
 
 
 def test_track_state_lives_while_the_tracker_keeps_the_track():
@@ -79,7 +99,7 @@ def test_track_state_lives_while_the_tracker_keeps_the_track():
     pool = FramePool(4, 96, 96)
     pool.frames[:] = np.random.default_rng(0).integers(0, 255, pool.frames.shape, dtype=np.uint8)
     landmarks = template(64) + 16
-    stage = RestoreStage(model, window=2, gain_context=0, precision="fp32", timer=StageTimer())
+    stage = RestoreStage(model, window=2, gain_context=0, timer=StageTimer())
     stage.start(pool)
 
     def push(index: int, faces: dict, live: set) -> list:

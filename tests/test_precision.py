@@ -106,6 +106,25 @@ def test_bf16_autocast_runs_the_network():
     assert result.out.shape == lq.shape and torch.isfinite(result.out.float()).all()
 
 
+def test_precision_is_the_restorers_alone():
+    """One place decides the precision: the Restorer's, which its streams follow; an enclosing
+    autocast does not change it (issue 17)."""
+    model, lq, flows = tiny_clip()
+    with torch.inference_mode():
+        with autocast("cpu", "bf16"):
+            expected = model.run(lq, flows).out
+        restorer = keep.Restorer(model, precision="bf16")
+        assert torch.equal(restorer(lq, flows), expected)
+        streamed = keep.StreamingRestorer(restorer, window=3).step({0: lq[0]}, {0: flows[0]})[0].out
+        assert torch.equal(streamed, expected[0])
+        exact = keep.Restorer(model)(lq, flows)
+        assert exact.dtype == torch.float32 and not torch.equal(exact, expected.float())
+        with autocast("cpu", "bf16"):
+            assert torch.equal(keep.Restorer(model)(lq, flows), exact)
+    with pytest.raises(KeepError, match="unknown precision 'fp64'"):
+        keep.Restorer(model, precision="fp64")
+
+
 def test_benchmark_reports_speed_memory_and_agreement(tmp_path):
     bench = load_benchmark()
     out = tmp_path / "speed.json"

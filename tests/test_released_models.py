@@ -39,7 +39,7 @@ def test_fidelity_flag_reaches_the_network(tmp_path, capsys, monkeypatch):
     seen = []
 
     def run(self, input_path, outdir, **options):
-        seen.append(self.model.network.config.cft_weight)
+        seen.append(self.model.fidelity)
         raise Stop("stopped by the test before decoding")
 
     monkeypatch.setattr(keep.pipeline.Pipeline, "run", run)
@@ -54,7 +54,7 @@ def test_fidelity_flag_reaches_the_network(tmp_path, capsys, monkeypatch):
 
 def test_benchmark_fidelity_reaches_the_network():
     cfg = load_config(BenchmarkConfig, None, ["model.source=preset:tiny", "model.flow=dis", "model.fidelity=0.5"])
-    assert _load_network(cfg, "cpu").network.config.cft_weight == 0.5
+    assert _load_network(cfg, "cpu").fidelity == 0.5
     assert load_config(BenchmarkConfig, None, []).model.fidelity == 1.0
     with pytest.raises(KeepError, match="'model.fidelity' must be between 0 and 1"):  # refused as it is read
         load_config(BenchmarkConfig, None, ["model.source=preset:tiny", "model.fidelity=-0.1"])

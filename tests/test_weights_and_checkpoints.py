@@ -1,6 +1,8 @@
 """Weights registry lookup order, checkpoint layouts and their error messages."""
 
+import dataclasses
 import hashlib
+import logging
 
 import pytest
 import torch
@@ -229,3 +231,72 @@ def test_shape_mismatch_and_corrupt_file(tmp_path):
         keep.load_network(corrupt)
     with pytest.raises(KeepError, match="unknown preset"):
         keep.load_model("preset:huge")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_checkpoint_formats_load_alike(tmp_path, suffix):
+    """Our checkpoint as a torch file or as safetensors (config in its metadata), and a bare state dict
+    of a preset in either, load the same weights (issue 19)."""
+    model, ema = tiny_model(0), tiny_model(1)
+    flow_state = {"backbone.conv1.weight": torch.randn(2, 3)}
+    path = tmp_path / f"net{suffix}"
+    keep.save_checkpoint(path, model, ema=ema, flow_state=flow_state, step=7)
+    for use_ema, ref in ((True, ema), (False, model)):
+        loaded, flow = load_checkpoint(path, use_ema=use_ema)
+        assert loaded.config == model.config and torch.equal(
+            flow["backbone.conv1.weight"], flow_state[next(iter(flow))]
+        )
+        assert all(torch.equal(v, ref.state_dict()[k]) for k, v in loaded.state_dict().items())
+    keep.save_checkpoint(path, model, ema=model)  # an EMA that is the model itself: shared memory
+    assert torch.equal(keep.load_network(path).decoder.blocks[0].weight, model.decoder.blocks[0].weight)
+    bare = tmp_path / f"bare{suffix}"
+    if suffix == ".pth":
+        torch.save(model.state_dict(), bare)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
+    loaded = keep.load_network(bare)
+    assert loaded.config == PRESETS["tiny"] and torch.equal(
+        loaded.quantizer.embedding.weight, model.quantizer.embedding.weight
+    )
+
+
+def test_bare_state_dict_of_an_unknown_configuration_names_the_closest(tmp_path):
+    torch.manual_seed(0)
+    odd = KEEP(dataclasses.replace(PRESETS["tiny"], nf=48, norm_groups=16))
+    path = tmp_path / "odd.pth"
+    torch.save(odd.state_dict(), path)
+    with pytest.raises(KeepError) as info:
+        keep.load_network(path)
+    message = str(info.value)
+    assert str(path) in message and "closest is preset 'tiny'" in message
+    assert "keep.save_checkpoint" in message and "model.preset=tiny" in message
+    keep.save_checkpoint(tmp_path / "odd_own.pth", odd)  # the remedy the message names
+    assert keep.load_network(tmp_path / "odd_own.pth").config.nf == 48
+
+
+def test_stored_fidelity_of_older_checkpoints_is_dropped(tmp_path, caplog):
+    """Checkpoints written when the fidelity was a config field (`cft_weight`) still load (issue 17)."""
+    model = tiny_model()
+    path = tmp_path / "old.pth"
+    keep.save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    for value, warned in ((1.0, False), (0.5, True)):
+        payload["config"]["cft_weight"] = value
+        torch.save(payload, path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert keep.load_network(path).config == model.config
+        assert ("cft_weight" in caplog.text) == warned
+
+
+def test_folder_given_for_a_checkpoint(tmp_path):
+    keep.save_checkpoint(tmp_path / "models" / "net_g_latest.pth", tiny_model())
+    with pytest.raises(KeepError, match=r"is a folder, not a weight file \(it holds net_g_latest.pth\)"):
+        keep.load_network(tmp_path / "models")
+    with pytest.raises(KeepError, match="no such file"):
+        keep.load_network(tmp_path / "missing.pth")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(KeepError, match="cannot read checkpoint .*bad.safetensors"):
+        keep.load_network(tmp_path / "bad.safetensors")

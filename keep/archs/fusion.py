@@ -1,7 +1,8 @@
-"""Feature fusion inside the decoder: CFT (KEEP_SPEC section 3) and CFA (section 4).
+"""Feature fusion inside the decoder: CFT (controllable feature transformation, from CodeFormer) and
+CFA (cross-frame attention, paper section 3).
 
-Initialisation (KEEP_SPEC section 8): the released code zero-initialises every weight of these
-layers, so their weight gradients are zero forever. Here only the last affine map of each residual
+Initialisation: the released code zero-initialises every weight of these layers, so their weight
+gradients are zero forever. Here only the last affine map of each residual
 branch starts at zero: each layer is the identity at initialisation, its last maps receive gradients
 from the first step and the rest from the second step on (tests/test_network.py shows both).
 """
@@ -17,10 +18,10 @@ from .blocks import ResBlock
 
 
 class CFT(nn.Module):
-    """Controllable feature transformation: `dec + w * (dec * scale + shift)`.
+    """Controllable feature transformation: `dec + fidelity * (dec * scale + shift)`.
 
     `scale` and `shift` are predicted from the (detached) encoder tap and the decoder feature, both
-    `(N, C, r, r)`; `w` trades fidelity (w > 0, follow the LQ input) for quality (w = 0).
+    `(N, C, r, r)`; `fidelity` (CodeFormer's `w`) trades fidelity to the LQ input (up to 1) for quality (0).
     """
 
     def __init__(self, channels: int, *, norm_groups: int = 32):
@@ -40,9 +41,9 @@ class CFT(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float = 1.0) -> torch.Tensor:
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor, fidelity: float = 1.0) -> torch.Tensor:
         feat = self.encode_enc(torch.cat([enc, dec], dim=1))
-        return dec + w * (dec * self.scale(feat) + self.shift(feat))
+        return dec + fidelity * (dec * self.scale(feat) + self.shift(feat))
 
 
 class CFA(nn.Module):

@@ -1,4 +1,4 @@
-"""KEEP: Kalman-inspired feature propagation around a CodeFormer-style VQGAN (KEEP_SPEC sections 1-7).
+"""KEEP: Kalman-inspired feature propagation around a CodeFormer-style VQGAN (paper section 3).
 
 Per frame t of a clip (paper section 3):
     z_obs[t]  = LQ encoder(lq[t])                                  observation
@@ -11,6 +11,9 @@ Per frame t of a clip (paper section 3):
 route: it also takes and returns a `KEEPState` (previous output, CFA memory, recent observations) so a
 video of any length can be restored window by window without resets (see `keep.streaming`), and it
 returns the intermediate tensors training needs (`KEEPOutput`).
+
+The fidelity (CodeFormer's `w`: how much of the LQ encoder's features the CFT adds to the decoder, 0 .. 1)
+is an argument of `run` and `step`, not part of the configuration: it changes no weight.
 """
 
 from __future__ import annotations
@@ -33,12 +36,8 @@ from .vqgan import Decoder, Encoder, VectorQuantizer
 @dataclass
 class KEEPConfig:
     """The network's one definition: `KEEP(config)` builds from it, and every checkpoint carries it.
-    Defaults are the released configuration (KEEP_SPEC section 7).
-
-    `cft_weight` is the fidelity knob (CodeFormer's `-w`, `inference.py --fidelity`): how much of the
-    LQ encoder's features the CFT adds to the decoder, 0 (none) .. 1 (fully, every release's value).
-    It changes no weight shape, so it may differ from the value a checkpoint was trained with.
-    """
+    Defaults are the released configuration (the v0.1.0 and v1.0.0 checkpoints). The fidelity is not here: it is an
+    argument of `KEEP.run` (checkpoints that stored it as `cft_weight` still load, `keep.checkpoint`)."""
 
     img_size: int = 512
     nf: int = 64
@@ -53,7 +52,6 @@ class KEEPConfig:
     transformer_heads: int = 8
     transformer_layers: int = 9
     cft_scales: tuple[int, ...] = (16, 32, 64)
-    cft_weight: float = 1.0
     cfa_scales: tuple[int, ...] = (16, 32)
     cfa_heads: int = 4
     cfa_head_dim: int = 256
@@ -63,7 +61,7 @@ class KEEPConfig:
 
 
 PRESETS: dict[str, KEEPConfig] = {
-    # The released v0.1.0 network (KEEP_SPEC section 7).
+    # The released network (v0.1.0 and v1.0.0 checkpoints).
     "released": KEEPConfig(),
     # A tiny network with every component, for tests and CPU smoke runs (runs in milliseconds).
     "tiny": KEEPConfig(
@@ -114,8 +112,25 @@ class KEEPOutput:
     z_obs: torch.Tensor  # (B, T, emb_dim, h, w) LQ encoder output (observation)
     z_post: torch.Tensor  # (B, T, emb_dim, h, w) transformer input (posterior; = z_obs without a prior)
     gain: torch.Tensor | None  # (B, T, 1, h, w) Kalman gain, None when no frame had a prediction
-    features: dict[int, torch.Tensor]  # scale -> (B, T, C, r, r) decoder features after CFT/CFA
+    features: dict[int, torch.Tensor]  # CFA scale -> (B, T, C, r, r) decoder features after CFT/CFA
     state: KEEPState  # state after the last frame
+
+    @classmethod
+    def stack(
+        cls, frames: list[FrameOutput], *, z_obs: torch.Tensor, gain: torch.Tensor | None, state: KEEPState
+    ) -> KEEPOutput:
+        """The window's output from its frames' outputs (each `(B, ...)`, stacked to `(B, T, ...)`)."""
+        stack = lambda xs: torch.stack(list(xs), dim=1)  # noqa: E731
+        return cls(
+            out=stack(f.out for f in frames),
+            logits=stack(f.logits for f in frames),
+            idx=stack(f.idx for f in frames),
+            z_obs=z_obs,
+            z_post=stack(f.z_post for f in frames),
+            gain=gain,
+            features={s: stack(f.fused[s] for f in frames) for s in frames[0].fused},
+            state=state,
+        )
 
 
 class FrameOutput(NamedTuple):
@@ -125,10 +140,14 @@ class FrameOutput(NamedTuple):
     logits: torch.Tensor  # (B, h*w, codebook_size)
     idx: torch.Tensor  # (B, h*w)
     z_post: torch.Tensor  # (B, emb_dim, h, w)
-    fused: dict[int, torch.Tensor]  # scale -> (B, C, r, r) decoder features after CFT / CFA
+    fused: dict[int, torch.Tensor]  # CFA scale -> (B, C, r, r) decoder features after CFT / CFA (next CFA memory)
 
 
 FrameStep = Callable[..., FrameOutput]  # KEEP.step's signature
+
+# Inference encodes a window this many frames at a time: peak memory is then set by 4 frames of 512
+# activations, not by the window length (issue #2). Training encodes the window at once.
+ENCODE_CHUNK = 4
 
 
 class KEEP(nn.Module):
@@ -174,13 +193,6 @@ class KEEP(nn.Module):
         )
         # decoder block index -> scale whose fusion happens after that block
         self._fuse_after = {self.decoder.fuse_index[s]: s for s in set(c.cft_scales) | set(c.cfa_scales)}
-        # Frames per LQ-encoder call when autograd is off (None: the whole window at once).
-        self.encode_chunk: int | None = 4
-
-    @classmethod
-    def from_config(cls, config: KEEPConfig) -> KEEP:
-        """Same as `KEEP(config)` (kept for callers written before the config became the constructor)."""
-        return cls(config)
 
     # ----------------------------------------------------------------------------------- steps
     def encode_observations(self, lq: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -188,14 +200,12 @@ class KEEP(nn.Module):
         batch = lq.shape[0]
         frames = rearrange(lq, "b t c h w -> (b t) c h w")
         scales = tuple(int(s) for s in self.cft)
-        # Inference encodes a window a few frames at a time: peak memory is then set by
-        # `encode_chunk` frames of 512 activations, not by the window length (issue #2).
-        chunk = len(frames) if torch.is_grad_enabled() or not self.encode_chunk else self.encode_chunk
+        chunk = len(frames) if torch.is_grad_enabled() else ENCODE_CHUNK
         parts = [self.lq_encoder(frames[i : i + chunk], taps=scales) for i in range(0, len(frames), chunk)]
         z = torch.cat([p[0] for p in parts])
         taps = {s: torch.cat([p[1][s] for p in parts]) for s in scales}
         split = lambda x: rearrange(x, "(b t) ... -> b t ...", b=batch)  # noqa: E731
-        return split(z), {s: split(f).detach() for s, f in taps.items()}  # taps detached (spec section 3)
+        return split(z), {s: split(f).detach() for s, f in taps.items()}  # taps detached, as released
 
     def predict(self, prev_out: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Kalman prediction: previous restored frame `(B, 3, H, W)` warped by flow `(B, 2, H, W)`
@@ -208,7 +218,7 @@ class KEEP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latent `(B, emb_dim, h, w)` -> (logits `(B, h*w, K)`, idx `(B, h*w)`, z_q `(B, emb_dim, h, w)`).
 
-        z_q is detached (spec section 2); `straight_through` passes its gradient on to `z` instead
+        z_q is detached (as released); `straight_through` passes its gradient on to `z` instead
         (training stage II: the pixel loss then reaches the posterior, the LQ encoder and the gain)."""
         logits = self.transformer(z)
         idx = logits.argmax(dim=-1)
@@ -217,10 +227,15 @@ class KEEP(nn.Module):
         return logits, idx, z_q
 
     def decode(
-        self, z_q: torch.Tensor, taps: dict[int, torch.Tensor], cfa_memory: dict[int, torch.Tensor]
+        self,
+        z_q: torch.Tensor,
+        taps: dict[int, torch.Tensor],
+        cfa_memory: dict[int, torch.Tensor],
+        fidelity: float = 1.0,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Decode one frame with CFT (encoder taps `(B, C, r, r)`) and CFA (previous frame's CFA
-        outputs). Returns the image `(B, 3, H, W)` and this frame's fused features per scale."""
+        """Decode one frame with CFT (encoder taps `(B, C, r, r)`, weighted by `fidelity`) and CFA (the
+        previous frame's CFA outputs). Returns the image `(B, 3, H, W)` and this frame's features at the
+        CFA scales (the next frame's CFA memory)."""
         x = z_q
         features: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.decoder.blocks):
@@ -229,10 +244,11 @@ class KEEP(nn.Module):
             if scale is None:
                 continue
             if str(scale) in self.cft:
-                x = self.cft[str(scale)](taps[scale], x, self.config.cft_weight)
-            if str(scale) in self.cfa and scale in cfa_memory:
-                x = self.cfa[str(scale)](x, cfa_memory[scale])
-            features[scale] = x
+                x = self.cft[str(scale)](taps[scale], x, fidelity)
+            if str(scale) in self.cfa:
+                if scale in cfa_memory:
+                    x = self.cfa[str(scale)](x, cfa_memory[scale])
+                features[scale] = x
         return x, features
 
     def step(
@@ -244,20 +260,21 @@ class KEEP(nn.Module):
         flow: torch.Tensor | None = None,
         gain: torch.Tensor | None = None,
         *,
+        fidelity: float = 1.0,
         straight_through: bool = False,
     ) -> FrameOutput:
         """One frame of the recurrence: predict (when `prev_out` is given), update, look up, decode.
 
         z_obs `(B, emb_dim, h, w)` and taps `{scale: (B, C, r, r)}` of this frame; cfa_memory: the previous
-        frame's fused features (empty for a clip's first frame); prev_out `(B, 3, H, W)`, flow `(B, 2, H, W)`
+        frame's CFA-scale features (empty for a clip's first frame); prev_out `(B, 3, H, W)`, flow `(B, 2, H, W)`
         (this frame -> the previous one) and gain `(B, 1, h, w)`, or None for a first frame (then the
-        observation is the posterior). Returns (out, logits, idx, z_post, fused features per scale)."""
+        observation is the posterior). Returns (out, logits, idx, z_post, features at the CFA scales)."""
         if prev_out is None:
             z_post = z_obs
-        else:
+        else:  # prediction: the previous output warped and re-encoded; update: paper eq. 9
             z_post = kalman_update(z_obs, self.predict(prev_out, flow), gain)
         logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
-        out, fused = self.decode(z_q, taps, cfa_memory)
+        out, fused = self.decode(z_q, taps, cfa_memory, fidelity)
         return FrameOutput(out, logits, idx, z_post, fused)
 
     # ----------------------------------------------------------------------------------- clip
@@ -267,83 +284,49 @@ class KEEP(nn.Module):
         flows: torch.Tensor | None = None,
         *,
         state: KEEPState | None = None,
+        fidelity: float = 1.0,
         gain_context: int = 0,
         keep_features: bool = False,
         straight_through: bool = False,
         step: FrameStep | None = None,
     ) -> KEEPOutput:
-        """Restore a window of frames, continuing from `state` (None: a fresh clip, as released).
+        """Restore a window of frames `(B, T, 3, H, W)` in [-1, 1] (H = W = img_size, aligned faces),
+        continuing from `state` (None: a fresh clip, as released).
 
-        lq: `(B, T, 3, H, W)` in [-1, 1], H = W = img_size (aligned faces).
-        flows: `(B, T-1, 2, H, W)` flows frame t -> t-1 in pixels (x, y); with a state that has a
-            previous frame, `(B, T, 2, H, W)` whose first entry is frame 0 -> the state's last frame.
-            Flow estimation is the runtime's job (`keep.restorer.Restorer`), not the network's.
-        gain_context: how many of the most recent observations the state keeps, so that the gain of
-            the next window also sees them (0: each window's gain sees that window only).
-        keep_features: also return the decoder features at the CFA scales (training's temporal loss).
-        straight_through: gradients of the decoder input reach the posterior (`predict_codes`; training).
-        step: computes the frames that have a prediction, in place of `self.step` and with its signature
-            (the runtime passes a CUDA-graph replay of it: `keep.cuda_graphs.GraphedStep`).
+        flows: `(B, T-1, 2, H, W)` frame t -> t-1 in pixels (x, y); after a state with a previous frame,
+            `(B, T, 2, H, W)`, entry 0 being frame 0 -> that frame. Estimating them is the runtime's job.
+        fidelity: CFT weight, 0 (quality) .. 1 (fidelity to the input, every release's value).
+        gain_context: recent observations the returned state keeps for the next window's gain.
+        keep_features: return the decoder features at the CFA scales (training's temporal loss).
+        straight_through: gradients of the decoder input reach the posterior (training stage II).
+        step: computes the predicted frames in place of `self.step` (a CUDA-graph replay of it).
         """
         state = state or KEEPState()
-        batch, frames = lq.shape[:2]
-        has_prev = state.prev_out is not None
         flows = self._check_flows(lq, flows, state)
-
-        z_obs, taps = self.encode_observations(lq)
-        # The gain is computed once for the window from observations only (paper eq. 10),
-        # prefixed by the observations the state remembers.
-        gain = None
-        if has_prev or frames > 1:
-            history = state.obs_history
-            window = z_obs if history is None else torch.cat([history, z_obs], dim=1)
-            gain = self.kalman(window)[:, -frames:]
-
-        prev_out, cfa_memory = state.prev_out, dict(state.cfa_memory)
-        step = step or self.step
-        outs, logits_all, idx_all, posts = [], [], [], []
-        features: dict[int, list[torch.Tensor]] = {s: [] for s in self.cfa_scales}
+        frames, lag = lq.shape[1], 0 if state.prev_out is not None else 1  # flows[:, t - lag]: frame t -> t-1
+        z_obs, taps = self.encode_observations(lq)  # observations of the whole window
+        seen = z_obs if state.obs_history is None else torch.cat([state.obs_history, z_obs], dim=1)
+        # gain: once per window, from observations only (paper eq. 10), the remembered ones included
+        gain = self.kalman(seen)[:, -frames:] if frames > 1 or not lag else None
+        prev_out, memory, outputs = state.prev_out, dict(state.cfa_memory), []
         for t in range(frames):
             taps_t = {s: f[:, t] for s, f in taps.items()}
-            if prev_out is None:  # first frame: no prior, the observation is the posterior
-                frame = self.step(z_obs[:, t], taps_t, cfa_memory, straight_through=straight_through)
-            else:
-                flow = flows[:, t] if has_prev else flows[:, t - 1]
-                frame = step(
-                    z_obs[:, t], taps_t, cfa_memory, prev_out, flow, gain[:, t], straight_through=straight_through
-                )
-            out, logits, idx, z_post, fused = frame
-            cfa_memory = {s: fused[s] for s in self.cfa_scales}
-            prev_out = out
-            outs.append(out)
-            logits_all.append(logits)
-            idx_all.append(idx)
-            posts.append(z_post)
-            if keep_features:
-                for s in features:
-                    features[s].append(fused[s])
+            if prev_out is None:  # a clip's first frame: no prediction, the observation is the posterior
+                frame = self.step(z_obs[:, t], taps_t, memory, fidelity=fidelity, straight_through=straight_through)
+            else:  # predict from the previous output, update with the gain, decode
+                frame = (step or self.step)(
+                    z_obs[:, t], taps_t, memory, prev_out, flows[:, t - lag], gain[:, t],
+                    fidelity=fidelity, straight_through=straight_through,
+                )  # fmt: skip
+            prev_out, memory = frame.out, frame.fused
+            outputs.append(frame if keep_features else frame._replace(fused={}))
+        history = seen[:, -gain_context:].detach() if gain_context > 0 else None
+        return KEEPOutput.stack(outputs, z_obs=z_obs, gain=gain, state=KEEPState(prev_out, memory, history))
 
-        history = None
-        if gain_context > 0:
-            seen = z_obs if state.obs_history is None else torch.cat([state.obs_history, z_obs], dim=1)
-            history = seen[:, -gain_context:].detach()
-        new_state = KEEPState(prev_out=prev_out, cfa_memory=cfa_memory, obs_history=history)
-        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
-        return KEEPOutput(
-            out=stack(outs),
-            logits=stack(logits_all),
-            idx=stack(idx_all),
-            z_obs=z_obs,
-            z_post=stack(posts),
-            gain=gain,
-            features={s: stack(f) for s, f in features.items() if f},
-            state=new_state,
-        )
-
-    def forward(self, lq: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, lq: torch.Tensor, flows: torch.Tensor | None = None, *, fidelity: float = 1.0) -> torch.Tensor:
         """Restore one clip: lq `(B, T, 3, H, W)` in [-1, 1], flows `(B, T-1, 2, H, W)` (None for T = 1)
         -> restored `(B, T, 3, H, W)`, raw (roughly [-1, 1]; clamp before display)."""
-        return self.run(lq, flows).out
+        return self.run(lq, flows, fidelity=fidelity).out
 
     # ----------------------------------------------------------------------------------- helpers
     @property

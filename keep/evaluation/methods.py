@@ -1,13 +1,14 @@
 """The methods compared in the table, each `(lq clip, size) -> restored clip`, uint8 RGB.
 
 - `bicubic`: LQ upsampled x4 with bicubic interpolation (OpenCV), which is also the network's input:
-  the test set's LQ is 128 and the network takes 512 faces (KEEP_SPEC section 6), so every network
+  the test set's LQ is 128 and the network takes 512 faces (docs/benchmark.md), so every network
   method sees exactly the `bicubic` frames.
 - `keep_per_frame`: the network without temporal propagation: every frame is a fresh one-frame clip
   (`model.run(frame, state=None)`): no prior, so the posterior is the observation (gain 0), and no
   previous frame for the cross-frame attention (no CFA). tests/test_benchmark.py checks that this
   equals the whole clip run with the gain forced to 0 and the CFA modules removed.
 - `keep`: the full network streamed over the whole clip (`keep.streaming.StreamingRestorer`).
+The network runs at the model's precision and fidelity (`keep.restorer.Restorer`, set by the runner).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tqdm import tqdm
 
 from ..errors import KeepError
 from ..image import to_tensor, to_uint8
-from ..precision import autocast
 from ..restorer import Restorer
 from ..streaming import StreamingRestorer
 from .config import ModelConfig
@@ -42,10 +42,9 @@ def run_bicubic(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelCon
 def run_keep_per_frame(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelConfig, bar: tqdm) -> np.ndarray:
     device = model.device
     outs = []
-    with autocast(device, cfg.precision):
-        for frame in upsample(lq, size):
-            outs.append(to_uint8(model.run(to_tensor(frame, device)[None, None], None, state=None).out[0, 0]))
-            bar.update(1)
+    for frame in upsample(lq, size):
+        outs.append(to_uint8(model.run(to_tensor(frame, device)[None, None], None, state=None).out[0, 0]))
+        bar.update(1)
     return np.stack(outs)
 
 
@@ -55,10 +54,9 @@ def run_keep(lq: np.ndarray, size: int, model: Restorer | None, cfg: ModelConfig
     restorer = StreamingRestorer(model, window=cfg.window, gain_context=cfg.gain_context, mode=cfg.stream_mode)
     frames: Iterator[torch.Tensor] = (to_tensor(f, device)[None] for f in upsample(lq, size))
     outs = []
-    with autocast(device, cfg.precision):
-        for out in restorer.restore(frames):
-            outs.append(to_uint8(out[0]))
-            bar.update(1)
+    for out in restorer.restore(frames):
+        outs.append(to_uint8(out[0]))
+        bar.update(1)
     return np.stack(outs)
 
 

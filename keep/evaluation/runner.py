@@ -5,7 +5,7 @@ results/<name>/
     per_frame.csv       method, clip, frame, psnr, ssim, lpips, ids, akd
     per_clip.csv        method, clip, frames, frame means, std_ids, std_akd, twe
     results.json        per-clip rows, the table's values and the metric notes
-    table.md            the paper's columns (KEEP_SPEC section 11) + TWE, one row per method
+    table.md            the paper's columns (docs/benchmark.md) + TWE, one row per method
     plots/<clip>.png    per-frame IDS / AKD over time, one line per method
     images/<method>/<clip>/<frame>.png   restored frames (save_images: true)
 
@@ -43,10 +43,8 @@ RUN_FILES = ("config.yml", "table.md", "per_frame.csv", "per_clip.csv", "results
 def _load_network(cfg: BenchmarkConfig, device):
     from ..model import load_model
 
-    try:
-        return load_model(cfg.model.source, device=device, flow=cfg.model.flow, cft_weight=cfg.model.fidelity)
-    except (ValueError, TypeError) as exc:
-        raise KeepError(f"cannot build the network from {cfg.model.source!r}: {exc}") from None
+    m = cfg.model
+    return load_model(m.source, device=device, flow=m.flow, precision=m.precision, fidelity=m.fidelity)
 
 
 def check_inputs(cfg: BenchmarkConfig) -> list[str]:
@@ -141,21 +139,7 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
         plot_clip(out_dir / "plots" / f"{clip_name}.png", clip_name, per_method)
 
     summary = summarize(clip_rows, cfg.methods)
-    header = [
-        f"# Benchmark `{cfg.name}`",
-        "",
-        f"Test set `{cfg.data.root}`: {len(clips)} clips, {total_frames} frames. "
-        + (
-            f"Network: `{cfg.model.source}` ({cfg.model.stream_mode} streaming, window {cfg.model.window}, "
-            f"flow {getattr(model.flow, 'name', cfg.model.flow)}, fidelity {cfg.model.fidelity}, "
-            f"{cfg.model.precision}) on {model.device}. "
-            "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
-            if model is not None
-            else "No network run. "
-        )
-        + "Values: mean over the frames of a clip, then over clips; std = over the frames of a clip, "
-        "then averaged over clips.",
-    ]
+    header = _header(cfg, len(clips), total_frames, model)
     notes = {
         "psnr/ssim": "RGB, [0, 255], no border crop; SSIM 11x11 Gaussian window (sigma 1.5), channel mean",
         **{k: evaluator.notes.get(k, "") for k in ("lpips", "ids", "akd", "twe")},
@@ -166,3 +150,22 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
     write_csv(out_dir / "per_clip.csv", clip_rows)
     write_json(out_dir / "results.json", {"summary": summary, "clips": clip_rows, "notes": notes})
     return table, summary, notes
+
+
+def _header(cfg: BenchmarkConfig, clips: int, frames: int, model) -> list[str]:
+    """The table's title and the sentence that says what was run."""
+    m = cfg.model
+    network = (
+        f"Network: `{m.source}` ({m.stream_mode} streaming, window {m.window}, "
+        f"flow {getattr(model.flow, 'name', m.flow)}, fidelity {model.fidelity}, {model.precision}) on {model.device}. "
+        "Network input: LQ upsampled x4 bicubic to the network's size (= the `bicubic` row). "
+        if model is not None
+        else "No network run. "
+    )
+    return [
+        f"# Benchmark `{cfg.name}`",
+        "",
+        f"Test set `{cfg.data.root}`: {clips} clips, {frames} frames. {network}"
+        "Values: mean over the frames of a clip, then over clips; std = over the frames of a clip, "
+        "then averaged over clips.",
+    ]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ..errors import KeepError, WeightsUnavailable
-from ..weights import REGISTRY, read_tensors, resolve_weights
+from ..weights import REGISTRY, resolve_weights
 from .dis import DISFlow
 from .gmflow import GMFlow, GMFlowNet
 from .raft import RAFTFlow
@@ -48,9 +48,9 @@ def _gmflow_state(weights: str | None, state: Mapping[str, torch.Tensor] | None)
             "(keep, keep_asian, keep_v0.1.0) and models fine-tuned from them carry GMFlow; "
             "choose --flow auto, raft_large, raft_small or dis"
         )
-    from ..checkpoint import read_checkpoint
+    from ..checkpoint import read_checkpoint, read_checkpoint_file
 
-    obj = read_tensors(resolve_weights(weights), "GMFlow weights")
+    obj = read_checkpoint_file(resolve_weights(weights), "GMFlow weights")  # .pth or .safetensors
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):  # GMFlow's own checkpoints
         return dict(obj["model"])
     flow_state = read_checkpoint(obj).flow_state

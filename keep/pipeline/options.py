@@ -64,7 +64,7 @@ class PipelineOptions:
             raise KeepError(f"--overlap must be one of {', '.join(OVERLAP_MODES)}, got '{self.overlap}'")
         if self.fps <= 0:
             raise KeepError(f"--fps must be > 0, got {self.fps}")
-        from ..model import check_fidelity
+        from ..restorer import check_fidelity
 
         check_fidelity(self.fidelity)
         from ..background import UPSAMPLERS

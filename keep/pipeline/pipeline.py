@@ -37,13 +37,15 @@ class Pipeline:
     def __init__(self, options: PipelineOptions):
         options.check()
         self.options = options
-        self.model = load_model(options.model, device=options.device, flow=options.flow, cft_weight=options.fidelity)
-        self.model.cuda_graphs = options.cuda_graphs
+        self.model = load_model(
+            options.model, device=options.device, flow=options.flow, precision=options.precision,
+            fidelity=options.fidelity, cuda_graphs=options.cuda_graphs,
+        )  # fmt: skip
         self.size = self.model.config.img_size
         self.timer = StageTimer()
         self.restore = RestoreStage(
-            self.model, window=options.window, gain_context=options.gain_context, precision=options.precision,
-            timer=self.timer, restore=options.restore,
+            self.model, window=options.window, gain_context=options.gain_context, timer=self.timer,
+            restore=options.restore,
         )  # fmt: skip
         self.runner = build_runner(options, self.size)
 
@@ -84,14 +86,7 @@ class Pipeline:
             self.runner = build_runner(opts, self.size)
         runner = self.runner
         pool = new_pool(runner, runner.info["held"], reader.height, reader.width)
-        u = opts.upscale
-        encode = EncodeJob(
-            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
-            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
-            audio_source=item.source if reader.kind == "video" else None,
-            frames_dir=out.frames_dir if opts.save_frames else None,
-            faces_log=out.faces_log if opts.save_faces else None,
-        )  # fmt: skip
+        encode = self._encode_job(item, out, reader)
         self.timer.seconds.clear()
         self.restore.start(pool)
         bar = tqdm(
@@ -125,6 +120,17 @@ class Pipeline:
         if reader.kind != "image":
             out.summary.write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _encode_job(self, item: Input, out, reader) -> EncodeJob:
+        """What the encoder writes for `item`: the output at --upscale, its audio, frames and faces log."""
+        opts, u = self.options, self.options.upscale
+        return EncodeJob(
+            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
+            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
+            audio_source=item.source if reader.kind == "video" else None,
+            frames_dir=out.frames_dir if opts.save_frames else None,
+            faces_log=out.faces_log if opts.save_faces else None,
+        )  # fmt: skip
 
     def _summary(self, item: Input, output: Path, front: dict, back: dict, elapsed: float) -> dict:
         restore = self.restore.stats()

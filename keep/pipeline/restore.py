@@ -1,6 +1,7 @@
 """Stage 3, restore: align every tracked face to the FFHQ template and restore the faces of `window`
 consecutive frames with KEEP, all tracks in one batched call, each track's Kalman / KEEP state carried
-over the whole track (`keep.streaming.TrackStreams`).
+over the whole track (`keep.streaming.StreamingRestorer`, one stream per track; the precision and
+fidelity are the model's, `keep.restorer.Restorer`).
 
 A track's state is kept while the tracker keeps the track, even through a window where it has no face
 (issue #12), and dropped when the tracker drops it. Memory: one window of aligned crops plus one state
@@ -18,7 +19,7 @@ import numpy as np
 from ..face.align import align_face, estimate_affine
 from ..image import to_tensor, to_uint8
 from ..restorer import Restorer
-from ..streaming import TrackStreams
+from ..streaming import StreamingRestorer
 from .items import FaceFrame, FramePool, RestoredFace, RestoredFrame, StageTimer
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ class RestoreStage:
         *,
         window: int,
         gain_context: int,
-        precision: str,
         timer: StageTimer,
         restore: bool = True,
     ):
@@ -41,14 +41,13 @@ class RestoreStage:
         self.size = model.config.img_size
         self.window = window
         self.gain_context = gain_context
-        self.precision = precision
         self.timer = timer
         self.restore = restore
 
     def start(self, pool: FramePool) -> None:
         self.pool = pool
-        self.streams = TrackStreams(
-            self.model, gain_context=self.gain_context, precision=self.precision, timer=self.timer
+        self.streams = StreamingRestorer(
+            self.model, window=self.window, gain_context=self.gain_context, timer=self.timer
         )
         self.chunk: list[tuple[FaceFrame, dict[int, tuple[np.ndarray | None, np.ndarray]]]] = []
         self.track_frames: Counter[int] = Counter()

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from einops import rearrange
 
-from ..archs.keep_arch import KEEP, PRESETS
-from ..checkpoint import config_from_dict, save_checkpoint
+from ..archs.keep_arch import KEEP
+from ..checkpoint import save_checkpoint
 from ..cli import resolve_device
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
@@ -31,6 +30,7 @@ from ..errors import KeepError
 from ..image import to_uint8, write_image
 from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
 from ..metrics.psnr_ssim import psnr, ssim
+from ..model import load_checkpoint
 from ..precision import autocast
 from .config import TrainConfig
 from .schedules import lr_at
@@ -40,18 +40,12 @@ from .utils import EMA, MetricsLogger, deterministic_algorithms, init_distribute
 
 
 def build_model(cfg: TrainConfig) -> tuple[KEEP, dict[str, torch.Tensor] | None]:
-    """The network to train, and the GMFlow weights its pretrained checkpoint carries (or None): they
-    travel on into every checkpoint of the run, so a fine-tuned released model keeps its own flow."""
+    """The network to train (`model.pretrained`, else `model.preset`, with `model.config` on top), and the
+    GMFlow weights its pretrained checkpoint carries (or None): they travel on into every checkpoint of
+    the run, so a fine-tuned released model keeps its own flow."""
     section = cfg.model
-    flow_state = None
-    if section.pretrained:
-        from ..model import load_checkpoint
-
-        model, flow_state = load_checkpoint(section.pretrained, use_ema=True, **section.config)  # weights_only
-    else:
-        if section.preset not in PRESETS:
-            raise KeepError(f"unknown model.preset '{section.preset}'; choose one of {sorted(PRESETS)}")
-        model = KEEP(config_from_dict({**asdict(PRESETS[section.preset]), **section.config}))
+    source = section.pretrained or f"preset:{section.preset}"
+    model, flow_state = load_checkpoint(source, use_ema=True, **section.config)  # files read weights-only
     if section.init_lq_from_hq:
         model.lq_encoder.load_state_dict(model.hq_encoder.state_dict())
     return model, flow_state
