@@ -340,6 +340,9 @@ def test_after_sigkill_of_the_main_process_no_semaphore_is_leaked(tmp_path):
     run.kill()
     _, stderr = run.communicate(timeout=60)  # stderr ends when the workers and the tracker have exited
     assert "leaked" not in stderr and "Traceback" not in stderr, stderr[-2000:]
+    deadline = time.monotonic() + 30  # the workers closed their output; their exit may take a moment more
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not any(running(pid) for pid in workers)
 
 

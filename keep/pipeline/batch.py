@@ -131,6 +131,8 @@ def _run(
             item, wait = queue.pop(0)
             out = outputs_of(item, outdir, options.container)
             lock = OutputLock(out.lock)
+            if wait:
+                log.info("%s: waiting for the other run that writes %s", item.source, out.main)
             if not lock.acquire(wait=wait):
                 log.info("%s: another run is writing %s; coming back to it later", item.source, out.main)
                 queue.append((item, True))

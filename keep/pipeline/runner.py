@@ -213,8 +213,8 @@ def worker_lost(role: str, worker, shared: bool, *, started: bool, source) -> Ex
     code = getattr(worker, "exitcode", None)
     kind = "process" if shared else "thread"
     if code is not None and code < 0 and -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        hint = " (the system's out-of-memory killer sends it: a smaller --window or --upscale needs less)"
-        cause = f"killed by {signal.Signals(-code).name}" + (hint if -code == signal.SIGKILL else "")
+        hint = " (as the system's out-of-memory killer does)" if -code == signal.SIGKILL else ""
+        cause = f"killed by {signal.Signals(-code).name}{hint}"
         where = f" while restoring {source}" if source is not None else " while starting"
         return KeepError(f"the {role} stage {kind} was {cause}{where}; nothing was written")
     hint = ""

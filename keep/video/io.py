@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image  # noqa: F401 (re-exported)
-from .streams import AHEAD_S, StreamCopier
+from .streams import AHEAD_S, StreamCopier, main_video
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class VideoReader:
             raise
 
     def _open(self) -> None:
-        if not self._container.streams.video:
+        stream = self.stream = main_video(self._container)
+        if stream is None:
             raise KeepError(f"{self.path} has no video stream")
-        stream = self.stream = self._container.streams.video[0]
         if stream.codec_context is None:
             raise KeepError(
                 f"cannot decode {self.path}: this FFmpeg build (PyAV {av.__version__}) has no decoder for its "

@@ -1,6 +1,7 @@
 """The input's other streams in the restored video (issue 19): every audio track, copied packet by packet
-(re-encoded to AAC only when the output container cannot hold its codec), and the subtitle tracks the
-container can hold; what was kept and what was not, in words, for the run's summary.
+(re-encoded to AAC only when the output container cannot hold its codec), and the subtitle tracks and
+attachments (their fonts) the container can hold; what was kept and what was not, in words, for the
+run's summary.
 
 Packets come from a second demuxer over the input and are muxed as the video advances (`mux_until`), so
 a long video never holds more than `AHEAD_S` seconds of them; their timestamps are the input's, as the
@@ -22,9 +23,18 @@ AUDIO_FALLBACK = "aac"  # what an audio track becomes in a container that cannot
 AHEAD_S = 0.5  # packets are muxed up to this many seconds past the last video frame written
 
 
+def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream that is restored: the first that is not a still (a cover picture)."""
+    still = av.stream.Disposition.attached_pic
+    return next((s for s in container.streams.video if not s.disposition & still), None)
+
+
 def describe(stream: av.stream.Stream) -> str:
-    """`audio 2 (pcm_u8, eng)`: the stream's index in the input, its codec and language."""
-    codec = stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown codec"
+    """`audio 2 (pcm_u8, eng)`: the stream's index in the input, its codec (or name) and language."""
+    if stream.codec_context is not None:
+        codec = stream.codec_context.codec.canonical_name
+    else:  # an attachment's file name, a data stream's handler (e.g. a camera's timecode)
+        codec = getattr(stream, "name", None) or stream.metadata.get("handler_name") or "unknown codec"
     language = stream.metadata.get("language")
     return f"{stream.type} {stream.index} ({codec}{', ' + language if language and language != 'und' else ''})"
 
@@ -64,16 +74,18 @@ class StreamCopier:
         self._routes: dict[int, Route] = {}
         self._pending: av.Packet | None = None
         self._input = av.open(str(source))
-        video = self._input.streams.video[0] if self._input.streams.video else None
+        video = main_video(self._input)
         container = output.format.name.split(",")[0]
         for stream in self._input.streams:
             if video is not None and stream.index == video.index:
                 continue
             label = describe(stream)
-            if stream.type not in ("audio", "subtitle"):
+            if stream.type not in ("audio", "subtitle", "attachment"):
                 self.dropped.append(f"{label}: {stream.type} streams are not copied")
             elif container_holds(output.format.name, stream):
-                self._add(stream, output.add_stream_from_template(stream))
+                target = output.add_stream_from_template(stream)
+                if stream.type != "attachment":  # an attachment (a subtitle font) has no packets
+                    self._add(stream, target)
                 self.kept.append(f"{label}: copied")
             elif stream.type == "audio" and stream.codec_context is not None:
                 context = stream.codec_context
