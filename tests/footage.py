@@ -59,12 +59,14 @@ def write_clip(
     sample_aspect: Fraction | None = None,
     audio: list[tuple[str, str]] = (),
     subtitles: list[tuple[float, float, str]] = (),
+    attachments: list[tuple[str, bytes]] = (),
 ) -> Path:
     """H.264 frames (their times `times` in seconds, else 1/fps apart) in the container of `dst`'s suffix.
 
     rotation: (degrees counter-clockwise, mirror) written as the stream's display matrix (PyAV's
     `set_display_rotation`); sample_aspect: the pixel aspect ratio; audio: one sine track per (codec,
-    language), 440 Hz, 550 Hz, ..., as long as the video; subtitles: (start s, end s, text) in a subrip track.
+    language), 440 Hz, 550 Hz, ..., as long as the video; subtitles: (start s, end s, text) in a subrip track;
+    attachments: (file name, bytes) attached fonts (Matroska).
     """
     height, width = frames[0].shape[:2]
     times = times if times is not None else [n / fps for n in range(len(frames))]
@@ -83,6 +85,8 @@ def write_clip(
         stream.metadata["language"] = language
         tracks.append(stream)
     subtitle = out.add_mux_stream("subrip") if subtitles else None
+    for name, data in attachments:
+        out.add_attachment(name, "application/x-truetype-font", data)
     for rgb, t in zip(frames, times, strict=True):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = round(t / time_base), time_base

@@ -141,29 +141,40 @@ def test_container_option_writes_matroska_for_an_mp4_input(tmp_path):
 
 # ------------------------------------------------------------------------------------------ streams
 def test_every_audio_track_and_the_subtitles_are_kept(tmp_path, capsys):
-    """Two audio tracks (AAC, and 8-bit PCM, which MP4 cannot hold) and a subtitle track. Matroska output
-    (the input's container): all three copied as they are. MP4 output: the PCM track re-encoded to AAC, the
-    subtitle track not kept, and the summary and the report say so."""
+    """Two audio tracks (AAC, and 8-bit PCM, which MP4 cannot hold), a subtitle track and its font. Matroska
+    output (the input's container): all copied as they are. MP4 output: the PCM track re-encoded to AAC, the
+    subtitle track and the font not kept, and the summary and the report say so."""
+    subtitles, font = [(0.1, 0.5, "Hello"), (0.6, 0.65, "again")], [("font.ttf", b"glyphs")]
     clip = write_clip(tmp_path / "talk.mkv", noise_frames(20), audio=[("aac", "eng"), ("pcm_u8", "fra")],
-                      subtitles=[(0.1, 0.5, "Hello"), (0.6, 0.65, "again")])  # fmt: skip
+                      subtitles=subtitles, attachments=font)  # fmt: skip
     before = audio_tracks(clip)
     assert main(["-i", str(clip), "-o", str(tmp_path / "mkv"), *TINY]) == 0
     streams = summary_of(tmp_path / "mkv", "talk")["streams"]
     assert streams == {
-        "kept": ["audio 1 (aac, eng): copied", "audio 2 (pcm_u8, fra): copied", "subtitle 3 (subrip): copied"],
+        "kept": [
+            "audio 1 (aac, eng): copied",
+            "audio 2 (pcm_u8, fra): copied",
+            "subtitle 3 (subrip): copied",
+            "attachment 4 (font.ttf): copied",
+        ],
         "not_kept": [],
     }
     assert audio_tracks(tmp_path / "mkv" / "talk.mkv") == before
     with av.open(str(tmp_path / "mkv" / "talk.mkv")) as container:
         (subtitle,) = container.streams.subtitles
+        (font,) = container.streams.attachments
         cues = [bytes(p) for p in container.demux(subtitle) if p.size]
+        assert font.name == "font.ttf" and font.data == b"glyphs"
     assert cues == [b"Hello", b"again"]
     capsys.readouterr()
     assert main(["-i", str(clip), "-o", str(tmp_path / "mp4"), *TINY, "--set", "container=mp4"]) == 0
     streams = summary_of(tmp_path / "mp4", "talk")["streams"]
     assert streams["kept"][0] == "audio 1 (aac, eng): copied"
     assert streams["kept"][1].startswith("audio 2 (pcm_u8, fra): re-encoded to aac")
-    assert streams["not_kept"] == ["subtitle 3 (subrip): the mp4 container cannot hold it"]
+    assert streams["not_kept"] == [
+        "subtitle 3 (subrip): the mp4 container cannot hold it",
+        "attachment 4 (font.ttf): the mp4 container cannot hold it",
+    ]
     assert "not kept: subtitle 3 (subrip)" in capsys.readouterr().out
     after = audio_tracks(tmp_path / "mp4" / "talk.mp4")
     assert [(t["codec"], t["language"]) for t in after] == [("aac", "eng"), ("aac", "fra")]
