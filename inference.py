@@ -5,8 +5,9 @@
     python inference.py -i videos/ -o out                                   # a folder: one output each
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out              # shared over 4 GPUs
 
-Writes OUTDIR/<input stem>.mp4 (or .png for one image) and OUTDIR/<input stem>_summary.json; inputs
-whose output exists are skipped unless --overwrite. See docs/inference.md.
+Writes OUTDIR/<input stem>.mp4 (.mkv for .mkv/.webm inputs, or `--set container=mkv`; .png for one image)
+and OUTDIR/<input stem>_summary.json; inputs whose output is finished are skipped unless --overwrite.
+See docs/inference.md.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ def _main(args: argparse.Namespace) -> int:
     # Everything about the inputs and outputs is checked before any model is loaded.
     items, folder = collect_inputs(args.input)
     outdir = Path(args.output)
-    check_outputs(items, folder, outdir, save_frames=options.save_frames, save_faces=options.save_faces)
+    check_outputs(
+        items, folder, outdir, save_frames=options.save_frames, save_faces=options.save_faces,
+        container=options.container,
+    )  # fmt: skip
     if folder is None:
         open_input(items[0].source, fps=options.fps).close()  # an unreadable file fails now, not after setup
     make_output_folder(outdir)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import footage
 import numpy as np
 import pytest
 import torch
@@ -57,6 +58,8 @@ def good(script: str, *args: str) -> Case:
 
 
 INF = ("inference.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+# footage as cameras make it (issue 19), through the quick settings (the default overlap: tests/test_no_hang.py)
+FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--overlap", "threads", "--preset", "ultrafast")
 TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no-progress", "--set", "results_dir={out}")
 MAKE = "scripts/make_test_set.py"
@@ -88,6 +91,14 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "-1", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "big", match="detect_size"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "container=avi", match="container"),
+    bad(*INF, "-i", "{in}/unknown_codec.mkv", "-o", "{out}", match="no decoder"),
+    good("inference.py", "-i", "{in}/phone.mp4", "-o", "{out}", *FOOTAGE),  # stored sideways, with a rotation
+    good("inference.py", "-i", "{in}/vfr.mp4", "-o", "{out}", *FOOTAGE),  # variable frame rate (failed at 68% before)
+    good("inference.py", "-i", "{in}/vfr.mkv", "-o", "{out}", *FOOTAGE),
+    good("inference.py", "-i", "{in}/tracks.mkv", "-o", "{out}", "--set", "container=mp4", *FOOTAGE),  # PCM, subtitles
+    good("inference.py", "-i", "{in}/capture.ts", "-o", "{out}", *FOOTAGE),  # frame size changes mid-stream
+    good("inference.py", "-i", "{in}/resized", "-o", "{out}", *FOOTAGE),  # a folder with one frame of another size
     # app.py: refused before the server starts (uploads are checked in the page: tests/test_app.py)
     bad("app.py", "--model", "{in}/missing.pth", match="missing.pth"),
     bad("app.py", "--model", "preset:huge", match="preset"),
@@ -230,6 +241,16 @@ def write_checkpoints(root: Path) -> None:
 def make_inputs(root: Path) -> None:
     """Every input a case reads: missing paths are simply not created."""
     rng = np.random.default_rng(0)
+    noise = footage.noise_frames(40)
+    footage.write_clip(root / "phone.mp4", [footage.stored(f, 3, False) for f in noise[:3]], rotation=(-90, False))
+    for suffix in (".mp4", ".mkv"):
+        footage.write_clip(root / f"vfr{suffix}", noise, times=footage.vfr_times(40), audio=[("aac", "eng")])
+    footage.write_clip(root / "tracks.mkv", noise[:3], audio=[("aac", "eng"), ("pcm_u8", "fra")],
+                       subtitles=[(0.0, 0.05, "Hi")])  # fmt: skip
+    footage.ts_with_size_change(root / "capture.ts", noise[:3], footage.noise_frames(3, 96, 128))
+    _frames(root / "resized", 3, 48, 64)
+    cv2.imwrite(str(root / "resized" / "00001.png"), rng.integers(0, 256, (40, 64, 3), dtype=np.uint8))
+    footage.unknown_codec_clip(root / "unknown_codec.mkv")
     (root / "corrupt.mp4").write_bytes(rng.integers(0, 256, 64, dtype=np.uint8).tobytes())
     (root / "empty").mkdir()
     _frames(root / "gray", 3, 64, 64, gray=True)
@@ -347,6 +368,9 @@ def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_pat
     error_lines = [line for line in stderr.splitlines() if ERROR_LINE.match(line)]
     if case.ok:
         assert rc == 0 and not error_lines, report
+        if case.script == "inference.py":  # a complete output: the video and, written after it, its summary
+            videos = [p for p in out.iterdir() if p.suffix in (".mp4", ".mkv")]
+            assert len(list(out.glob("*_summary.json"))) == 1 and len(videos) == 1, report
     else:
         assert rc == 2, report
         assert len(error_lines) == 1, report

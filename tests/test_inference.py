@@ -120,7 +120,7 @@ def test_truncated_video_restores_what_decodes(tmp_path):
     data = clip.read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
     assert main(["-i", str(tmp_path / "cut.mkv"), "-o", str(tmp_path / "out"), *TINY]) == 0
-    assert 0 < probe(tmp_path / "out" / "cut.mp4")["frames"] < 20
+    assert 0 < probe(tmp_path / "out" / "cut.mkv")["frames"] < 20  # a Matroska input gives a Matroska output
 
 
 @pytest.mark.parametrize(
@@ -244,13 +244,14 @@ def test_folder_of_videos_writes_one_output_each_and_skips_finished(tmp_path, ca
     (videos / "notes.txt").write_text("not a video")
     out = tmp_path / "out"
     assert main(["-i", str(videos), "-o", str(out), *TINY]) == 0
-    assert [probe(out / f"{s}.mp4")["frames"] for s in "abc"] == [3, 2, 2]
+    outputs = {s: out / f"{s}.{'mkv' if s == 'b' else 'mp4'}" for s in "abc"}  # b.mkv: a Matroska output
+    assert [probe(outputs[s])["frames"] for s in "abc"] == [3, 2, 2]
     assert "3 inputs: 3 restored, 0 skipped" in capsys.readouterr().out
-    before = {s: (out / f"{s}.mp4").stat().st_mtime_ns for s in "abc"}
-    (out / "b.mp4").unlink()
+    before = {s: outputs[s].stat().st_mtime_ns for s in "abc"}
+    outputs["b"].unlink()
     assert main(["-i", str(videos), "-o", str(out), *TINY]) == 0
     assert "3 inputs: 1 restored, 2 skipped" in capsys.readouterr().out
-    assert all((out / f"{s}.mp4").stat().st_mtime_ns == before[s] for s in "ac")
+    assert all(outputs[s].stat().st_mtime_ns == before[s] for s in "ac")
     assert main(["-i", str(videos), "-o", str(out), *TINY, "--overwrite"]) == 0
     assert "3 inputs: 3 restored, 0 skipped" in capsys.readouterr().out
 
@@ -330,13 +331,15 @@ def test_inputs_are_checked_before_any_model_is_built(tmp_path, monkeypatch, cap
 
 
 def test_a_stage_failure_stops_every_stage_with_one_line(tmp_path, capsys):
-    """A frame of another size in a frames folder: the decoder (in its worker process) fails; the run ends
-    with one error line, exit 2, and leaves neither the output nor its partial file."""
+    """An unreadable frame in a frames folder: the decoder (in its worker process) fails; the run ends
+    with one error line, exit 2, and leaves neither the output nor its partial file (a frame of another
+    size is scaled instead: tests/test_footage.py)."""
     folder = tmp_path / "frames"
     folder.mkdir()
     frames = sample_frames(30)
     for i, frame in enumerate(frames):
-        write_image(folder / f"{i:03d}.png", frame if i != 25 else frame[:100])
+        write_image(folder / f"{i:03d}.png", frame)
+    (folder / "025.png").write_bytes(b"\x89PNG\r\n\x1a\n but not an image")
     out = tmp_path / "out"
     args = ["-i", str(folder), "-o", str(out), "--model", "preset:tiny", "--detector", "dlib", "--flow", "dis"]
     assert main(args) == 2  # --overlap processes (default)

@@ -60,7 +60,7 @@ def test_roundtrip_keeps_timing_and_copies_audio(tmp_path):
     reader = open_input(SAMPLE)
     writer = VideoWriter(
         tmp_path / "out.mp4", width=reader.width, height=reader.height, fps=reader.fps,
-        time_base=reader.time_base, audio_source=SAMPLE,
+        time_base=reader.time_base, streams_from=SAMPLE,
     )  # fmt: skip
     for frame in reader:
         writer.write(frame.rgb, frame.pts)
@@ -121,7 +121,7 @@ def test_video_suffixes_header_only_close_and_abort(tmp_path):
     reader = open_input(SAMPLE)  # the header, without decoding
     assert (reader.width, reader.height) == (176, 144)
     reader.close()
-    writer = VideoWriter(tmp_path / "cut.mp4", width=80, height=64, fps=Fraction(25), audio_source=SAMPLE)
+    writer = VideoWriter(tmp_path / "cut.mp4", width=80, height=64, fps=Fraction(25), streams_from=SAMPLE)
     for frame in noise_frames(3):
         writer.write(frame)
     writer.abort()  # after a failure: closes without raising; the caller removes the file

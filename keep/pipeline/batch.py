@@ -3,8 +3,11 @@
     python inference.py -i videos/ -o out                               # one output per video
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out          # 4 processes (GPUs), one share each
 
-An input is finished when its output exists (outputs appear only once complete: they are written to a
-hidden partial file and renamed); `--overwrite` redoes it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
+An input is finished when its output exists and its summary, written after the output is moved into
+place, names it (outputs appear only once complete: each run writes a hidden partial file of its own and
+moves it into place); `--overwrite` redoes it. Two runs on the same output folder share it: an output
+another run is writing (its lock file is held, `inputs.OutputLock`) is put off, then waited for and
+skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
 the unfinished inputs and broadcasts the list (so every process shares out the same list, whatever
 the others have finished meanwhile), process r takes inputs r, r + N, r + 2N, ... on GPU `LOCAL_RANK`
 (or the CPU), and rank 0 gathers and reports the totals. A failing input is reported as one `error:`
@@ -22,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import KeepError
-from .inputs import Input, outputs_of
+from .inputs import Input, OutputLock, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -87,7 +90,7 @@ def restore_inputs(
     """
     dist = Distributed(options.device)
     try:
-        mine, skipped = _share(items, outdir, options.overwrite, dist)
+        mine, skipped = _share(items, outdir, options, dist)
         result = BatchResult(skipped=skipped if dist.rank == 0 else [])
         if mine:
             _run(mine, outdir, replace(options, device=dist.device), result, keep_going, progress and dist.rank == 0)
@@ -102,13 +105,14 @@ def restore_inputs(
     return total
 
 
-def _share(items: list[Input], outdir: Path, overwrite: bool, dist: Distributed) -> tuple[list[Input], list[str]]:
+def _share(items: list[Input], outdir: Path, options: PipelineOptions, dist: Distributed) -> tuple[list, list[str]]:
     plan = None
     if dist.rank == 0:
-        finished = [item for item in items if not overwrite and outputs_of(item, outdir).main.exists()]
+        outputs = {item: outputs_of(item, outdir, options.container) for item in items}
+        finished = [item for item in items if not options.overwrite and outputs[item].finished()]
         for item in finished:
-            log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs_of(item, outdir).main)
-        plan = ([item for item in items if item not in finished], [str(outputs_of(i, outdir).main) for i in finished])
+            log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs[item].main)
+        plan = ([item for item in items if item not in finished], [str(outputs[item].main) for item in finished])
     todo, skipped = dist.broadcast(plan)
     return todo[dist.rank :: dist.world], skipped
 
@@ -116,33 +120,57 @@ def _share(items: list[Input], outdir: Path, overwrite: bool, dist: Distributed)
 def _run(
     items: list[Input], outdir: Path, options: PipelineOptions, result: BatchResult, keep_going: bool, progress: bool
 ) -> None:
+    """Restore `items` in order; one whose output another run is writing (its lock is held) is put off until
+    the others are done, then waited for: if that run finished it, it is skipped (issue 19)."""
     overall = tqdm(
         total=len(items), unit="video", desc="videos", disable=None if progress and len(items) > 1 else True, position=0
     )
     with Pipeline(options) as pipeline:
-        for item in items:
+        queue = [(item, False) for item in items]
+        while queue:
+            item, wait = queue.pop(0)
+            out = outputs_of(item, outdir, options.container)
+            lock = OutputLock(out.lock)
+            if wait:
+                log.info("%s: waiting for the other run that writes %s", item.source, out.main)
+            if not lock.acquire(wait=wait):
+                log.info("%s: another run is writing %s; coming back to it later", item.source, out.main)
+                queue.append((item, True))
+                continue
             try:
-                summary = pipeline.run(item, outdir, progress=progress)
-                result.done.append(summary)
-                report(summary)
+                if not options.overwrite and out.finished():  # finished since the list was made
+                    log.info("skip %s: %s was finished by another run", item.source, out.main)
+                    result.skipped.append(str(out.main))
+                else:
+                    for stale in out.stale_partials():  # left by killed runs; no run writes them now
+                        stale.unlink(missing_ok=True)
+                    summary = pipeline.run(item, outdir, progress=progress)
+                    result.done.append(summary)
+                    report(summary)
             except KeepError as exc:
                 if not keep_going:
                     raise
                 print(f"error: {item.source}: {exc}", file=sys.stderr, flush=True)
                 result.failed.append((str(item.source), str(exc)))
+            finally:
+                lock.release()
             overall.update(1)
     overall.close()
 
 
 def report(summary: dict) -> None:
-    """The lines a user reads after each input: warnings, then what was done."""
+    """The lines a user reads after each input: warnings, then what was done (and what of the input was not
+    kept: the summary's `streams` says why)."""
     if summary["stopped"]:
         print(f"warning: {summary['stopped']}; restored the {summary['frames']} frames that decoded", file=sys.stderr)
+    if summary["resized"]:
+        print(f"warning: {summary['input']}: {summary['resized']}", file=sys.stderr)
     if summary["faces"] == 0:
         print(f"warning: no face found in {summary['input']}; the output is the input re-encoded", file=sys.stderr)
+    dropped = summary["streams"]["not_kept"]
     print(
         f"done: {summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks "
         f"(detector {summary['detector']}), {summary['seconds']:.1f} s ({summary['frames_per_second']:.2f} frames/s)"
-        f" -> {summary['output']}",
+        f" -> {summary['output']}" + (f" (not kept: {'; '.join(dropped)})" if dropped else ""),
         flush=True,
     )

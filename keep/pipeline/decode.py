@@ -1,10 +1,12 @@
-"""Stage 1, decode: a video, a folder of frames or one image -> frames in pool slots, in order."""
+"""Stage 1, decode: a video, a folder of frames or one image -> frames in pool slots, in order.
+
+The readers deliver every frame upright and at the first frame's size (`keep.video.io`), the size the
+pool's slots were made for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..errors import KeepError
 from ..video.io import ImageFolderReader, VideoReader
 from .items import FramePool, StageTimer
 
@@ -24,11 +26,5 @@ def decode(
             return
         slot = acquire()
         with timer("decode"):
-            if frame.rgb.shape != pool[slot].shape:
-                height, width = frame.rgb.shape[:2]
-                raise KeepError(
-                    f"frame {frame.index} is {width}x{height}, the first frame {reader.width}x{reader.height}; "
-                    "videos whose size changes are not supported"
-                )
             pool[slot][...] = frame.rgb
         yield frame.index, slot, frame.pts

@@ -1,10 +1,14 @@
-"""Stage 5, encode: output frames -> H.264 (source timing, audio copied) or one image, plus the optional
-frame PNGs and per-frame face records. Everything goes to a hidden partial file first; the pipeline
-renames it once the whole video is written, so an interrupted run never leaves a final-looking file."""
+"""Stage 5, encode: output frames -> H.264 (source timing, the input's other streams copied) or one image,
+plus the optional frame PNGs and per-frame face records. Everything goes to a hidden partial file of the
+run's own first; the pipeline moves it into place once the whole video is written, so an interrupted run
+never leaves a final-looking file. A write the system refuses (a full disk, a quota) is one error line that
+names the output (issue 19)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -13,20 +17,23 @@ import numpy as np
 
 from ..image import write_image
 from ..video.io import VideoWriter
+from .inputs import write_error
 from .items import StageTimer
 
 
 @dataclass
 class EncodeJob:
     partial: Path  # where the video / image is written until complete
+    output: Path  # where it goes when complete (named in messages)
     kind: str  # video | frames | image
     width: int
     height: int
     fps: Fraction
     time_base: Fraction | None
+    sample_aspect: Fraction | None  # the source's pixel aspect ratio (None: square)
     crf: int
     preset: str  # libx264 preset
-    audio_source: Path | None
+    streams_from: Path | None  # the input video, whose audio and subtitle tracks are copied
     frames_dir: Path | None  # --save_frames
     faces_log: Path | None  # --save_faces
 
@@ -37,17 +44,28 @@ class EncodeStage:
         self.timer = timer
         self.written = 0
         self.writer = None
-        if job.kind != "image":
-            self.writer = VideoWriter(
-                job.partial, width=job.width, height=job.height, fps=job.fps, time_base=job.time_base,
-                crf=job.crf, preset=job.preset, audio_source=job.audio_source,
-            )  # fmt: skip
-        if job.frames_dir is not None:
-            job.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.faces_log = open(job.faces_log, "w") if job.faces_log is not None else None
+        self.streams = {"kept": [], "not_kept": []}
+        with self._writing(job.output):
+            if job.kind != "image":
+                self.writer = VideoWriter(
+                    job.partial, width=job.width, height=job.height, fps=job.fps, time_base=job.time_base,
+                    sample_aspect=job.sample_aspect, crf=job.crf, preset=job.preset, streams_from=job.streams_from,
+                )  # fmt: skip
+                self.streams = {"kept": self.writer.kept, "not_kept": self.writer.dropped}
+            if job.frames_dir is not None:
+                job.frames_dir.mkdir(parents=True, exist_ok=True)
+            self.faces_log = open(job.faces_log, "w") if job.faces_log is not None else None
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """An OSError (PyAV's write errors are OSErrors too) becomes the one line a user reads."""
+        try:
+            yield
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
     def __call__(self, index: int, rgb: np.ndarray, pts: int | None, records: list[dict]) -> None:
-        with self.timer("encode"):
+        with self.timer("encode"), self._writing(self.job.output):
             if self.writer is not None:
                 self.writer.write(rgb, pts)
             else:
@@ -60,13 +78,19 @@ class EncodeStage:
 
     def close(self, *, complete: bool = True) -> None:
         """Flush and close (`complete=False` after a failure: close without flushing the encoder)."""
-        with self.timer("encode"):
-            if self.faces_log is not None:
-                self.faces_log.close()
+        with self.timer("encode"), self._writing(self.job.output):
+            try:
+                if self.faces_log is not None:
+                    self.faces_log.close()
+            finally:
                 self.faces_log = None
-            if self.writer is not None:
-                if complete and self.written:
-                    self.writer.close()
-                else:
-                    self.writer.abort()
-                self.writer = None
+                writer, self.writer = self.writer, None
+                if writer is not None:
+                    if complete and self.written:
+                        try:
+                            writer.close()
+                        except BaseException:
+                            writer.abort()
+                            raise
+                    else:
+                        writer.abort()

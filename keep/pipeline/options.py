@@ -10,6 +10,7 @@ from ..face.detectors import DETECT_SIZE
 # Seconds are accumulated per stage under these names (the summary's and the benchmark's `timings`).
 STAGES = ("decode", "detect", "track", "align", "flow", "network", "background", "paste", "encode")
 OVERLAP_MODES = ("processes", "threads", "off")
+CONTAINERS = ("auto", "mp4", "mkv")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PipelineOptions:
     max_gap: int = 5  # frames a track may miss and still be interpolated
     smooth_sigma: float = 1.5  # Gaussian landmark smoothing over time, in frames (0: off)
     fps: float = 25.0  # frame rate for folders of frames
+    container: str = "auto"  # output video container: auto (Matroska for .mkv/.webm inputs, else MP4) | mp4 | mkv
     overlap: str = "processes"  # stages run in: processes (GIL-free) | threads | off (one after another)
     threads: int | None = None  # torch threads per process (None: cores not busy)
     restore: bool = True  # False: detect, align and paste the unrestored crops (checks the geometry)
@@ -80,6 +82,7 @@ class PipelineOptions:
             "bg_upsampler": UPSAMPLERS,
             "precision": tuple(PRECISIONS),
             "preset": PRESETS,
+            "container": CONTAINERS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

@@ -23,7 +23,15 @@ from ..errors import KeepError
 from ..model import load_model
 from ..video.io import open_input
 from .encode import EncodeJob
-from .inputs import Input, check_outputs, make_output_folder, outputs_of
+from .inputs import (
+    Input,
+    check_outputs,
+    make_output_folder,
+    new_run_token,
+    outputs_of,
+    write_atomically,
+    write_error,
+)
 from .items import StageTimer
 from .options import STAGES, PipelineOptions
 from .restore import RestoreStage
@@ -77,16 +85,18 @@ class Pipeline:
         start = time.perf_counter()
         item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
         outdir = Path(outdir)
-        out = outputs_of(item, outdir)
-        check_outputs([item], None, outdir, save_frames=opts.save_frames, save_faces=opts.save_faces)
-        reader = open_input(item.source, fps=opts.fps)  # the header: size, frame rate, frame count
+        out = outputs_of(item, outdir, opts.container)
+        check_outputs([item], None, outdir, save_frames=opts.save_frames, save_faces=opts.save_faces,
+                      container=opts.container)  # fmt: skip
+        reader = open_input(item.source, fps=opts.fps)  # the header: upright size, frame rate, frame count
         reader.close()
         make_output_folder(outdir)
         if self.runner is None:  # the previous run failed and stopped the workers
             self.runner = build_runner(opts, self.size)
         runner = self.runner
         pool = new_pool(runner, runner.info["held"], reader.height, reader.width)
-        encode = self._encode_job(item, out, reader)
+        partial = out.partial(new_run_token())
+        encode = self._encode_job(item, out, reader, partial)
         self.timer.seconds.clear()
         self.restore.start(pool)
         bar = tqdm(
@@ -107,32 +117,36 @@ class Pipeline:
         except BaseException:
             if not isinstance(runner, InlineRunner):
                 self.runner = None  # its workers are stopped; the next run starts new ones
-            out.partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise
         finally:
             bar.close()
-        if back["frames"] == 0:
-            out.partial.unlink(missing_ok=True)
-            stopped = f" ({front['stopped']})" if front["stopped"] else ""
-            raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
-        out.partial.replace(out.main)
-        summary = self._summary(item, out.main, front, back, time.perf_counter() - start)
-        if reader.kind != "image":
-            out.summary.write_text(json.dumps(summary, indent=2))
+        try:
+            if back["frames"] == 0:
+                stopped = f" ({front['stopped']})" if front["stopped"] else ""
+                raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
+            partial.replace(out.main)  # atomic: the output is complete or absent, never a part of one
+        except OSError as exc:
+            raise write_error(out.main, exc) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        summary = self._summary(item, out.main, reader, front, back, time.perf_counter() - start)
+        if reader.kind != "image":  # written after the output is in place: it marks the output finished
+            write_atomically(out.summary, json.dumps(summary, indent=2))
         return summary
 
-    def _encode_job(self, item: Input, out, reader) -> EncodeJob:
-        """What the encoder writes for `item`: the output at --upscale, its audio, frames and faces log."""
+    def _encode_job(self, item: Input, out, reader, partial: Path) -> EncodeJob:
+        """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces log."""
         opts, u = self.options, self.options.upscale
         return EncodeJob(
-            partial=out.partial, kind=reader.kind, width=reader.width * u, height=reader.height * u, fps=reader.fps,
-            time_base=reader.time_base, crf=opts.crf, preset=opts.preset,
-            audio_source=item.source if reader.kind == "video" else None,
+            partial=partial, output=out.main, kind=reader.kind, width=reader.width * u, height=reader.height * u,
+            fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect, crf=opts.crf,
+            preset=opts.preset, streams_from=item.source if reader.kind == "video" else None,
             frames_dir=out.frames_dir if opts.save_frames else None,
             faces_log=out.faces_log if opts.save_faces else None,
         )  # fmt: skip
 
-    def _summary(self, item: Input, output: Path, front: dict, back: dict, elapsed: float) -> dict:
+    def _summary(self, item: Input, output: Path, reader, front: dict, back: dict, elapsed: float) -> dict:
         restore = self.restore.stats()
         tracks, frames = restore["track_frames"], back["frames"]
         for track, count in tracks.items():
@@ -163,6 +177,13 @@ class Pipeline:
             "seconds": round(elapsed, 3),
             "frames_per_second": round(frames / elapsed, 3),
             "stopped": front["stopped"],
+            # issue 19: frames scaled to the first frame's size; the turn that made the stored frames upright
+            "resized_frames": front["resized_frames"],
+            "resized": front["resized"],
+            "rotation": 90 * getattr(reader, "turns", 0),  # degrees counter-clockwise
+            "mirrored": getattr(reader, "mirror", False),
+            "sample_aspect": str(reader.sample_aspect) if reader.sample_aspect else None,
+            "streams": back["streams"],  # the input's other streams: kept (how) and not kept (why)
             "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
             # seconds each stage group spent blocked on its queues (overlapped runs): which one binds
             "waits": {k.removeprefix("wait "): round(v, 4) for k, v in timings.items() if k.startswith("wait ")},

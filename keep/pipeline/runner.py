@@ -91,10 +91,25 @@ class _Waiter:
                 self._idle()
 
 
-def _parent_alive() -> None:
+EXIT_ORPHANED = 3  # a worker's exit status when its main process ended first
+
+
+def exit_with_parent() -> None:
+    """In a worker process: exit as soon as the main process is gone, whatever the worker is doing (issue 19).
+
+    A main process killed by SIGKILL may leave a message half-written in a queue (a restored window's crops are
+    larger than a pipe writes at once); the worker reading it would wait for the rest forever, an orphan that
+    keeps its output's partial file and semaphores. A thread that waits on the parent's sentinel ends the
+    process instead; the next run on the same output removes the partial file (`Outputs.stale_partials`)."""
     parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():
-        raise Stopped
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="keep-parent-watch", daemon=True).start()
 
 
 WORKER_NICENESS = 10  # CPU network: the worker processes yield the cores to the restore stage
@@ -125,6 +140,7 @@ def _serve(
 ) -> None:
     """A worker's life: build its stages, then serve jobs until told to stop (None) or stopped."""
     if child:
+        exit_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
         logging.basicConfig(level=log_level, format="%(message)s", stream=sys.stderr)
         torch.set_num_threads(threads)
@@ -135,7 +151,7 @@ def _serve(
             from ..precision import reuse_freed_memory
 
             reuse_freed_memory()  # as the main process on CPU: RetinaFace at 1080p 48-53 -> 26-35 ms/frame
-    wait = _Waiter(stop, _parent_alive if child else None)
+    wait = _Waiter(stop)
     try:
         worker = build(*args)
         q["events"].put((role, Ready(worker.info())))
@@ -191,6 +207,63 @@ def release_queues(q: dict, keep: tuple[str, ...] = ()) -> None:
             item.close()
 
 
+def worker_lost(role: str, worker, shared: bool, *, started: bool, source) -> Exception:
+    """The error for a stage worker that ended without a word: killed from outside (the out-of-memory killer's
+    SIGKILL, a SIGTERM) is a KeepError naming the signal and the input (issue 19); anything else is a bug."""
+    code = getattr(worker, "exitcode", None)
+    kind = "process" if shared else "thread"
+    if code is not None and code < 0 and -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        hint = " (as the system's out-of-memory killer does)" if -code == signal.SIGKILL else ""
+        cause = f"killed by {signal.Signals(-code).name}{hint}"
+        where = f" while restoring {source}" if source is not None else " while starting"
+        return KeepError(f"the {role} stage {kind} was {cause}{where}; nothing was written")
+    hint = ""
+    if shared and not started:  # died while starting: typically an unguarded script
+        hint = (
+            "; a script that runs the pipeline with overlap='processes' needs an "
+            "`if __name__ == '__main__':` guard (or use overlap='threads')"
+        )
+    return StageError(f"the {role} stage {kind} ended unexpectedly (exit code {code}){hint}")
+
+
+def unlink_semaphores(objects: list) -> None:
+    """Remove the names of the semaphores inside `objects` (process queues, events) once every process that
+    uses them has opened them (issue 19).
+
+    Why: in a spawned process a semaphore is found by its name, so multiprocessing keeps each one's name until
+    the process that made it exits normally, and registers it with its resource tracker meanwhile. After a
+    SIGKILL of the main process nothing removed the names: the tracker found them when the workers exited and
+    reported "leaked semaphore objects" (and removed them). A removed name does not affect the processes that
+    hold the semaphore open, as with a file; removing the names as soon as the workers hold them leaves
+    nothing behind whatever ends the run. Uses multiprocessing's own `SemLock` clean-up (the unlink and the
+    tracker's unregistering) and cancels its exit-time copy; where those internals differ, nothing changes.
+    """
+    from multiprocessing import util
+    from multiprocessing.synchronize import SemLock
+
+    def semlocks(obj, depth: int = 0):
+        if isinstance(obj, SemLock):
+            yield obj
+        elif depth < 3 and hasattr(obj, "__dict__"):
+            for value in vars(obj).values():
+                if isinstance(value, SemLock) or type(value).__module__ == "multiprocessing.synchronize":
+                    yield from semlocks(value, depth + 1)
+
+    try:
+        names = {lock._semlock.name for obj in objects for lock in semlocks(obj)} - {None}
+        registry = util._finalizer_registry
+    except AttributeError:
+        return
+    for finalizer in list(registry.values()):
+        args = getattr(finalizer, "_args", None)
+        if getattr(finalizer, "_callback", None) is SemLock._cleanup and args and args[0] in names:
+            finalizer.cancel()
+            try:
+                SemLock._cleanup(args[0])
+            except OSError:
+                pass
+
+
 def raise_failure(failure: Failure) -> None:
     if os.environ.get("KEEP_DEBUG") and failure.traceback:
         print(failure.traceback, file=sys.stderr)
@@ -232,6 +305,7 @@ class OverlappedRunner:
         self.wait = _Waiter(self.stop, self._check_workers)
         self.pending: dict[str, deque] = {"front": deque(), "back": deque()}
         self.generation = 0
+        self.source = None  # the input being restored (named when a worker is lost)
         self.info = {}
         try:
             for role in self.workers:
@@ -239,6 +313,8 @@ class OverlappedRunner:
         except BaseException:
             self.abort()
             raise
+        if child:  # both workers hold every queue and the stop flag now (they unpickled them before Ready)
+            unlink_semaphores([self.stop, *self.q.values()])
 
     def pool_size(self, held: int) -> int:
         """Frame slots for: the front's look-ahead, Q1, one window being restored, Q2, paste and encode."""
@@ -247,16 +323,8 @@ class OverlappedRunner:
     def _check_workers(self) -> None:
         for role, worker in self.workers.items():
             if not worker.is_alive():
-                code = getattr(worker, "exitcode", None)
                 self.stop.set()
-                kind = "process" if self.shared else "thread"
-                hint = ""
-                if self.shared and not self.info:  # died while starting: typically an unguarded script
-                    hint = (
-                        "; a script that runs the pipeline with overlap='processes' needs an "
-                        "`if __name__ == '__main__':` guard (or use overlap='threads')"
-                    )
-                raise StageError(f"the {role} stage {kind} ended unexpectedly (exit code {code}){hint}")
+                raise worker_lost(role, worker, self.shared, started=bool(self.info), source=self.source)
 
     def _event(self, role: str, kind: type) -> Any:
         """Wait for the next `kind` event of `role` (a Failure of any worker is raised)."""
@@ -294,6 +362,7 @@ class OverlappedRunner:
     def run(self, front: FrontJob, back: BackJob, restore: RestoreStage, progress: Callable[[int], None]) -> tuple:
         """Stream one video through all stages; returns (front stats, back stats)."""
         self.generation += 1
+        self.source = front.source
         for slot in range(len(front.pool)):
             self.q["free"].put((self.generation, slot))
         self.q["front_jobs"].put((self.generation, front))

@@ -76,7 +76,8 @@ class FrontWorker:
                 emit(item)
         for item in self.faces.finish():
             emit(item)
-        return {**self.faces.stats(), "stopped": reader.stopped, "timings": dict(self.timer.seconds)}
+        stats = {**self.faces.stats(), "stopped": reader.stopped, "timings": dict(self.timer.seconds)}
+        return stats | {"resized_frames": reader.size_changes.count, "resized": reader.size_changes.message()}
 
 
 class BackWorker:
@@ -124,6 +125,7 @@ class BackWorker:
         self.encoder.close()
         return {
             "frames": self.encoder.written,
+            "streams": self.encoder.streams,
             "faces": self.faces,
             "frames_with_face": self.frames_with_face,
             "timings": dict(self.timer.seconds),

@@ -1,8 +1,10 @@
-"""Video, frame-folder and image input; H.264 output with the source audio copied (issue #3).
+"""Video, frame-folder and image input; H.264 output with the source's timing and other streams (issues #3, 19).
 
 Readers yield `Frame(index, rgb (H, W, 3) uint8, pts)` one at a time, so memory never depends on the
-video's length. A decode error part-way through a video ends the stream and is recorded in
-`reader.stopped`, so the caller restores what decoded and says where it stopped.
+video's length. Frames come upright, as players show them (a phone's rotation applied), and all at the
+first frame's size (frames of another size are scaled to it, as FFmpeg does, and counted). A decode error
+part-way through a video ends the stream and is recorded in `reader.stopped`, so the caller restores what
+decoded and says where it stopped.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import numpy as np
 
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image  # noqa: F401 (re-exported)
+from .streams import AHEAD_S, StreamCopier, main_video
 
 log = logging.getLogger(__name__)
 
 # What a folder of videos may hold (matched case-insensitively); anything FFmpeg reads works as `-i FILE`.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".y4m")
+
+VIDEO_CODEC = "libx264"  # the output's video codec (H.264)
 
 # libx264 presets, fastest to slowest (`--preset`): at the same crf a faster one encodes sooner and compresses less
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -36,12 +41,78 @@ def is_video(path: str | Path) -> bool:
 @dataclass(frozen=True)
 class Frame:
     index: int
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8, upright (as players show it)
     pts: int | None  # in the source time base (None for images)
 
 
+class SizeChanges:
+    """Frames whose size differs from the first frame's are scaled to it, as FFmpeg does (issue 19: a `.ts`
+    capture whose resolution changes, a folder with one frame of another size); counted for the summary."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.count = 0
+        self.first: str | None = None  # the first change, in words
+
+    def note(self, frame: str, width: int, height: int) -> None:
+        if self.first is None:
+            self.first = f"{frame} is {width}x{height}"
+        self.count += 1
+
+    def message(self) -> str | None:
+        """One line for the user, or None when every frame had the first frame's size."""
+        if not self.count:
+            return None
+        return (
+            f"{self.count} frames differ in size from the first ({self.first}); "
+            f"scaled to the first frame's {self.width}x{self.height}"
+        )
+
+
+# Quarter turns counter-clockwise (np.rot90) and a left-right mirror after them, as 2x2 maps of pixel
+# coordinates (x right, y down): what a display matrix may ask for (8 orientations, as EXIF's).
+_TURN = np.array([[0, 1], [-1, 0]])
+_MIRROR = np.array([[-1, 0], [0, 1]])
+ORIENTATIONS = {
+    (turns, mirror): np.linalg.matrix_power(_MIRROR, int(mirror)) @ np.linalg.matrix_power(_TURN, turns)
+    for turns in range(4)
+    for mirror in (False, True)
+}
+
+
+def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
+    """How to turn a decoded frame upright, as players show it: (quarter turns counter-clockwise, then mirror
+    left-right). Phones store portrait video sideways with a display matrix in the container (`ffprobe`'s
+    "rotation"); FFmpeg attaches it to every decoded frame as side data (issue 19)."""
+    for data in frame.side_data:
+        if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            m = np.frombuffer(bytes(data), dtype=np.int32).astype(np.float64)  # 3x3, a b u / c d v / x y w
+            linear = np.array([[m[0], m[3]], [m[1], m[4]]])  # (x, y) stored -> displayed, 16.16 fixed point
+            scale = np.abs(linear).max()
+            if scale == 0:
+                return 0, False
+            for orientation, matrix in ORIENTATIONS.items():
+                if np.allclose(linear / scale, matrix, atol=1e-3):
+                    return orientation
+            log.warning("display matrix %s is not a multiple of 90 degrees: frames are read as stored", linear)
+    return 0, False
+
+
+def orient(rgb: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """A stored frame `(H, W, 3)` turned upright by `display_orientation`'s answer (contiguous)."""
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    if mirror:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
 class VideoReader:
-    """Decode a video file frame by frame (any codec FFmpeg reads)."""
+    """Decode a video file frame by frame (any codec FFmpeg reads), frames turned upright.
+
+    The first frame is decoded when the reader opens: its display matrix (the rotation a phone records) and
+    its size define the upright size every frame is delivered at (`width`, `height`).
+    """
 
     kind = "video"
 
@@ -51,28 +122,64 @@ class VideoReader:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
             raise KeepError(f"cannot open video {self.path}: {exc}") from None
-        if not self._container.streams.video:
+        try:
+            self._open()
+        except BaseException:
             self._container.close()
+            raise
+
+    def _open(self) -> None:
+        stream = self.stream = main_video(self._container)
+        if stream is None:
             raise KeepError(f"{self.path} has no video stream")
-        stream = self._container.streams.video[0]
-        self.stream = stream
+        if stream.codec_context is None:
+            raise KeepError(
+                f"cannot decode {self.path}: this FFmpeg build (PyAV {av.__version__}) has no decoder for its "
+                "video codec"
+            )
         self.fps: Fraction = stream.average_rate or stream.guessed_rate or Fraction(25)
         self.time_base: Fraction = stream.time_base or Fraction(1, 90000)
-        self.width, self.height = stream.codec_context.width, stream.codec_context.height
         self.num_frames: int | None = stream.frames or None
         self.has_audio = bool(self._container.streams.audio)
         self.stopped: str | None = None  # why decoding ended early, if it did
+        self._decoded = self._container.decode(stream)
+        try:
+            self._first = next(self._decoded)
+        except StopIteration:
+            raise KeepError(f"no frame of {self.path} could be decoded") from None
+        except (av.FFmpegError, OSError) as exc:
+            raise KeepError(f"cannot decode {self.path}: {exc}") from None
+        self.turns, self.mirror = display_orientation(self._first)
+        self.stored_size = self._first.width, self._first.height
+        width, height = self.stored_size
+        self.width, self.height = (height, width) if self.turns % 2 else (width, height)
+        sar = stream.sample_aspect_ratio
+        if not sar or sar == 1:  # unknown or square pixels: nothing to keep
+            sar = None
+        elif self.turns % 2:  # a pixel w x h stored is h x w upright
+            sar = 1 / sar
+        self.sample_aspect: Fraction | None = sar
+        self.size_changes = SizeChanges(self.width, self.height)
 
     def close(self) -> None:
         """Release the file without decoding (after reading the header only)."""
         self._container.close()
 
+    def _upright(self, index: int, frame: av.VideoFrame) -> np.ndarray:
+        if (frame.width, frame.height) != self.stored_size:
+            shown = (frame.height, frame.width) if self.turns % 2 else (frame.width, frame.height)
+            self.size_changes.note(f"frame {index}", *shown)
+            frame = frame.reformat(*self.stored_size, interpolation="BICUBIC")  # FFmpeg's scaler, as its CLI does
+        return orient(to_rgb(frame.to_ndarray(format="rgb24")), self.turns, self.mirror)
+
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         try:
-            for frame in self._container.decode(self.stream):
-                yield Frame(index, to_rgb(frame.to_ndarray(format="rgb24")), frame.pts)
+            frame = self._first
+            while frame is not None:
+                yield Frame(index, self._upright(index, frame), frame.pts)
                 index += 1
+                frame = next(self._decoded, None)
         except (av.FFmpegError, OSError) as exc:
             self.stopped = f"decoding stopped after frame {index}: {exc}"
             log.warning("%s: %s", self.path, self.stopped)
@@ -86,6 +193,7 @@ class ImageFolderReader:
     """Frames from a folder of images (sorted by name) or from one image."""
 
     kind = "frames"
+    sample_aspect = None
 
     def __init__(self, path: str | Path, *, fps: float = 25.0):
         self.path = Path(path)
@@ -103,12 +211,17 @@ class ImageFolderReader:
         self.num_frames = len(self.files)
         self.has_audio = False
         self.stopped: str | None = None
+        self.size_changes = SizeChanges(self.width, self.height)
 
     def __iter__(self) -> Iterator[Frame]:
         for index, file in enumerate(self.files):
             rgb = read_image(file)
             if rgb.shape[:2] != (self.height, self.width):
-                raise KeepError(f"{file} is {rgb.shape[1]}x{rgb.shape[0]}, the first frame {self.width}x{self.height}")
+                self.size_changes.note(f"frame {index} ({file.name})", rgb.shape[1], rgb.shape[0])
+                shrink = rgb.shape[0] * rgb.shape[1] > self.height * self.width
+                rgb = cv2.resize(
+                    rgb, (self.width, self.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+                )
             yield Frame(index, rgb, index)
 
     def close(self) -> None:
@@ -151,8 +264,14 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 
 
 class VideoWriter:
-    """Encode RGB frames to H.264 (libx264, `crf`, `preset`), keeping the source frame rate and timing, and
-    copying the source's first audio stream packet by packet (interleaved as the video advances).
+    """Encode RGB frames to H.264 (libx264, `crf`, `preset`) with the source's frame timing, and copy the other
+    streams of `streams_from` (every audio track, subtitles the container holds: `keep.video.streams`).
+
+    Timing (issue 19): the encoder works in the source's time base and every frame keeps its timestamp, so a
+    variable-frame-rate video keeps its timing and the audio its sync (timestamps rescaled to 1/fps collided
+    and the muxer refused them). A missing or repeated timestamp becomes the previous one plus one frame.
+    `sample_aspect` is the source's pixel aspect ratio, kept so that players show the same picture shape.
+    The container follows the file name's suffix (.mp4, .mkv, ...).
 
     Odd frame sizes (e.g. 175x143) cannot be stored in 4:2:0, so they are encoded in 4:4:4. Frames are
     converted to yuv420p by `rgb_to_yuv420p` and x264 encodes several frames at once (frame threads; `threads`
@@ -170,113 +289,108 @@ class VideoWriter:
         height: int,
         fps: Fraction,
         time_base: Fraction | None = None,
+        sample_aspect: Fraction | None = None,
         crf: int = 18,
         preset: str = "medium",
-        audio_source: str | Path | None = None,
+        streams_from: str | Path | None = None,
         threads: int = 0,
     ):
         self.path = Path(path)
+        if preset not in PRESETS:
+            raise KeepError(f"unknown x264 preset '{preset}'; choose one of {', '.join(PRESETS)}")
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError) as exc:
             raise KeepError(f"cannot write {self.path}: {exc}") from None
-        self.stream = self._container.add_stream("libx264", rate=fps)
+        self.streams = None
+        try:
+            self._add_video(width, height, fps, time_base, sample_aspect, crf, preset, threads)
+            if streams_from is not None:
+                self.streams = StreamCopier(self._container, streams_from)
+        except BaseException:
+            self._container.close()
+            raise
+        self.frames = 0
+        self._last_pts: int | None = None
+
+    def _add_video(self, width, height, fps, time_base, sample_aspect, crf, preset, threads) -> None:
+        try:
+            self.stream = self._container.add_stream(VIDEO_CODEC, rate=fps)
+        except (ValueError, av.FFmpegError) as exc:
+            raise KeepError(
+                f"cannot write {self.path}: this FFmpeg build (PyAV {av.__version__}) has no {VIDEO_CODEC} encoder "
+                f"({exc}); PyAV's own wheels include it"
+            ) from None
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        if preset not in PRESETS:
-            raise KeepError(f"unknown x264 preset '{preset}'; choose one of {', '.join(PRESETS)}")
         self.stream.options = {"crf": str(crf), "preset": preset}
         self.stream.codec_context.thread_type = "FRAME"  # x264 frame threads (thread count 0: x264's auto)
         self.stream.codec_context.thread_count = threads
-        self.source_time_base = time_base  # frame pts are given in this time base (None: frame index)
-        self.frames = 0
-        self._audio_in = None
-        self._audio_packets: Iterator | None = None
-        self._pending = None
-        if audio_source is not None:
-            self._open_audio(audio_source)
+        if time_base is not None:
+            self.stream.codec_context.time_base = time_base
+        if sample_aspect is not None:
+            self.stream.codec_context.sample_aspect_ratio = sample_aspect
+        self.time_base = time_base or 1 / fps  # frame pts are given in this time base
+        self.step = max(1, round(1 / (fps * self.time_base)))  # one frame, in time base units
 
-    def _open_audio(self, source: str | Path) -> None:
-        try:
-            audio_in = av.open(str(source))
-        except (av.FFmpegError, OSError):
-            return
-        if not audio_in.streams.audio:
-            audio_in.close()
-            return
-        in_stream = audio_in.streams.audio[0]
-        try:
-            self._audio_out = self._container.add_stream_from_template(in_stream)
-        except (ValueError, av.FFmpegError) as exc:  # a codec the mp4 muxer cannot carry
-            log.warning("audio stream not copied: %s", exc)
-            audio_in.close()
-            return
-        self._audio_in, self._audio_stream = audio_in, in_stream
-        self._audio_packets = iter(audio_in.demux(in_stream))
+    @property
+    def kept(self) -> list[str]:
+        """The input's other streams written too, in words (`keep.video.streams`)."""
+        return self.streams.kept if self.streams is not None else []
 
-    def _mux_audio_until(self, seconds: float | None) -> None:
-        """Copy audio packets whose time is before `seconds` (all of them when None)."""
-        if self._audio_packets is None:
-            return
-        while True:
-            packet = self._pending
-            if packet is None:
-                try:
-                    packet = next(self._audio_packets)
-                except (StopIteration, av.FFmpegError):
-                    self._audio_packets = None
-                    return
-            if packet.dts is None:  # the demuxer's final flush packet
-                self._pending = None
-                continue
-            if seconds is not None and float(packet.pts * packet.time_base) > seconds:
-                self._pending = packet
-                return
-            self._pending = None
-            packet.stream = self._audio_out
-            self._container.mux(packet)
+    @property
+    def dropped(self) -> list[str]:
+        """The input's other streams not written, each with the reason."""
+        return self.streams.dropped if self.streams is not None else []
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
         if self.stream.pix_fmt == "yuv420p":
             frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
         else:  # 4:4:4 (odd sizes): PyAV converts
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        if pts is None or self.source_time_base is None:
-            frame.pts, frame.time_base = self.frames, 1 / self.stream.average_rate
-        else:  # PyAV rescales to the encoder's time base, so the source timing is kept
-            frame.pts, frame.time_base = pts, self.source_time_base
-        seconds = float(frame.pts * frame.time_base)
+        if pts is None:
+            pts = self.frames if self._last_pts is None else self._last_pts + self.step
+        elif self._last_pts is not None and pts <= self._last_pts:  # the encoder needs increasing timestamps
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        frame.pts, frame.time_base = pts, self.time_base
         self._container.mux(self.stream.encode(frame))
         self.frames += 1
-        self._mux_audio_until(seconds + 0.5)
+        if self.streams is not None:
+            self.streams.mux_until(float(pts * self.time_base) + AHEAD_S)
 
     def abort(self) -> None:
         """Close without flushing the encoder (after a failure; the file is incomplete and discarded)."""
-        for container in (self._container, self._audio_in):
-            try:
-                if container is not None:
-                    container.close()
-            except (av.FFmpegError, OSError, ValueError):
-                pass
+        if self.streams is not None:
+            self.streams.close()
+        try:
+            self._container.close()
+        except (av.FFmpegError, OSError, ValueError):
+            pass
 
     def close(self) -> None:
         self._container.mux(self.stream.encode(None))
-        self._mux_audio_until(None)
+        if self.streams is not None:
+            self.streams.finish()
         self._container.close()
-        if self._audio_in is not None:
-            self._audio_in.close()
 
 
 def probe(path: str | Path) -> dict:
-    """Frame count, fps, duration (s), size and stream types of a video, by decoding it."""
+    """Frame count, fps, duration (s), stored size, display orientation and stream types of a video, by
+    decoding it."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(stream))
+        first, frames = None, 0
+        for frame in container.decode(stream):
+            first, frames = first or frame, frames + 1
         return {
             "frames": frames,
             "fps": stream.average_rate,
             "duration": float(container.duration / av.time_base) if container.duration else None,
             "width": stream.codec_context.width,
             "height": stream.codec_context.height,
+            "orientation": display_orientation(first) if first is not None else (0, False),
+            "sample_aspect": stream.sample_aspect_ratio,
             "audio": [s.codec_context.name for s in container.streams.audio],
+            "subtitles": [s.codec_context.name for s in container.streams.subtitles],
         }
