@@ -136,7 +136,7 @@ class Pipeline:
         return summary
 
     def _encode_job(self, item: Input, out, reader, partial: Path) -> EncodeJob:
-        """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces log."""
+        """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
         opts, u = self.options, self.options.upscale
         return EncodeJob(
             partial=partial, output=out.main, kind=reader.kind, width=reader.width * u, height=reader.height * u,
