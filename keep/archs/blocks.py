@@ -23,6 +23,7 @@ from torch import nn
 # autocast keeps group norm in bf16 already, so the CPU is left as it is (`norm_in_autocast_dtype`
 # changes this set for a while: tests, benchmarks).
 _NORM_IN_AUTOCAST_DTYPE: set[str] = {"cuda"}
+_HALF = (torch.bfloat16, torch.float16)
 
 
 @contextlib.contextmanager
@@ -54,12 +55,11 @@ class GroupNorm(nn.GroupNorm):
     to bf16 / fp16 (its affine parameters too). Exactly `nn.GroupNorm` otherwise, float32 included."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device_type = x.device.type
-        if device_type in _NORM_IN_AUTOCAST_DTYPE and x.dtype == _autocast_dtype(device_type):
-            with torch.autocast(device_type, enabled=False):
+        if x.dtype in _HALF and x.device.type in _NORM_IN_AUTOCAST_DTYPE and x.dtype == _autocast_dtype(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
                 weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
                 return F.group_norm(x, self.num_groups, weight, bias, self.eps)
-        return super().forward(x)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # nn.GroupNorm's forward
 
 
 def group_norm(channels: int, groups: int = 32) -> GroupNorm:
