@@ -29,6 +29,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1  # a step stopped by its timeout still leaves what it printed in the log
 
 prepare() {
     set -e
