@@ -10,8 +10,10 @@ batch 1 went from 32.6 to 45.0 frames/s (docs/speed.md).
     step = GraphedStep(network)
     network.run(lq, flows, state=state, step=step)   # `keep.restorer.Restorer` does this on CUDA
 
-Frames without a prediction (a clip's first), training (autograd on) and CPU tensors run `KEEP.step`
-eagerly. A capture that fails logs one line and that signature runs eagerly from then on.
+Frames without a prediction (a clip's first), training (autograd on) and CPU tensors run the step
+eagerly. A capture that fails logs one line and that signature runs eagerly from then on. The step
+captured is `KEEP.step` or one given in its place (`keep.restorer.Restorer` gives its
+`torch.compile`d version when asked: the compiled kernels are then what the graphs replay).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .archs.keep_arch import KEEP, FrameOutput
+from .archs.keep_arch import KEEP, FrameOutput, FrameStep
 from .precision import tf32_state
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ def _autocast_state() -> tuple[bool, torch.dtype | None]:
 
 
 class GraphedStep:
-    """`KEEP.step` with the frames that have a prediction replayed from CUDA graphs.
+    """`KEEP.step` (or `step`, which computes the same) with the frames that have a prediction replayed
+    from CUDA graphs.
 
     capacity: graphs kept (least recently used dropped first). Batch sizes change as faces come and go,
         and under autocast a window's first predicted frame gets a CFA memory of another dtype than the
@@ -55,8 +58,9 @@ class GraphedStep:
         memory, and the pool stays about one frame's activations at the largest batch.
     """
 
-    def __init__(self, network: KEEP, *, capacity: int = 8, warmup: int = 2):
+    def __init__(self, network: KEEP, *, step: FrameStep | None = None, capacity: int = 8, warmup: int = 2):
         self.network = network
+        self.step = step or network.step
         self.capacity = capacity
         self.warmup = warmup
         self.graphs: OrderedDict[tuple, _Captured] = OrderedDict()
@@ -77,7 +81,7 @@ class GraphedStep:
         fidelity: float = 1.0,
         straight_through: bool = False,
     ) -> FrameOutput:
-        eager = lambda: self.network.step(  # noqa: E731
+        eager = lambda: self.step(  # noqa: E731
             z_obs, taps, cfa_memory, prev_out, flow, gain, fidelity=fidelity, straight_through=straight_through
         )
         if (
@@ -128,21 +132,23 @@ class GraphedStep:
             z_obs, prev_out, flow, gain = static[:4]
             taps = dict(zip(tap_scales, static[4 : 4 + n_taps], strict=True))
             memory = dict(zip(memory_scales, static[4 + n_taps :], strict=True))
-            return self.network.step(z_obs, taps, memory, prev_out, flow, gain, fidelity=fidelity)
+            return self.step(z_obs, taps, memory, prev_out, flow, gain, fidelity=fidelity)
 
         device = inputs[0].device
         autocast, dtype = _autocast_state()
+        # autocast's cache of cast weights must stay off while capturing: a cached cast made during
+        # capture would be freed when the context exits, under the graph's feet. The warm-up runs under
+        # the same setting, so that a compiled step meets the same state (no recompilation in capture).
+        no_cache = torch.autocast("cuda", dtype=dtype or torch.float16, enabled=autocast, cache_enabled=False)
         try:
             side = torch.cuda.Stream(device)  # warm-up off the default stream, as capture requires
             side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), no_cache:
                 for _ in range(self.warmup):
                     step()
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            # autocast's cache of cast weights must stay off while capturing: a cached cast made
-            # during capture would be freed when the context exits, under the graph's feet
-            with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=autocast, cache_enabled=False):
+            with no_cache:
                 if self.pool is None:
                     self.pool = torch.cuda.graph_pool_handle()
                 with torch.cuda.graph(graph, pool=self.pool):

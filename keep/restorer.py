@@ -12,8 +12,11 @@ clip from its frames alone:
 The settings live here and nowhere else: `precision` (the network runs in `keep.precision.autocast`
 of it; flows are always estimated in exact float32), `fidelity` (the CFT weight `KEEP.run` takes,
 CodeFormer's `w`), `cuda_graphs` (on a GPU the frames of a window are replayed from CUDA graphs,
-`keep.cuda_graphs`: same kernels, same values). `keep.streaming.StreamingRestorer` and the pipeline
-run the network through `Restorer.run`, so they follow them.
+`keep.cuda_graphs`: same kernels, same values), `compile_step` (the per-frame step through
+`torch.compile` with that backend, inside the CUDA graphs on a GPU: fused kernels, values within
+the precision's rounding; off by default until measured, issue 20, docs/speed.md).
+`keep.streaming.StreamingRestorer` and the pipeline run the network through `Restorer.run`, so they
+follow them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from contextlib import nullcontext
 import torch
 from einops import rearrange
 
-from .archs.keep_arch import KEEP, KEEPConfig, KEEPOutput, KEEPState
+from .archs.keep_arch import KEEP, FrameStep, KEEPConfig, KEEPOutput, KEEPState
 from .cuda_graphs import GraphedStep
 from .errors import KeepError
 from .precision import autocast, check_precision, tf32
@@ -51,13 +54,15 @@ class Restorer:
         precision: str = "fp32",
         fidelity: float = 1.0,
         cuda_graphs: bool = True,
+        compile_step: str | None = None,
     ):
         self.network = network
         self.flow = flow
         self.precision = precision
         self.fidelity = fidelity
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the per-frame recurrence from CUDA graphs
-        self._graphed: GraphedStep | None = None
+        self.compile_step = compile_step  # a torch.compile backend ("inductor") for the per-frame step, or None
+        self._step: tuple[tuple, FrameStep] | None = None  # (what it was made for, the step)
 
     @property
     def precision(self) -> str:
@@ -81,13 +86,21 @@ class Restorer:
     def fidelity(self, value: float) -> None:
         self._fidelity = check_fidelity(value)
 
-    def frame_step(self) -> GraphedStep | None:
-        """What `KEEP.run` computes its frames with: a `GraphedStep` on CUDA (None: `KEEP.step`)."""
-        if not self.cuda_graphs or self.device.type != "cuda":
+    def frame_step(self) -> FrameStep | None:
+        """What `KEEP.run` computes its predicted frames with: a `GraphedStep` on CUDA, around the compiled
+        step with `compile_step`; the compiled step alone elsewhere; None: `KEEP.step`. Made once and
+        kept (captured graphs, compiled code) while the network and these settings stay."""
+        graphs = self.cuda_graphs and self.device.type == "cuda"
+        if not graphs and self.compile_step is None:
             return None
-        if self._graphed is None or self._graphed.network is not self.network:
-            self._graphed = GraphedStep(self.network)
-        return self._graphed
+        made_for = (id(self.network), graphs, self.compile_step)
+        if self._step is None or self._step[0] != made_for:
+            step = self.network.step
+            if self.compile_step is not None:
+                # fullgraph: a graph break would split the step into pieces run from Python again
+                step = torch.compile(step, backend=self.compile_step, fullgraph=True, dynamic=False)
+            self._step = made_for, GraphedStep(self.network, step=step) if graphs else step
+        return self._step[1]
 
     @property
     def config(self) -> KEEPConfig:

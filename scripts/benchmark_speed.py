@@ -3,12 +3,16 @@
 Restores `--frames` synthetic aligned faces (`--batch` faces side by side, one stream each) through
 `keep.streaming.StreamingRestorer` (window `--window`, carry mode) `--repeats` times and prints
 frames/s, s/frame (min and median over the repeats), the process CPU time per frame, and the peak
-memory after the first window and after all frames (flat when streaming is bounded). With a reduced
-precision it also reports how many code indices agree with fp32 on the same frames.
+memory after the first window and after all frames (flat when streaming is bounded). With
+`--agreement` it also reports how many code indices agree with fp32 on the same frames, at the run's
+precision or at each precision named (on the golden case: the >= 99% bar of issue 20).
 
     python scripts/benchmark_speed.py --device cpu --precision fp32 --frames 4 --window 4
     python scripts/benchmark_speed.py --weights golden --precision bf16 --frames 3 --agreement
+    python scripts/benchmark_speed.py --weights golden --frames 3 --window 3 --agreement tf32 bf16 fp16
     python scripts/benchmark_speed.py --device cuda --precision fp16 --frames 100 --flow raft_small
+
+`scripts/profile_gpu.py` takes the same options that say what runs and profiles one window of it.
 
 Weights: `random` (the released configuration, randomly initialised; speed does not depend on the
 values), `golden` (the released-layout stand-in weights of ../shared/golden, meaningful codes for
@@ -33,7 +37,7 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from keep.archs.blocks import norm_in_autocast_dtype  # noqa: E402
 from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.precision import PRECISIONS, prepare_for_inference, reuse_freed_memory  # noqa: E402
@@ -52,16 +57,13 @@ from keep.streaming import StreamingRestorer  # noqa: E402
 GOLDEN = REPO.parent / "shared" / "golden"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say what runs: shared with scripts/profile_gpu.py, which profiles what this times."""
     add_device_argument(p, default="cpu")
     add_threads_argument(p)
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
-    p.add_argument("--frames", type=int, default=20, help="frames restored per repeat")
     p.add_argument("--window", type=int, default=20, help="streaming window (frames per model call)")
     p.add_argument("--batch", type=int, default=1, help="faces restored side by side")
-    p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs; min and median are printed")
     p.add_argument("--weights", default="random", help="random | golden | a keep.load_model source")
     p.add_argument("--flows", default="random", choices=["random", "zero"], help="given flows")
     p.add_argument(
@@ -75,23 +77,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NHWC layout (keep.precision.prepare_for_inference): faster, same codes, output not bit-exact",
     )
     p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="GPU: replay each frame's kernels from a CUDA graph (keep.cuda_graphs); --no-cuda-graphs: eager",
+    )
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="the per-frame step through torch.compile (default backend inductor; Restorer.compile_step)",
+    )
+    p.add_argument(
+        "--norm-in-autocast-dtype",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="GPU, bf16 / fp16: group norm in that dtype (keep.archs.blocks); --no-...: autocast's float32",
+    )
+    p.add_argument("--seed", type=int, default=0)
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    if args.window < 1 or args.batch < 1 or args.flow_batch < 1:
+        raise KeepError("--window, --batch and --flow-batch must be >= 1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(p)
+    p.add_argument("--frames", type=int, default=20, help="frames restored per repeat")
+    p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs; min and median are printed")
+    p.add_argument(
         "--reuse-memory",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="CPU: glibc malloc keeps freed memory (keep.precision.reuse_freed_memory); --no-reuse-memory: default",
     )
     p.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="GPU: replay each frame's kernels from a CUDA graph (keep.cuda_graphs); --no-cuda-graphs: eager",
+        "--agreement",
+        nargs="*",
+        default=None,
+        choices=list(PRECISIONS),
+        metavar="PRECISION",
+        help="also the share of code indices equal to fp32's on the same frames: at --precision, or at each "
+        "precision named (e.g. --agreement tf32 bf16 fp16)",
     )
-    p.add_argument("--agreement", action="store_true", help="also compare code indices with fp32 (same frames)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.frames < 1 or args.window < 1 or args.batch < 1 or args.repeats < 1 or args.flow_batch < 1:
-        raise KeepError("--frames, --window, --batch, --repeats and --flow-batch must be >= 1")
+    if args.frames < 1 or args.repeats < 1:
+        raise KeepError("--frames and --repeats must be >= 1")
+    check_run_arguments(args)
     return args
 
 
@@ -143,6 +181,7 @@ def build_model(args, golden_state) -> Restorer:
         source, device=args.device, flow=None if random_gmflow else args.flow, precision=args.precision,
         cuda_graphs=args.cuda_graphs,
     )  # fmt: skip
+    model.compile_step = args.compile
     if random_gmflow:  # a preset carries no GMFlow: random weights (its speed does not depend on them)
         model.flow = GMFlow(GMFlowNet().state_dict(), device=args.device)
     if isinstance(model.flow, GMFlow):
@@ -228,15 +267,42 @@ def stream(model, frames, flows, args, device, on_window=None, flow_time: list |
 
 
 def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
-    """Code indices `(B, N, h*w)` of the streamed frames at `precision`."""
+    """Code indices `(B, N, h*w)` of the streamed frames at `precision` (fp32: the exact reference, never
+    compiled; the others with the run's `--compile`)."""
     recorder = CodeRecorder(model.network)
-    restorer = Restorer(recorder, model.flow, precision=precision, cuda_graphs=args.cuda_graphs)
+    compile_step = None if precision == "fp32" else args.compile
+    restorer = Restorer(
+        recorder, model.flow, precision=precision, cuda_graphs=args.cuda_graphs, compile_step=compile_step
+    )
     stream(restorer, frames, flows, args, device)
     return torch.cat(recorder.idx, 1)
 
 
+def agreement(model, frames, flows, args, device, timed_codes: torch.Tensor) -> dict:
+    """Share of code indices equal to fp32's on the same frames, per precision of `--agreement` (none named:
+    `--precision`, whose codes are the timed run's). With `--weights golden` this is the golden case's
+    measure (its fp32 codes are the released network's)."""
+    wanted = [p for p in (args.agreement or [args.precision]) if p != "fp32"]
+    found = {args.precision: timed_codes} if args.compile is None or args.precision != "fp32" else {}
+    for precision in ["fp32", *wanted]:
+        if precision not in found:
+            found[precision] = codes(model, frames, flows, args, device, precision)
+    exact = found["fp32"]
+    shares = {p: (found[p] == exact).double().mean().item() for p in wanted}
+    results = {"code_agreement": shares, "agreement_tokens": exact.numel()}
+    if args.precision in shares:
+        results["code_agreement_vs_fp32"] = shares[args.precision]
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    # --no-norm-in-autocast-dtype: group norm in float32 under autocast on every device (autocast's own choice)
+    with nullcontext() if args.norm_in_autocast_dtype else norm_in_autocast_dtype(()):
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     args.device = str(device)
     set_threads(args.threads)
@@ -247,7 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
     frames, flows = make_inputs(args, model.config.img_size, golden_case)
 
     recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
-    timed = Restorer(recorder, model.flow, precision=args.precision, cuda_graphs=args.cuda_graphs)  # keeps its graphs
+    timed = Restorer(  # keeps its graphs and compiled code from the warm-up on
+        recorder, model.flow, precision=args.precision, cuda_graphs=args.cuda_graphs, compile_step=args.compile
+    )
     if args.warmup:
         warm = min(args.window, args.frames)
         warm_args = argparse.Namespace(**{**vars(args), "window": warm})
@@ -281,6 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": args.precision,
         "channels_last": args.channels_last,
         "cuda_graphs": args.cuda_graphs and device.type == "cuda",
+        "compile": args.compile,
+        "norm_in_autocast_dtype": args.norm_in_autocast_dtype and device.type == "cuda",
         "reuse_freed_memory": reused,
         "threads": torch.get_num_threads(),
         "weights": args.weights if isinstance(args.weights, str) else "state dict",
@@ -318,11 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["network_s_per_frame_median"] = statistics.median(network_seconds) / processed
         results["network_fps_max"] = processed / min(network_seconds)
         results["network_cpu_s_per_frame_median"] = statistics.median(network_cpu) / processed
-    if args.agreement and args.precision != "fp32":
-        reduced = torch.cat(recorder.idx, 1)
-        exact = codes(model, frames, flows, args, device, "fp32")
-        results["code_agreement_vs_fp32"] = (reduced == exact).double().mean().item()
-        results["agreement_tokens"] = exact.numel()
+    if args.agreement is not None:
+        results |= agreement(model, frames, flows, args, device, torch.cat(recorder.idx, 1))
     report(results)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -358,8 +425,8 @@ def report(r: dict) -> None:
             f"CPU {r['network_cpu_s_per_frame_median']:.3f} s/frame ({r['flow_pairs']} pairs, "
             f"{r['frames'] * r['batch']} frames)"
         )
-    if "code_agreement_vs_fp32" in r:
-        print(f"code agreement with fp32: {100 * r['code_agreement_vs_fp32']:.2f}% of {r['agreement_tokens']} tokens")
+    for precision, share in r.get("code_agreement", {}).items():
+        print(f"code agreement of {precision} with fp32: {100 * share:.2f}% of {r['agreement_tokens']} tokens")
     if r["load_average"]:
         print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in r["load_average"]))
 

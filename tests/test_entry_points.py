@@ -185,6 +185,10 @@ CASES: list[Case] = [
     bad(*BSPEED, "--threads", "0", match="threads"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
+    # scripts/profile_gpu.py (the options of benchmark_speed.py that say what runs, and its own)
+    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--window", "0", match="--window"),
+    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--top", "0", match="--top"),
+    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--device", "cuda", match="cuda"),
     # scripts/benchmark_detector.py
     bad(*BDETECT, "--device", "cuda", match="cuda"),
     bad(*BDETECT, "--device", "tpu", match="tpu"),
