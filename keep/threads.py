@@ -1,103 +1,26 @@
-"""What every entry point shares (inference.py, train.py, test.py, scripts/): one convention for
-errors, devices, CPU threads and `--set` overrides (issue 10).
+"""CPU threads: OpenMP's wait policy, the cores this process may use, and the threads torch and OpenCV get
+(issue 10; measured in docs/speed.md).
 
-    def main(argv=None) -> int:
-        parser = argparse.ArgumentParser(...)
-        add_device_argument(parser); add_threads_argument(parser); add_set_argument(parser)
-        return run_main(lambda: _main(parser.parse_args(argv)))
-
-Exit codes: 0 done; 2 the user's input cannot be used (bad file, bad option, bad config key, a device
-that is not there, weights that cannot be had), printed as one `error: ...` line, never a traceback
-(argparse uses 2 for bad options too); 130 interrupted; 1 an unexpected internal failure, printed as
-one line (`KEEP_DEBUG=1` shows its traceback).
+Every entry point (inference.py, train.py, test.py, app.py, scripts/) calls `passive_openmp_waits()` first
+thing, before anything imports torch, and `set_threads(args.threads)` once its arguments are parsed. Importing
+`keep` changes nothing: the package imports torch only when one of its names is used.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-import traceback
-from collections.abc import Callable
 
 from .errors import KeepError
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-def error(message: str) -> int:
-    """Print the one `error:` line and return the usage exit code."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE
-
-
-def run_main(body: Callable[[], int | None]) -> int:
-    """Run an entry point's body with the project's error convention (see the module docstring)."""
-    try:
-        return body() or EXIT_OK
-    except KeepError as exc:
-        return error(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except MemoryError:
-        print("error: out of memory (try a smaller --window or batch, or another device)", file=sys.stderr)
-        return EXIT_INTERNAL
-    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
-        if os.environ.get("KEEP_DEBUG"):
-            traceback.print_exc()
-        print(
-            f"error: internal failure ({type(exc).__name__}: {exc}); KEEP_DEBUG=1 shows the traceback",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_INTERNAL
-
-
-# ------------------------------------------------------------------------------------------ devices
-def resolve_device(name: str):
-    """`cpu`, `cuda`, `cuda:N`, `mps` or `auto` -> a `torch.device` that exists here, else KeepError."""
-    import torch
-
-    name = str(name).strip()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise KeepError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cpu":
-        return device
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise KeepError(f"device '{name}' asked for, but no CUDA GPU is available here; use --device cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise KeepError(f"device '{name}' does not exist: this machine has {count} CUDA device(s)")
-        return device
-    if device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise KeepError("device 'mps' asked for, but Metal is not available here; use --device cpu")
-        return device
-    raise KeepError(f"device '{name}' is not supported; use cpu, cuda, cuda:N or auto")
-
-
-def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    parser.add_argument("--device", default=default, help=f"cpu | cuda | cuda:N | auto (default {default})")
-
-
-# ------------------------------------------------------------------------------------------ threads
-_PASSIVE_WAITS: bool | None = None  # set by passive_openmp_waits() (keep/__init__.py, before torch loads)
+_PASSIVE_WAITS: bool | None = None  # decided by the first passive_openmp_waits() call
 
 
 def passive_openmp_waits() -> bool:
     """Ask OpenMP to let idle threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy;
-    returns whether passive waiting is in effect. Must run before torch loads its OpenMP runtime,
-    which reads the variable once: `keep/__init__.py` calls it before importing anything of torch.
+    returns whether passive waiting is in effect. Must run before torch loads its OpenMP runtime, which
+    reads the variable once: the entry points call it before they import torch.
 
     Why (issue 10): torch's OpenMP threads spin while they wait for each other at the end of every
     parallel region. With another process on one of the cores, the spinning threads take the CPU
@@ -111,7 +34,7 @@ def passive_openmp_waits() -> bool:
         if chosen is None and "torch" not in sys.modules:
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
             _PASSIVE_WAITS = True
-        else:  # the user's choice, or torch (and its OpenMP) loaded before this package: no say left
+        else:  # the user's choice, or torch (and its OpenMP) loaded before we were asked: no say left
             _PASSIVE_WAITS = (chosen or "").strip().upper() == "PASSIVE"
     return _PASSIVE_WAITS
 
@@ -130,9 +53,9 @@ def default_threads() -> int:
     With passive OpenMP waits (the normal case, `passive_openmp_waits`): every core this process
     may use; a thread that finds its core busy then delays the others by its share of the core, not
     by a whole scheduler time slice, and the busy/quiet speed ratio stays near the share of the
-    cores left (measured in docs/speed.md). Without them (torch imported before `keep` with no
-    `OMP_WAIT_POLICY`, or a user's ACTIVE): only the cores not already busy (1-minute load
-    average), at least 1, since spinning threads on a shared core slow the network ~15-60x.
+    cores left (measured in docs/speed.md). Without them (torch imported before the entry point
+    asked, with no `OMP_WAIT_POLICY`, or a user's ACTIVE): only the cores not already busy (1-minute
+    load average), at least 1, since spinning threads on a shared core slow the network ~15-60x.
     """
     cores = cpu_cores()
     if passive_openmp_waits():
@@ -158,41 +81,3 @@ def set_threads(threads: int | None) -> int:
         "torch threads: %d (OpenMP waits %s)", count, "passive" if passive_openmp_waits() else "active"
     )
     return count
-
-
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch (default: the cores not busy with other work, at least 1)",
-    )
-
-
-# ------------------------------------------------------------------------------------------ --set
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """`--set a.b=1 c=2 --set d=3`: repeatable, several items each; all of them apply, in order."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys (dotted, value parsed as YAML); repeatable",
-    )
-
-
-# ------------------------------------------------------------------------------------------ paths
-def check_output_outside_inputs(output, inputs) -> None:
-    """KeepError when `output` (a file or folder a run will write) is, or lies inside, one of `inputs`
-    (files or folders the run reads): no run writes into its own inputs."""
-    from pathlib import Path
-
-    out = Path(output).expanduser().resolve()
-    for item in inputs:
-        if item is None:
-            continue
-        source = Path(item).expanduser().resolve()
-        if out == source or (source.is_dir() and out.is_relative_to(source)):
-            raise KeepError(f"output {output} would write into the input {item}; choose another output location")

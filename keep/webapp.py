@@ -192,8 +192,10 @@ class Jobs:
         if not options.model.startswith("preset:"):
             resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
         self._close_pipeline()
-        self.pipeline = Pipeline(options)
-        return self.pipeline
+        pipeline = Pipeline(options)
+        pipeline.build()  # the network and the stage workers, while the page says "loading the model"
+        self.pipeline = pipeline
+        return pipeline
 
     def cancel(self, session: str) -> int:
         """Stop the session's running jobs (at their next restored frame); returns how many there were."""

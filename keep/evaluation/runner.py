@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli import check_output_outside_inputs, resolve_device
+from ..devices import resolve_device
+from ..paths import check_output_outside_inputs
 from ..config import save_config
 from ..errors import KeepError
 from ..image import write_image

@@ -23,7 +23,7 @@ from einops import rearrange
 
 from ..archs.keep_arch import KEEP
 from ..checkpoint import save_checkpoint
-from ..cli import resolve_device
+from ..devices import resolve_device
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..errors import KeepError
