@@ -328,7 +328,9 @@ class Runner:
         raise StageError("a stage stopped without saying why")
 
     def close(self) -> None:
-        """Let the workers finish and exit."""
+        """Let the workers finish and exit (after `abort` they are gone already)."""
+        if self.stopped:
+            return
         for name in self.workers:
             self.queues[name]["jobs"].put(None)
         self._join(timeout=10)
