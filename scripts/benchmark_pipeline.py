@@ -36,6 +36,9 @@ passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/th
 
 from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
 from keep.devices import PRECISION_CHOICES  # noqa: E402
+from keep.errors import KeepError  # noqa: E402
+from keep.face.detectors import DETECTORS  # noqa: E402
+from keep.flow import FLOW_ESTIMATORS  # noqa: E402
 from keep.pipeline import STAGE_GROUPS, STAGE_TIMERS, STAGES, Pipeline, PipelineOptions  # noqa: E402
 from keep.threads import cpu_cores, set_threads  # noqa: E402
 
@@ -202,6 +205,8 @@ def _main(args: argparse.Namespace) -> int:
 
     from keep.devices import resolve_device
 
+    if args.modes[0] != "off" and "off" in args.modes:
+        raise KeepError("--modes: put 'off' first")
     args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
     cores = cpu_cores()
@@ -250,20 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="960x540", help="generated clip size WxH")
     p.add_argument("--frames", type=int, default=0, help="only the first N frames (generated clip: 40)")
     p.add_argument("--model", default="keep")
-    p.add_argument("--detector", default="dlib")
-    p.add_argument("--flow", default="dis")
+    p.add_argument("--detector", default="dlib", choices=("auto", *DETECTORS))
+    p.add_argument("--flow", default="dis", choices=("auto", *FLOW_ESTIMATORS))
     add_device_argument(p, default="cpu")
     p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
     p.add_argument("--stage_groups", default="auto", choices=("auto", *STAGE_GROUPS), help="auto: by the device")
     p.add_argument("--window", type=int, default=20)
-    p.add_argument("--cuda_graphs", action=argparse.BooleanOptionalAction, default=True, help="GPU: CUDA-graph replay")
+    p.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="GPU: no CUDA-graph replay")
     p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
     p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
     add_threads_argument(p)
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    if args.modes[0] != "off" and "off" in args.modes:
-        raise SystemExit("error: --modes: put 'off' first")
     return run_main(lambda: _main(args))
 
 

@@ -125,13 +125,13 @@ class Pipeline:
     ) -> dict:
         """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
         whose folder exists."""
-        start = time.perf_counter()
         reader = open_input(item.source, fps=self.options.fps)  # the one open of the input in this process
         try:
             self.build()
         except BaseException:
             reader.close()
             raise
+        start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
         partial = out.partial(new_run_token())
         job = Job(item.source, self.options.fps, self._pool(reader), self._encode_job(item, out, reader, partial))
         if self.runner.source_in_process:
