@@ -141,6 +141,8 @@ class Jobs:
         video = Path(video).resolve()
         if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
             raise KeepError("the video must be uploaded to this app")
+        # The header, checked against the limits before the job waits for the device; the pipeline opens the
+        # file again when the job runs, which may be minutes later.
         reader = open_input(video)
         reader.close()
         if reader.kind != "video":
