@@ -250,7 +250,7 @@ class Runner:
             self.abort()
             raise
         self.ready = True
-        if child:  # every worker holds every queue and the stop flag now (they unpickled them before Ready)
+        if child:  # every worker holds its queues and the stop flag now (it unpickled them before Ready)
             unlink_semaphores([self.stop, *self.q.values()])
 
     def _view(self, name: str, outbox: str | None) -> dict:
