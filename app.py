@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 from keep.cli import add_device_argument, add_threads_argument, run_main
+from keep.threads import passive_openmp_waits
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
 
 REPO = Path(__file__).resolve().parent
 EXAMPLES = REPO / "assets"
@@ -199,15 +202,17 @@ def _main(args: argparse.Namespace) -> int:
     import signal
     import tempfile
 
-    from keep.cli import resolve_device, set_threads
+    from keep.devices import resolve_device
     from keep.errors import KeepError
     from keep.pipeline import PipelineOptions
+    from keep.threads import set_threads
     from keep.webapp import Jobs, keep_models
 
     limits = limits_from_args(args)
     check_model(args.model)
     device = resolve_device(args.device)
-    base = PipelineOptions(model=args.model, device=str(device), threads=set_threads(args.threads))
+    set_threads(args.threads)
+    base = PipelineOptions(model=args.model, device=str(device))
     base.check()
     if device.type == "cpu":
         from keep.precision import reuse_freed_memory

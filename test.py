@@ -1,4 +1,4 @@
-"""Benchmark a KEEP model on aligned face clips (VFHQ test protocol, KEEP_SPEC section 11).
+"""Benchmark a KEEP model on aligned face clips (the VFHQ test protocol, docs/benchmark.md).
 
     python test.py -opt configs/test_vfhq_easy.yml --device cuda      # KEEP's published protocol
     python test.py -opt configs/test_vfhq.yml
@@ -11,13 +11,14 @@ the paper's columns and per-clip plots into results/<name>/. See docs/benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from keep.cli import add_set_argument, add_threads_argument, run_main, set_threads
-from keep.config import load_config
+from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
+from keep.threads import passive_openmp_waits
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "test_vfhq.yml"
 
@@ -31,19 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
             "scripts/make_test_set.py (--protocol vfhq_easy: KEEP's published test set). Methods: bicubic, "
             "keep_per_frame (no temporal propagation: gain 0, no CFA), keep (streamed over the whole clip; "
             "model.stream_mode carry | reset | released). Outputs: <results_dir>/<name>/table.md, "
-            "per_frame.csv, per_clip.csv, results.json, plots/, images/ (with --save-images). A name that "
+            "per_frame.csv, per_clip.csv, results.json, plots/, images/ (with --save_images). A name that "
             "already holds a run is refused unless --overwrite. Bad input: one 'error:' line, exit status 2."
         ),
     )
     parser.add_argument("-opt", "--opt", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
     add_set_argument(parser)
     parser.add_argument("--model", help="checkpoint path, registry name (keep) or preset:<name> (model.source)")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N | auto (device; default: the config's)")
+    add_device_argument(parser, default=None)  # device
     parser.add_argument("--name", help="results folder name (name)")
-    parser.add_argument("--save-images", action="store_true", help="write the restored frames (save_images)")
+    parser.add_argument("--save_images", action="store_true", help="write the restored frames (save_images)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run under --name (overwrite)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars (progress=false)")
     add_threads_argument(parser)
+    for old, new in (("--save-images", "save_images"), ("--no-progress", "no_progress")):  # earlier spellings
+        parser.add_argument(old, dest=new, action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -58,19 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
+    from keep.config import load_config
     from keep.evaluation import BenchmarkConfig, run_benchmark
+    from keep.threads import set_threads
 
-    overrides = list(args.overrides)
-    for key, value in (("model.source", args.model), ("device", args.device), ("name", args.name)):
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")  # a quoted YAML string, whatever the text
-    for key, flag in (("save_images", args.save_images), ("overwrite", args.overwrite)):
-        if flag:
-            overrides.append(f"{key}=true")
-    if args.no_progress:
-        overrides.append("progress=false")
-    cfg = load_config(BenchmarkConfig, args.opt, overrides)
+    set_threads(args.threads)
+    flags = {"model.source": args.model, "device": args.device, "name": args.name}
+    flags |= {"save_images": args.save_images or None, "overwrite": args.overwrite or None}  # None: not given
+    flags |= {"progress": False if args.no_progress else None}
+    cfg = load_config(BenchmarkConfig, args.opt, args.overrides, flags=flags)
     result = run_benchmark(cfg)
     print(result["table"])
     print(f"results in {result['dir']}")

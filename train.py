@@ -10,15 +10,18 @@ import argparse
 import os
 import sys
 
-from keep.cli import add_set_argument, add_threads_argument, cpu_cores, run_main, set_threads
+from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
+from keep.threads import passive_openmp_waits
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
 
 
 def _main(args: argparse.Namespace) -> None:
     from keep.config import load_config
+    from keep.threads import cpu_cores, set_threads
     from keep.train import TrainConfig, Trainer
 
-    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
-    cfg = load_config(TrainConfig, args.opt, overrides)
+    cfg = load_config(TrainConfig, args.opt, args.overrides, flags={"train.device": args.device})
     # train.deterministic: a fixed thread count (the cores this process may use), never the load-dependent
     # default, because the CPU kernels' sums depend on the number of threads (a resume reuses the run's).
     fixed = max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: cores shared
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-opt", "--opt", required=True, help="YAML configuration (configs/released/*.yml)")
     add_set_argument(parser)
     parser.add_argument("--auto_resume", action="store_true", help="continue from training_states/latest.state")
-    parser.add_argument("--device", default=None, help="overrides train.device: cpu | cuda | cuda:N | auto")
+    add_device_argument(parser, default=None)  # train.device
     add_threads_argument(parser)
     args = parser.parse_args(argv)
     return run_main(lambda: _main(args))

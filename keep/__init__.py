@@ -7,21 +7,54 @@ out = model(lq, flows)                     # or given, frame t -> t-1 (B, T-1, 2
 model.fidelity = 0.5                       # CodeFormer's w: 0 quality .. 1 fidelity (also load_model(..., fidelity=))
 streams = keep.StreamingRestorer(model)    # long videos, many faces: window by window, state carried
 net = keep.load_network("keep")            # the bare nn.Module: net.run(lq, flows, fidelity=1.0)
+
+`import keep` imports nothing heavy and changes nothing: the names below load their modules (and torch)
+when first used, so an entry point can ask for passive OpenMP waits before torch loads (keep/threads.py).
 """
 
-# ruff: noqa: E402  (the OpenMP wait policy must be set before the imports below load torch)
-from .cli import passive_openmp_waits
+from __future__ import annotations
 
-passive_openmp_waits()  # idle OpenMP threads sleep instead of spinning (issue 10, keep/cli.py)
-
-from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
-from .checkpoint import save_checkpoint
-from .errors import KeepError, WeightsUnavailable
-from .model import load_checkpoint, load_model, load_network
-from .restorer import Restorer
-from .streaming import StreamingRestorer
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_EXPORTS = {  # name -> the module that defines it
+    "KEEP": "archs.keep_arch",
+    "KEEPConfig": "archs.keep_arch",
+    "KEEPOutput": "archs.keep_arch",
+    "KEEPState": "archs.keep_arch",
+    "PRESETS": "archs.keep_arch",
+    "KeepError": "errors",
+    "WeightsUnavailable": "errors",
+    "Restorer": "restorer",
+    "StreamingRestorer": "streaming",
+    "load_checkpoint": "model",
+    "load_model": "model",
+    "load_network": "model",
+    "save_checkpoint": "checkpoint",
+}
+
+if TYPE_CHECKING:
+    from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
+    from .checkpoint import save_checkpoint
+    from .errors import KeepError, WeightsUnavailable
+    from .model import load_checkpoint, load_model, load_network
+    from .restorer import Restorer
+    from .streaming import StreamingRestorer
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keep' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "KEEP",

@@ -1,4 +1,4 @@
-"""Typed configuration: dataclass defaults -> `-opt file.yml` -> `--set a.b=c` overrides.
+"""Typed configuration: dataclass defaults -> `-opt file.yml` -> command-line flags -> `--set a.b=c` overrides.
 
 A config is a (nested) dataclass whose fields mirror constructors' keyword arguments one to one.
 `load_config(cls, path, overrides)` reads YAML onto it; an unknown key or a value of the wrong type
@@ -16,12 +16,14 @@ one read from a file; a value outside is a `KeepError` naming the dotted key, th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,6 +33,7 @@ from .errors import KeepError
 
 T = TypeVar("T")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+YAML11_BOOLS = {"yes": True, "no": False, "on": True, "off": False}  # YAML 1.1 booleans that are also words
 
 
 # ------------------------------------------------------------------------------------------ value rules
@@ -135,53 +138,64 @@ def _type_name(tp: Any) -> str:
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check `value` against the annotation `tp` (converting lists to tuples, ints to floats)."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if tp is Any:
         return value
     if origin is Annotated:  # the rules in the annotation are checked by the dataclass (check_fields)
-        return _coerce(args[0], value, key)
+        return _coerce(typing.get_args(tp)[0], value, key)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # `X | None`: X's own message (a section's bad key, a range)
-            return _coerce(options[0], value, key)
-        for option in options:
-            try:
-                return _coerce(option, value, key)
-            except KeepError:
-                pass
-        raise KeepError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(tp, value, key)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise KeepError(f"config key '{key}': expected a mapping for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise KeepError(f"config key '{key}': expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise KeepError(f"config key '{key}': expected {len(args)} values, got {value!r}")
-        return (
-            tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-            if args
-            else tuple(value)
-        )
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise KeepError(f"config key '{key}': expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin in (tuple, list, dict):
+        return _coerce_container(tp, value, key)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise KeepError(f"config key '{key}': expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    return _coerce_plain(tp, value, key)
+
+
+def _coerce_union(tp: Any, value: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # `X | None`: X's own message (a section's bad key, a range)
+        return _coerce(options[0], value, key)
+    for option in options:
+        try:
+            return _coerce(option, value, key)
+        except KeepError:
+            pass
+    raise KeepError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_container(tp: Any, value: Any, key: str) -> Any:
+    """Tuples (`tuple[int, ...]` or fixed length), lists and dicts, each item checked."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is dict:
         if not isinstance(value, dict):
             raise KeepError(f"config key '{key}': expected a mapping, got {value!r}")
         return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
-    if origin is typing.Literal:
-        if value not in args:
-            raise KeepError(f"config key '{key}': expected one of {list(args)}, got {value!r}")
-        return value
+    if not isinstance(value, (list, tuple)):
+        raise KeepError(f"config key '{key}': expected a list, got {value!r}")
+    if origin is list:
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if not args:
+        return tuple(value)
+    if len(args) != len(value):
+        raise KeepError(f"config key '{key}': expected {len(args)} values, got {value!r}")
+    return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+
+
+def _coerce_plain(tp: Any, value: Any, key: str) -> Any:
+    """float (also from YAML 1.1's dotless `5e-5` string), int, str, bool, None."""
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads `5e-5` (no dot) as a string
@@ -192,6 +206,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise KeepError(f"config key '{key}': expected an integer, got {value!r}")
         return value
+    if tp is bool and isinstance(value, str) and value.lower() in YAML11_BOOLS:
+        value = YAML11_BOOLS[value.lower()]
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise KeepError(f"config key '{key}': expected {tp.__name__}, got {value!r}")
@@ -232,10 +248,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def set_key(values: dict[str, Any], key: str, value: Any, *, source: str = "--set") -> None:
+    """Set the dotted `key` (`a.b.c`) of the nested dict `values` in place, making sections as needed."""
+    node = values
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeepError(f"{source} {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply `a.b=c` strings (value parsed as YAML) to a nested dict, returning a new dict."""
-    import copy
-
     values = copy.deepcopy(values)
     for item in overrides:
         if "=" not in item:
@@ -245,13 +270,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise KeepError(f"--set {key}: cannot parse value {raw!r}: {_yaml_problem(exc)}") from None
-        node = values
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise KeepError(f"--set {key}: '{part}' is not a section")
-        node[parts[-1]] = value
+        if isinstance(value, bool) and raw.strip().lower() in YAML11_BOOLS:
+            value = raw.strip()  # the word: `overlap=off` names a mode; a bool field still reads it (_coerce_plain)
+        set_key(values, key, value)
     return values
 
 
@@ -293,9 +314,22 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Defaults of `cls`, then the YAML file, then `--set` overrides; validated once."""
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> T:
+    """Defaults of `cls`, then the YAML file, then the entry point's own flags, then `--set` overrides;
+    validated once. The one way every entry point turns its command line into a config.
+
+    flags: dotted key -> the value a command-line flag gave (`{"model.source": args.model}`); None means
+        the flag was not given and leaves the key alone. Typed values, set as they are (no YAML parsing).
+    """
     values = read_yaml_mapping(path) if path is not None else {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_key(values, key, value, source="flag for")
     return from_dict(cls, apply_overrides(values, overrides))
 
 

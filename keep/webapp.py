@@ -141,6 +141,8 @@ class Jobs:
         video = Path(video).resolve()
         if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
             raise KeepError("the video must be uploaded to this app")
+        # The header, checked against the limits before the job waits for the device; the pipeline opens the
+        # file again when the job runs, which may be minutes later.
         reader = open_input(video)
         reader.close()
         if reader.kind != "video":
@@ -192,8 +194,10 @@ class Jobs:
         if not options.model.startswith("preset:"):
             resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
         self._close_pipeline()
-        self.pipeline = Pipeline(options)
-        return self.pipeline
+        pipeline = Pipeline(options)
+        pipeline.build()  # the network and the stage workers, while the page says "loading the model"
+        self.pipeline = pipeline
+        return pipeline
 
     def cancel(self, session: str) -> int:
         """Stop the session's running jobs (at their next restored frame); returns how many there were."""

@@ -5,10 +5,10 @@
 
 Restores generated 64 px frames with `keep.load_model("preset:tiny", flow="dis")` and
 `keep.streaming.StreamingRestorer`, each measurement in a fresh process that chooses its threads at
-start-up as every entry point does (`keep.cli.set_threads`): once with the machine as it is
+start-up as every entry point does (`keep.threads.set_threads`): once with the machine as it is
 ("quiet"), once while `--competitors` CPU-bound processes (Python busy loops, stopped at the end) run
 on the same cores ("busy"). Prints frames/s for both and busy / quiet, for the default thread policy
-(`keep.cli.default_threads`, with OpenMP's idle threads sleeping: `keep.cli.passive_openmp_waits`),
+(`keep.threads.default_threads`, with OpenMP's idle threads sleeping: `keep.threads.passive_openmp_waits`),
 for each `--compare` thread count, and for each `--spinning` count with `OMP_WAIT_POLICY=ACTIVE`:
 OpenMP threads that spin while they wait, as torch runs without this project (issue 10 measured its
 2 threads at 0.47 frames/s against 27.7 with one thread). Each measurement stops after `--seconds`.
@@ -26,8 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.cli import add_threads_argument, cpu_cores, run_main  # noqa: E402
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+from keep.cli import add_threads_argument, run_main  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
+from keep.threads import cpu_cores  # noqa: E402
 
 BUSY_LOOP = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 
@@ -38,8 +43,8 @@ def measure(threads: int | None, *, frames: int, size: int, window: int, seconds
     import torch
 
     import keep
-    from keep.cli import set_threads
     from keep.streaming import StreamingRestorer
+    from keep.threads import set_threads
 
     used = set_threads(threads)
     torch.manual_seed(0)

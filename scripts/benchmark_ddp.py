@@ -27,6 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
@@ -61,6 +65,66 @@ def as_default_dtype(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v for k, v in batch.items()}
 
 
+class CommCounter:
+    """Per training step: the calls of DDP's communication hook (one per gradient bucket) and the all_reduce
+    calls made from Python while the step runs."""
+
+    def __init__(self):
+        self.buckets = self.python_calls = 0
+        self.inside = False
+        self.all_reduce = dist.all_reduce
+        dist.all_reduce = self._counting_all_reduce
+
+    def hook(self, state, bucket):  # DDP communication hook: one call per bucket per step
+        self.buckets += 1
+        tensor = bucket.buffer().div_(dist.get_world_size())
+        return self.all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+    def _counting_all_reduce(self, *a, **kw):
+        self.python_calls += self.inside
+        return self.all_reduce(*a, **kw)
+
+    def counted(self, step_fn, counts: list):
+        """`step_fn` that appends (buckets, Python all_reduce calls) to `counts` after each step."""
+
+        def step(batch):
+            batch = as_default_dtype(batch)
+            self.buckets = self.python_calls = 0
+            self.inside = True
+            try:
+                return step_fn(batch)
+            finally:
+                self.inside = False
+                counts.append((self.buckets, self.python_calls))
+
+        return step
+
+
+def _train(stage: str, rank: int, world: int, args: argparse.Namespace, counter: CommCounter) -> tuple:
+    """Train one stage in this rank; returns (parameter tensors, per-step counts, seconds per step)."""
+    from keep.config import load_config
+    from keep.train import TrainConfig, Trainer
+
+    overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, args.batch_size) + [f"name={stage}"]
+    trainer = Trainer(load_config(TrainConfig, CONFIGS[stage], overrides))
+    if world > 1:  # one process trains without DDP: nothing to count
+        trainer.forward.register_comm_hook(None, counter.hook)
+        if trainer.disc is not None:
+            trainer.disc_forward.register_comm_hook(None, counter.hook)
+    counts: list = []
+    trainer.train_step = counter.counted(trainer.train_step, counts)
+    start = time.perf_counter()
+    trainer.fit()
+    seconds = (time.perf_counter() - start) / args.steps
+    tensors = len(trainer.params) + (len(list(trainer.disc.parameters())) if trainer.disc is not None else 0)
+    if args.out:
+        weights = {"network": trainer.network.state_dict(), "disc": None}
+        if trainer.disc is not None:
+            weights["disc"] = trainer.disc.state_dict()
+        torch.save(weights, Path(args.out) / f"{stage}_rank{rank}.pt")
+    return tensors, counts, seconds
+
+
 def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -72,55 +136,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results)
     )
     torch.set_num_threads(1)
     torch.set_default_dtype(getattr(torch, args.dtype))
-    from keep.config import load_config
-    from keep.train import TrainConfig, Trainer
-
-    buckets = {"n": 0}  # this step's counts
-    python_calls = {"n": 0, "inside": False}
-
-    all_reduce = dist.all_reduce
-
-    def counting_hook(state, bucket):  # DDP communication hook: one call per bucket per step
-        buckets["n"] += 1
-        tensor = bucket.buffer().div_(dist.get_world_size())
-        return all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
-
-    def counting_all_reduce(*a, **kw):
-        python_calls["n"] += python_calls["inside"]
-        return all_reduce(*a, **kw)
-
-    dist.all_reduce = counting_all_reduce
+    counter = CommCounter()
     for stage in args.stages:
-        overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, args.batch_size) + [f"name={stage}"]
-        trainer = Trainer(load_config(TrainConfig, CONFIGS[stage], overrides))
-        if world > 1:  # one process trains without DDP: nothing to count
-            trainer.forward.register_comm_hook(None, counting_hook)
-            if trainer.disc is not None:
-                trainer.disc_forward.register_comm_hook(None, counting_hook)
-        step_fn = trainer.train_step
-
-        counts = []
-
-        def counted_step(batch, step_fn=step_fn, counts=counts):
-            batch = as_default_dtype(batch)
-            buckets["n"] = python_calls["n"] = 0
-            python_calls["inside"] = True
-            try:
-                return step_fn(batch)
-            finally:
-                python_calls["inside"] = False
-                counts.append((buckets["n"], python_calls["n"]))
-
-        trainer.train_step = counted_step
-        start = time.perf_counter()
-        trainer.fit()
-        seconds = (time.perf_counter() - start) / args.steps
-        tensors = len(trainer.params) + (len(list(trainer.disc.parameters())) if trainer.disc is not None else 0)
-        if args.out:
-            weights = {"network": trainer.network.state_dict(), "disc": None}
-            if trainer.disc is not None:
-                weights["disc"] = trainer.disc.state_dict()
-            torch.save(weights, Path(args.out) / f"{stage}_rank{rank}.pt")
+        tensors, counts, seconds = _train(stage, rank, world, args, counter)
         if rank == 0:
             results.put((stage, tensors, counts, seconds))
     if dist.is_initialized():

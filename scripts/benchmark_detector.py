@@ -27,8 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
+from keep.devices import resolve_device  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +90,7 @@ def landmark_distances(found: list, reference: list) -> dict:
     return out
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="1920x1080", help="frame size WIDTHxHEIGHT")
     p.add_argument("--detect_sizes", default="0,1280", help="comma-separated detect sizes (0: full resolution)")
@@ -94,44 +100,57 @@ def main() -> int:
     add_device_argument(p, default="cpu")
     add_threads_argument(p)
     p.add_argument("--json", help="also write the figures to this file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-        sizes = [int(v) for v in args.detect_sizes.split(",")]
+        args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+        args.sizes = [int(v) for v in args.detect_sizes.split(",")]
     except ValueError:
         raise KeepError(
             f"--size must be WIDTHxHEIGHT, got '{args.size}'; --detect_sizes integers, got '{args.detect_sizes}'"
         ) from None
     if args.frames < 1 or args.batch < 1 or args.repeats < 1:
         raise KeepError("--frames, --batch and --repeats must be >= 1")
-    if min(sizes) < 0:
+    if min(args.sizes) < 0:
         raise KeepError(f"--detect_sizes must be >= 0 (0: full resolution), got '{args.detect_sizes}'")
-    device = resolve_device(args.device)
-    threads = set_threads(args.threads)
+    return args
+
+
+def first_call(device, frames: list, args: argparse.Namespace, results: dict):
+    """The first detector, built and called once: what start-up costs in a fresh process."""
     from keep.face.detectors import RetinaFaceMobileNetDetector
 
-    frames = two_person_frames(args.frames, width, height)
-    results: dict = {"device": str(device), "threads": threads, "size": [width, height], "runs": []}
     start = time.perf_counter()
-    detector = RetinaFaceMobileNetDetector(device=str(device), detect_size=sizes[0], batch_size=args.batch)
+    detector = RetinaFaceMobileNetDetector(device=str(device), detect_size=args.sizes[0], batch_size=args.batch)
     built = time.perf_counter() - start
     start = time.perf_counter()
     detector.detect_batch(frames[: args.batch])
-    first = time.perf_counter() - start  # in a fresh process: what start-up costs (CUDA: warmed up when built)
+    first = time.perf_counter() - start  # CUDA: warmed up when built
     print(f"first detector built in {built:.2f} s, its first call {1000 * first / args.batch:.1f} ms/frame")
     results |= {"first_build_s": round(built, 3), "first_call_ms_per_frame": round(1000 * first / args.batch, 2)}
+    return detector
+
+
+def main(argv: list[str] | None = None) -> int:
+    from keep.face.detectors import RetinaFaceMobileNetDetector
+
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    threads = set_threads(args.threads)
+    frames = two_person_frames(args.frames, args.width, args.height)
+    results: dict = {"device": str(device), "threads": threads, "size": [args.width, args.height], "runs": []}
+    detector = first_call(device, frames, args, results)
     found_at: dict = {}
-    if 0 not in sizes:  # the reference: full resolution (untimed)
+    if 0 not in args.sizes:  # the reference: full resolution (untimed)
         found_at[0] = timed(RetinaFaceMobileNetDetector(device=str(device), detect_size=0), frames, args.batch, 1)[0]
     print(f"{'detect_size':>11} {'factor':>6} {'ms/frame':>9} {'faces/frame':>11}  landmarks vs full resolution")
-    for size in sorted(sizes, key=bool):  # the reference first
+    for size in sorted(args.sizes, key=bool):  # the reference first
         if size != detector.detect_size:
             detector = RetinaFaceMobileNetDetector(device=str(device), detect_size=size, batch_size=args.batch)
         found_at[size], ms = timed(detector, frames, args.batch, args.repeats)
         found, reference = found_at[size], found_at[0]
         distances = landmark_distances(found, reference)
         row = {
-            "detect_size": size, "factor": detector.shrink_factor(height, width),
+            "detect_size": size, "factor": detector.shrink_factor(args.height, args.width),
             "ms_per_frame": round(ms, 2), "faces_per_frame": round(sum(map(len, found)) / len(found), 3),
             "landmarks_vs_full_resolution": distances,
         }  # fmt: skip
@@ -143,7 +162,7 @@ def main() -> int:
             else f"{distances['missed']} missed, {distances['extra']} extra"
         )
         print(f"{size:>11} {row['factor']:>6} {ms:>9.2f} {row['faces_per_frame']:>11.2f}  {shown}")
-    print(f"\n{width}x{height}, {len(frames)} frames, {args.batch} per call, {device}, {threads} torch threads")
+    print(f"\n{args.size}, {len(frames)} frames, {args.batch} per call, {device}, {threads} torch threads")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

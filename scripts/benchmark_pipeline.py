@@ -30,8 +30,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.cli import add_threads_argument, cpu_cores, run_main, set_threads  # noqa: E402
-from keep.pipeline import STAGES, Pipeline, PipelineOptions  # noqa: E402
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
+from keep.devices import PRECISION_CHOICES  # noqa: E402
+from keep.errors import KeepError  # noqa: E402
+from keep.face.detectors import DETECTORS  # noqa: E402
+from keep.flow import FLOW_ESTIMATORS  # noqa: E402
+from keep.pipeline import STAGE_GROUPS, STAGE_TIMERS, STAGES, Pipeline, PipelineOptions  # noqa: E402
+from keep.threads import cpu_cores, set_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "assets" / "carphone_sample.mp4"
@@ -82,10 +91,10 @@ def first_frames(source: Path, count: int, folder: Path) -> Path:
 
 
 def cpu_seconds(pipeline: Pipeline) -> dict[str, float]:
-    """CPU seconds used so far by this process (`restore`) and each worker process (`front`, `back`),
-    from Linux /proc (empty where it cannot be read; threads count towards their process)."""
+    """CPU seconds used so far by this process (`main`) and each worker process (`front`, `back`), from
+    Linux /proc (empty where it cannot be read; threads count towards their process)."""
     workers = getattr(pipeline.runner, "workers", {})
-    pids = {"restore": "self", **{role: w.pid for role, w in workers.items() if getattr(w, "pid", None)}}
+    pids = {"main": "self", **{role: w.pid for role, w in workers.items() if getattr(w, "pid", None)}}
     seconds = {}
     for role, pid in pids.items():
         try:
@@ -96,11 +105,108 @@ def cpu_seconds(pipeline: Pipeline) -> dict[str, float]:
     return seconds
 
 
+def run_modes(args: argparse.Namespace, clip: Path, tmp: Path) -> dict[str, dict]:
+    """Per mode, the fastest of `--repeats` runs (each mode's pipeline built before any run is timed)."""
+    pipelines = {}
+    for mode in args.modes:  # all built first, so that the runs can alternate
+        options = PipelineOptions(
+            model=args.model, detector=args.detector, flow=args.flow, device=args.device, mask="feather",
+            precision=args.precision, window=args.window, overlap=mode, overwrite=True, cuda_graphs=args.cuda_graphs,
+            stage_groups=args.stage_groups,
+        )  # fmt: skip
+        pipelines[mode] = Pipeline(options)
+        pipelines[mode].build()  # model loading and worker start-up are not timed
+    tries: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    try:
+        for _ in range(args.repeats):  # modes alternate: a change of load on the machine hits all of them
+            for mode, pipeline in pipelines.items():
+                before = cpu_seconds(pipeline)
+                summary = pipeline.run(clip, tmp / mode, progress=False)
+                after = cpu_seconds(pipeline)
+                summary["cpu_by_process"] = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+                summary["cpu_seconds"] = round(sum(summary["cpu_by_process"].values()), 2)
+                tries[mode].append(summary)
+    finally:
+        for pipeline in pipelines.values():
+            pipeline.close()
+    runs = {}  # per mode the fastest run: the least disturbed by other jobs
+    for mode, summaries in tries.items():
+        runs[mode] = min(summaries, key=lambda summary: summary["seconds"])
+        if mode == "off":  # each stage's least disturbed time
+            runs[mode]["timings"] = {s: min(t["timings"][s] for t in summaries) for s in STAGES}
+    return runs
+
+
+def report_alone(alone: dict, frames: int, cores: int, device: str) -> dict:
+    """The stages one after another: seconds per stage, and the best overlapping could do."""
+    stages = alone["timings"]
+    total = sum(stages.values())
+    bound = max(max(stages.values()), total / cores)
+    print(f"\nstages alone (--set overlap=off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
+    for stage in STAGES:
+        seconds = stages[stage]
+        print(f"{stage:<11} {seconds:8.2f} {frames / seconds if seconds else float('inf'):9.1f}")
+    network = stages["flow"] + stages["network"]
+    print(f"{'sum':<11} {total:8.2f}   end to end {alone['seconds']:.2f} s, {alone['cpu_seconds']:.2f} CPU s")
+    slowest = max(stages.values())
+    print(f"best overlapped: max(slowest {slowest:.2f}, sum / {cores} cores {total / cores:.2f}) = {bound:.2f} s")
+    # The stage timers count the calling thread's time; x264 encodes in threads of its own, whose
+    # work partly falls outside the encode timer. The CPU seconds of the same run count all of it.
+    cpu_bound = max(slowest, alone["cpu_seconds"] / cores) if device == "cpu" else None
+    if cpu_bound is not None:
+        print(f"best overlapped by CPU seconds: max(slowest, CPU s / {cores} cores) = {cpu_bound:.2f} s")
+    print(f"network alone (flow + network): {network:.2f} s, {network / frames:.3f} s/frame")
+    return dict(
+        timings=stages, sum_of_stages=round(total, 3), best_overlapped_s=round(bound, 3),
+        best_overlapped_cpu_s=cpu_bound and round(cpu_bound, 3), network_alone_s=round(network, 3),
+        sequential_s=alone["seconds"],
+    )  # fmt: skip
+
+
+def report_overlapped(mode: str, summary: dict, frames: int, alone: dict | None) -> dict:
+    """An overlapped run against the stages alone: end to end, waits, CPU seconds per worker process."""
+    line = f"\n--set overlap={mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
+    line += (
+        f", {summary['seconds'] / frames:.3f} s/frame; {summary['cpu_seconds'] / summary['seconds']:.2f} cores busy)"
+    )
+    if alone is not None:
+        bound, cpu_bound, network = alone["best_overlapped_s"], alone["best_overlapped_cpu_s"], alone["network_alone_s"]
+        line += f"; {summary['seconds'] / bound:.2f}x the best overlapped, "
+        if cpu_bound is not None:
+            line += f"{summary['seconds'] / cpu_bound:.2f}x by CPU seconds, "
+        line += f"{summary['seconds'] / network:.2f}x the network alone"
+    line += f"\n  {summary['faces'] / summary['seconds']:.1f} faces/s"
+    if alone is not None:
+        line += f" (network alone: {summary['faces'] / alone['network_alone_s']:.1f} faces/s)"
+    waits = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["waits"].items())
+    line += f"\n  blocked on queues: {waits}"
+    groups = summary["stage_groups"]  # group -> its stages -> their timers
+    timed = {group: [t for stage in stages for t in STAGE_TIMERS[stage]] for group, stages in groups.items()}
+    line += "\n  CPU s by process (timed stage s): " + ", ".join(
+        f"{group} {cpu:.2f} ({sum(summary['timings'][t] for t in timed[group]):.2f})"
+        for group, cpu in summary["cpu_by_process"].items()
+    )
+    print(line)
+    keys = (
+        "seconds",
+        "frames_per_second",
+        "cpu_seconds",
+        "cpu_by_process",
+        "timings",
+        "waits",
+        "faces",
+        "stage_groups",
+    )
+    return {key: summary[key] for key in keys} | {"faces_per_second": round(summary["faces"] / summary["seconds"], 2)}
+
+
 def _main(args: argparse.Namespace) -> int:
     import torch
 
-    from keep.cli import resolve_device
+    from keep.devices import resolve_device
 
+    if args.modes[0] != "off" and "off" in args.modes:
+        raise KeepError("--modes: put 'off' first")
     args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
     cores = cpu_cores()
@@ -118,92 +224,20 @@ def _main(args: argparse.Namespace) -> int:
         else:
             width, height = (int(v) for v in args.size.split("x"))
             clip = make_two_person_clip(Path(tmp) / f"two_person_{height}p.mp4", args.frames or 40, width, height)
-        pipelines = {}
-        for mode in args.modes:  # all built first, so that the runs can alternate
-            options = PipelineOptions(
-                model=args.model, detector=args.detector, flow=args.flow, device=args.device, mask="feather",
-                precision=args.precision, window=args.window, overlap=mode, threads=threads, overwrite=True,
-                cuda_graphs=args.cuda_graphs,
-            )  # fmt: skip
-            pipelines[mode] = Pipeline(options)
-        tries: dict[str, list[dict]] = {mode: [] for mode in args.modes}
-        try:
-            for _ in range(args.repeats):  # modes alternate: a change of load on the machine hits all of them
-                for mode, pipeline in pipelines.items():
-                    before = cpu_seconds(pipeline)
-                    summary = pipeline.run(clip, Path(tmp) / mode, progress=False)
-                    after = cpu_seconds(pipeline)
-                    summary["cpu_by_process"] = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
-                    summary["cpu_seconds"] = round(sum(summary["cpu_by_process"].values()), 2)
-                    tries[mode].append(summary)
-        finally:
-            for pipeline in pipelines.values():
-                pipeline.close()
-        runs = {}  # per mode the fastest run: the least disturbed by other jobs
-        for mode, summaries in tries.items():
-            runs[mode] = min(summaries, key=lambda summary: summary["seconds"])
-            if mode == "off":  # each stage's least disturbed time
-                runs[mode]["timings"] = {s: min(t["timings"][s] for t in summaries) for s in STAGES}
+        runs = run_modes(args, clip, Path(tmp))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     first = next(iter(runs.values()))
     frames = first["frames"]
     print(f"\n{args.input or clip.name}: {frames} frames, {first['faces']} faces, {first['tracks']} tracks")
-    print(f"model {args.model} on {args.device} ({args.precision}), detector {first['detector']}, flow {args.flow}")
+    print(f"model {args.model} on {args.device} ({first['precision']}), detector {first['detector']}, flow {args.flow}")
     print(f"{cores} CPU cores, {threads} torch threads per process, load average {os.getloadavg()[0]:.1f}")
     report = {"clip": str(args.input or clip.name), "frames": frames, "cpu_cores": cores, "torch_threads": threads,
               "repeats": args.repeats, "load_average": round(os.getloadavg()[0], 2)}  # fmt: skip
-    alone = runs.get("off")
-    if alone is not None:
-        stages = alone["timings"]
-        total = sum(stages.values())
-        bound = max(max(stages.values()), total / cores)
-        print(f"\nstages alone (--overlap off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
-        for stage in STAGES:
-            seconds = stages[stage]
-            print(f"{stage:<11} {seconds:8.2f} {frames / seconds if seconds else float('inf'):9.1f}")
-        network = stages["flow"] + stages["network"]
-        print(f"{'sum':<11} {total:8.2f}   end to end {alone['seconds']:.2f} s, {alone['cpu_seconds']:.2f} CPU s")
-        slowest = max(stages.values())
-        print(f"best overlapped: max(slowest {slowest:.2f}, sum / {cores} cores {total / cores:.2f}) = {bound:.2f} s")
-        # The stage timers count the calling thread's time; x264 encodes in threads of its own, whose
-        # work partly falls outside the encode timer. The CPU seconds of the same run count all of it.
-        cpu_bound = max(slowest, alone["cpu_seconds"] / cores) if args.device == "cpu" else None
-        if cpu_bound is not None:
-            print(f"best overlapped by CPU seconds: max(slowest, CPU s / {cores} cores) = {cpu_bound:.2f} s")
-        print(f"network alone (flow + network): {network:.2f} s, {network / frames:.3f} s/frame")
-        report.update(
-            timings=stages, sum_of_stages=round(total, 3), best_overlapped_s=round(bound, 3),
-            best_overlapped_cpu_s=cpu_bound and round(cpu_bound, 3),
-            network_alone_s=round(network, 3), sequential_s=alone["seconds"],
-        )  # fmt: skip
+    alone = report_alone(runs["off"], frames, cores, args.device) if "off" in runs else None
+    report.update(alone or {})
     for mode, summary in runs.items():
-        if mode == "off":
-            continue
-        line = f"\n--overlap {mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
-        cores_used = summary["cpu_seconds"] / summary["seconds"]
-        line += f", {summary['seconds'] / frames:.3f} s/frame; {cores_used:.2f} cores busy on average)"
-        if alone is not None:
-            line += f"; {summary['seconds'] / bound:.2f}x the best overlapped, "
-            if cpu_bound is not None:
-                line += f"{summary['seconds'] / cpu_bound:.2f}x by CPU seconds, "
-            line += f"{summary['seconds'] / network:.2f}x the network alone"
-        line += f"\n  {summary['faces'] / summary['seconds']:.1f} faces/s"
-        if alone is not None:
-            line += f" (network alone: {summary['faces'] / network:.1f} faces/s)"
-        waits = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["waits"].items())
-        line += f"\n  blocked on queues: {waits}"
-        stages = {"front": ("decode", "detect", "track"), "restore": ("align", "flow", "network"),
-                  "back": ("background", "paste", "encode")}  # fmt: skip
-        line += "\n  CPU s by process (timed stage s): " + ", ".join(
-            f"{role} {cpu:.2f} ({sum(summary['timings'][s] for s in stages[role]):.2f})"
-            for role, cpu in summary["cpu_by_process"].items()
-        )
-        print(line)
-        report[mode] = {
-            key: summary[key]
-            for key in ("seconds", "frames_per_second", "cpu_seconds", "cpu_by_process", "timings", "waits", "faces")
-        }
-        report[mode]["faces_per_second"] = round(summary["faces"] / summary["seconds"], 2)
+        if mode != "off":
+            report[mode] = report_overlapped(mode, summary, frames, alone)
     main_mode = next((m for m in args.modes if m != "off"), "off")
     report["frames_per_second"] = runs[main_mode]["frames_per_second"]
     report["peak_rss_mib"] = round(peak_rss_mib)
@@ -221,19 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="960x540", help="generated clip size WxH")
     p.add_argument("--frames", type=int, default=0, help="only the first N frames (generated clip: 40)")
     p.add_argument("--model", default="keep")
-    p.add_argument("--detector", default="dlib")
-    p.add_argument("--flow", default="dis")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
+    p.add_argument("--detector", default="dlib", choices=("auto", *DETECTORS))
+    p.add_argument("--flow", default="dis", choices=("auto", *FLOW_ESTIMATORS))
+    add_device_argument(p, default="cpu")
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
+    p.add_argument("--stage_groups", default="auto", choices=("auto", *STAGE_GROUPS), help="auto: by the device")
     p.add_argument("--window", type=int, default=20)
-    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True, help="GPU: CUDA-graph replay")
+    p.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="GPU: no CUDA-graph replay")
     p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
     p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
     add_threads_argument(p)
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    if args.modes[0] != "off" and "off" in args.modes:
-        raise SystemExit("error: --modes: put 'off' first")
     return run_main(lambda: _main(args))
 
 

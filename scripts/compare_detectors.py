@@ -1,9 +1,9 @@
 """Face detectors on the project's clips: coverage, speed, and landmarks against dlib's (issue #12).
 
     python scripts/compare_detectors.py                          # ../shared/media, all offline detectors
-    python scripts/compare_detectors.py --dlib-cnn-stride 4      # also dlib's CNN (MMOD), every 4th frame
+    python scripts/compare_detectors.py --dlib_cnn_stride 4      # also dlib's CNN (MMOD), every 4th frame
     python scripts/compare_detectors.py --detectors retinaface_mobilenet --device cuda
-    python scripts/compare_detectors.py --detectors retinaface_mobilenet --face-sizes 16,20,24,32 --stride 4
+    python scripts/compare_detectors.py --detectors retinaface_mobilenet --face_sizes 16,20,24,32 --stride 4
 
 For each clip (carphone_pristine.mp4 and carphone_distorted.mp4 by default) and each detector:
 the share of frames with at least one face (coverage) and milliseconds per frame, one frame per
@@ -12,7 +12,7 @@ mean distance per landmark between each detector's 5 points and dlib's (eye cent
 6 eye points of the 68, nose tip 30, mouth corners 48 and 54), in pixels and relative to dlib's
 inter-ocular distance, over the frames where both found a face (the best-scoring one each).
 
-With `--face-sizes`, also the smallest faces each detector finds (issue #11): every `--stride`th frame
+With `--face_sizes`, also the smallest faces each detector finds (issue #11): every `--stride`th frame
 of each clip shrunk (area resize) so that its face measures N px (`keep.pipeline.faces.face_size`,
 3x the eye-to-mouth distance, as found by the first detector at the clip's own size), set on a gray
 canvas, and the coverage at each N.
@@ -30,8 +30,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.detectors import DETECTORS, Detection, build_detector  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 from keep.video import open_input  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +51,7 @@ class DlibCNNDetector:
     name = "dlib_cnn"
 
     def __init__(self, *, upsample_times: int = 2):
-        from keep.metrics.landmarks import dlib_model_path, import_dlib
+        from keep.face.dlib_models import dlib_model_path, import_dlib
 
         self._detector = import_dlib().cnn_face_detection_model_v1(dlib_model_path("mmod_human_face_detector.dat"))
         self.upsample_times = upsample_times
@@ -115,36 +121,8 @@ def smallest_faces(detectors: dict, frames: list[np.ndarray], sizes: list[int]) 
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--media", default=str(REPO.parent / "shared" / "media"), help="folder of the clips")
-    p.add_argument("--clips", default="carphone_pristine.mp4,carphone_distorted.mp4")
-    p.add_argument("--detectors", default=",".join(d for d in DETECTORS if d != "retinaface_resnet50"))
-    p.add_argument("--dlib-cnn-stride", type=int, default=0, help="also dlib's CNN on every Nth frame (0: off)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=8, help="frames per call for the batched timing")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument(
-        "--face-sizes", default="", help="also: coverage with faces shrunk to these sizes (px, comma-separated)"
-    )
-    p.add_argument("--stride", type=int, default=4, help="every Nth frame for --face-sizes")
-    p.add_argument("--json", help="also write the figures to this file")
-    args = p.parse_args()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clips = {name: [f.rgb for f in open_input(Path(args.media) / name)] for name in args.clips.split(",")}
-    detectors = {}
-    for name in args.detectors.split(","):
-        try:
-            detectors[name] = build_detector(name, device=args.device)
-        except KeepError as exc:
-            print(f"skipped {name}: {exc}", file=sys.stderr)
-    if args.dlib_cnn_stride:
-        detectors["dlib_cnn"] = DlibCNNDetector()
-
-    results: dict = {"device": args.device, "threads": torch.get_num_threads(), "clips": {}}
+def coverage_table(clips: dict, detectors: dict, args: argparse.Namespace, results: dict) -> dict:
+    """Per clip and detector: coverage and ms/frame (one frame per call, and batched); the detections found."""
     found: dict = {}
     print(f"{'detector':<22} {'clip':<26} {'frames':>6} {'coverage':>9} {'ms/frame':>9} {'ms/frame batched':>17}")
     for clip, all_frames in clips.items():
@@ -159,35 +137,76 @@ def main() -> int:
                 "ms_per_frame": round(single_ms, 2), "ms_per_frame_batched": round(batch_ms, 2),
             }  # fmt: skip
             print(f"{name:<22} {clip:<26} {len(frames):>6} {coverage:>9.1%} {single_ms:>9.1f} {batch_ms:>17.1f}")
+    return found
 
-    reference_clip = next(iter(clips))
+
+def landmark_table(found: dict, detectors: dict, clip: str, results: dict) -> None:
+    """Each detector's 5 points against dlib's on `clip`."""
+    print(f"\nlandmarks against dlib's on {clip} (best face per frame, both found)")
+    print(f"{'detector':<22} {'frames':>6} " + " ".join(f"{p:>18}" for p in POINTS))
+    for name in detectors:
+        if name in ("dlib", "dlib_cnn"):
+            continue
+        stats = landmark_distances(found[name, clip], found["dlib", clip])
+        results.setdefault("landmarks_vs_dlib", {})[name] = stats
+        if stats["frames"]:
+            cells = [f"{stats['pixels'][p]:6.2f} px ({stats['relative'][p]:.3f})" for p in POINTS]
+            print(f"{name:<22} {stats['frames']:>6} " + " ".join(f"{c:>18}" for c in cells))
+            print(f"{'':<22} {'':>6} mean offset (x, y) px: {stats['mean_offset_xy']}")
+            print(f"{'':<22} {'':>6} dlib inter-ocular distance {stats['interocular_pixels']} px")
+
+
+def face_size_table(clips: dict, detectors: dict, args: argparse.Namespace, results: dict) -> None:
+    sizes = [int(v) for v in args.face_sizes.split(",")]
+    print(f"\ncoverage with the face shrunk to N px (face_size), every {args.stride}th frame")
+    print(f"{'detector':<22} {'clip':<26} " + " ".join(f"{n:>5}" for n in sizes))
+    plain = {name: d for name, d in detectors.items() if name != "dlib_cnn"}
+    for clip, all_frames in clips.items():
+        coverage = smallest_faces(plain, all_frames[:: args.stride], sizes)
+        results.setdefault("smallest_faces", {})[clip] = coverage
+        for name, row in coverage.items():
+            print(f"{name:<22} {clip:<26} " + " ".join(f"{row[n]:>5.0%}" for n in sizes))
+
+
+def _main(args: argparse.Namespace) -> int:
+    threads = set_threads(args.threads)
+    clips = {name: [f.rgb for f in open_input(Path(args.media) / name)] for name in args.clips.split(",")}
+    detectors = {}
+    for name in args.detectors.split(","):
+        try:
+            detectors[name] = build_detector(name, device=args.device)
+        except KeepError as exc:
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+    if args.dlib_cnn_stride:
+        detectors["dlib_cnn"] = DlibCNNDetector()
+    results: dict = {"device": args.device, "threads": threads, "clips": {}}
+    found = coverage_table(clips, detectors, args, results)
     if "dlib" in detectors:
-        print(f"\nlandmarks against dlib's on {reference_clip} (best face per frame, both found)")
-        print(f"{'detector':<22} {'frames':>6} " + " ".join(f"{p:>18}" for p in POINTS))
-        for name in detectors:
-            if name in ("dlib", "dlib_cnn"):
-                continue
-            stats = landmark_distances(found[name, reference_clip], found["dlib", reference_clip])
-            results.setdefault("landmarks_vs_dlib", {})[name] = stats
-            if stats["frames"]:
-                cells = [f"{stats['pixels'][p]:6.2f} px ({stats['relative'][p]:.3f})" for p in POINTS]
-                print(f"{name:<22} {stats['frames']:>6} " + " ".join(f"{c:>18}" for c in cells))
-                print(f"{'':<22} {'':>6} mean offset (x, y) px: {stats['mean_offset_xy']}")
-                print(f"{'':<22} {'':>6} dlib inter-ocular distance {stats['interocular_pixels']} px")
+        landmark_table(found, detectors, next(iter(clips)), results)
     if args.face_sizes:
-        sizes = [int(v) for v in args.face_sizes.split(",")]
-        print(f"\ncoverage with the face shrunk to N px (face_size), every {args.stride}th frame")
-        print(f"{'detector':<22} {'clip':<26} " + " ".join(f"{n:>5}" for n in sizes))
-        plain = {name: d for name, d in detectors.items() if name != "dlib_cnn"}
-        for clip, all_frames in clips.items():
-            coverage = smallest_faces(plain, all_frames[:: args.stride], sizes)
-            results.setdefault("smallest_faces", {})[clip] = coverage
-            for name, row in coverage.items():
-                print(f"{name:<22} {clip:<26} " + " ".join(f"{row[n]:>5.0%}" for n in sizes))
-    print(f"\n{args.device}, {results['threads']} torch threads")
+        face_size_table(clips, detectors, args, results)
+    print(f"\n{args.device}, {threads} torch threads")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--media", default=str(REPO.parent / "shared" / "media"), help="folder of the clips")
+    p.add_argument("--clips", default="carphone_pristine.mp4,carphone_distorted.mp4")
+    p.add_argument("--detectors", default=",".join(d for d in DETECTORS if d != "retinaface_resnet50"))
+    p.add_argument("--dlib_cnn_stride", type=int, default=0, help="also dlib's CNN on every Nth frame (0: off)")
+    add_device_argument(p, default="cpu")
+    p.add_argument("--batch", type=int, default=8, help="frames per call for the batched timing")
+    add_threads_argument(p)
+    p.add_argument(
+        "--face_sizes", default="", help="also: coverage with faces shrunk to these sizes (px, comma-separated)"
+    )
+    p.add_argument("--stride", type=int, default=4, help="every Nth frame for --face_sizes")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args(argv)
+    return run_main(lambda: _main(args))
 
 
 if __name__ == "__main__":

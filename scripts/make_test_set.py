@@ -26,13 +26,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.cli import add_set_argument, add_threads_argument, run_main, set_threads  # noqa: E402
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
 from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.evaluation.data import list_clips  # noqa: E402
 from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 
 def clip_seed(name: str, seed: int) -> int:

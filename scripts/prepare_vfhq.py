@@ -21,14 +21,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import numpy as np  # noqa: E402
 
-from keep.cli import add_threads_argument, check_output_outside_inputs, run_main, set_threads  # noqa: E402
+from keep.cli import add_threads_argument, run_main  # noqa: E402
 from keep.data.datasets import read_video  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.align import align_face, estimate_affine  # noqa: E402
 from keep.face.detectors import DlibDetector  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.paths import check_output_outside_inputs  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:

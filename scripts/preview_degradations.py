@@ -21,21 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keep.cli import (  # noqa: E402
-    add_set_argument,
-    add_threads_argument,
-    check_output_outside_inputs,
-    run_main,
-    set_threads,
-)
+from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
 from keep.config import apply_overrides, from_dict, load_config, to_dict  # noqa: E402
 from keep.data.datasets import read_video, square_resize  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.paths import check_output_outside_inputs  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 
 def load_frames(path: Path, size: int, frames: int) -> np.ndarray:

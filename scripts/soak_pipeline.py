@@ -23,10 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 from benchmark_pipeline import make_two_person_clip  # noqa: E402
 
-from keep.cli import add_threads_argument, run_main, set_threads  # noqa: E402
+from keep.cli import add_threads_argument, run_main  # noqa: E402
 from keep.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 
 def peak_rss_mib(pid: int | str) -> float:
@@ -37,7 +42,7 @@ def peak_rss_mib(pid: int | str) -> float:
 
 
 def _main(args: argparse.Namespace) -> int:
-    threads = set_threads(args.threads)
+    set_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
     checkpoints = sorted(set(args.checkpoints))
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,11 +50,12 @@ def _main(args: argparse.Namespace) -> int:
         clip = make_two_person_clip(Path(tmp) / "soak.mp4", args.frames, width, height, crf=28)
         print(f"generated {args.frames} frames {width}x{height} in {time.perf_counter() - start:.0f} s", flush=True)
         options = PipelineOptions(
-            model=args.model, detector="dlib", flow="dis", mask="feather", overlap=args.overlap, threads=threads,
-            crf=28, window=args.window,
+            model=args.model, detector="dlib", flow="dis", mask="feather", overlap=args.overlap, crf=28,
+            window=args.window,
         )  # fmt: skip
         rows = []
         with Pipeline(options) as pipeline:
+            pipeline.build()  # the worker processes, to watch from the start
             workers = {role: w.pid for role, w in getattr(pipeline.runner, "workers", {}).items() if hasattr(w, "pid")}
             pids = {"main": os.getpid(), **workers}
 

@@ -218,7 +218,7 @@ def test_end_to_end_tiny_test_set_full_table(tmp_path, capsys):
     torch.manual_seed(0)
     backbone = tmp_path / "alexnet.pth"  # LPIPS backbone from a local file (random weights: offline)
     torch.save(torchvision.models.alexnet().state_dict(), backbone)
-    args = ["--model", "preset:tiny", "--name", "tiny", "--no-progress", "--save-images"]
+    args = ["--model", "preset:tiny", "--name", "tiny", "--no_progress", "--save_images"]
     args += ["--set", f"data.root={root}", "--set", f"results_dir={tmp_path / 'results'}"]
     args += ["--set", f"metrics.lpips_backbone={backbone}", "--set", "model.window=2"]  # state carried across windows
     assert cli.main(args) == 0
@@ -255,7 +255,7 @@ def test_cli_errors_are_messages(tmp_path, capsys, args, message):
     root = tmp_path / "set"
     write_gt_set(root, 64, 1)
     assert load_script(REPO / "scripts" / "make_test_set.py", "make_test_set").main(["--root", str(root)]) == 0
-    full = ["--set", f"data.root={root}", "--set", f"results_dir={tmp_path}", "--no-progress", *args]
+    full = ["--set", f"data.root={root}", "--set", f"results_dir={tmp_path}", "--no_progress", *args]
     assert cli.main(full) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -285,7 +285,7 @@ def test_cli_checks_data_before_building_a_model(tmp_path, capsys, monkeypatch):
     make = load_script(REPO / "scripts" / "make_test_set.py", "make_test_set")
     assert make.main(["--root", str(root)]) == 0
     (root / "LQ" / "clip_b" / "00001.png").unlink()  # the second clip lacks a frame
-    base = ["--model", "preset:tiny", "--no-progress", "--set", f"data.root={root}", f"results_dir={tmp_path / 'r'}"]
+    base = ["--model", "preset:tiny", "--no_progress", "--set", f"data.root={root}", f"results_dir={tmp_path / 'r'}"]
     assert cli.main(base) == 2
     assert "clip_b: LQ frame" in capsys.readouterr().err
     assert cli.main([*base, "--set", "data.clips=[clip_c]"]) == 2
@@ -305,8 +305,8 @@ def test_cli_rerun_under_a_name_refused_then_replaced(tmp_path, capsys):
     write_gt_set(root, 64, 2)
     assert make.main(["--root", str(root)]) == 0
     results = tmp_path / "results"
-    base = ["--name", "run", "--no-progress", "--set", f"data.root={root}", f"results_dir={results}"]
-    assert cli.main([*base, "--save-images", "--set", "methods=[bicubic]"]) == 0
+    base = ["--name", "run", "--no_progress", "--set", f"data.root={root}", f"results_dir={results}"]
+    assert cli.main([*base, "--save_images", "--set", "methods=[bicubic]"]) == 0
     out = results / "run"
     first_table = (out / "table.md").read_text()
     assert (out / "images" / "bicubic" / "clip_a" / "00000.png").is_file()
@@ -351,7 +351,7 @@ def test_golden_stand_in_weights_two_frames(shared_dir, tmp_path):
     root = tmp_path / "set"
     write_gt_set(root, 512, 2)
     assert make.main(["--root", str(root)]) == 0
-    args = ["--model", str(checkpoint), "--name", "golden", "--no-progress", "--set", "methods=[bicubic,keep]"]
+    args = ["--model", str(checkpoint), "--name", "golden", "--no_progress", "--set", "methods=[bicubic,keep]"]
     args += [
         "--set",
         f"data.root={root}",

@@ -47,6 +47,31 @@ def test_defaults_yaml_then_overrides(tmp_path):
     assert load_config(Run, tmp_path / "out.yml") == cfg
 
 
+def test_flags_come_after_the_file_and_before_set(tmp_path):
+    """The one way an entry point layers its flags (issue 17): defaults, YAML, the flags given (None: not
+    given), then `--set`; a flag's value is typed as it is, never parsed as YAML."""
+    path = write(tmp_path, "steps: 5\nname: from_file\n")
+    flags = {"name": "from_flag", "optim.lr": 0.5, "resume": None, "steps": None}
+    cfg = load_config(Run, path, ["optim.lr=3"], flags=flags)
+    assert (cfg.name, cfg.steps, cfg.optim.lr, cfg.resume) == ("from_flag", 5, 3.0, None)
+    assert load_config(Run, None, [], flags={"name": "[1, 2]: not YAML"}).name == "[1, 2]: not YAML"
+    with pytest.raises(KeepError, match="unknown config key 'nosuch'"):
+        load_config(Run, None, [], flags={"nosuch": 1})
+
+
+def test_yaml_words_that_are_booleans_stay_words_for_text_fields():
+    """`--set overlap=off` names a mode (YAML 1.1 would read a boolean); a boolean field still reads on/off."""
+
+    @dataclass
+    class Modes:
+        overlap: str = "processes"
+        draw_box: bool = False
+
+    cfg = load_config(Modes, None, ["overlap=off", "draw_box=on"])
+    assert (cfg.overlap, cfg.draw_box) == ("off", True)
+    assert load_config(Modes, None, ["draw_box=No"]).draw_box is False
+
+
 @pytest.mark.parametrize(
     "text, overrides, message",
     [

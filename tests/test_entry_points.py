@@ -59,9 +59,9 @@ def good(script: str, *args: str) -> Case:
 
 INF = ("inference.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
 # footage as cameras make it (issue 19), through the quick settings (the default overlap: tests/test_no_hang.py)
-FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--overlap", "threads", "--preset", "ultrafast")
+FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--set", "overlap=threads", "preset=ultrafast")
 TRAIN = ("train.py", "-opt", TINY_TRAIN)
-TEST = ("test.py", "--model", "preset:tiny", "--no-progress", "--set", "results_dir={out}")
+TEST = ("test.py", "--model", "preset:tiny", "--no_progress", "--set", "results_dir={out}")
 MAKE = "scripts/make_test_set.py"
 BPIPE = ("scripts/benchmark_pipeline.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
 BCOMPOSE = ("scripts/benchmark_compose.py", "--size", "128x96", "--frames", "2", "--crop", "64")
@@ -88,15 +88,15 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "cuda", match="cuda"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--device", "tpu", match="tpu"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--threads", "0", match="threads"),
-    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--preset", "warp9", match="preset"),
-    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "-1", match="detect_size"),
-    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--detect_size", "big", match="detect_size"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "preset=warp9", match="preset"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=-1", match="detect_size"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=big", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "container=avi", match="container"),
     bad(*INF, "-i", "{in}/unknown_codec.mkv", "-o", "{out}", match="no decoder"),
     good("inference.py", "-i", "{in}/phone.mp4", "-o", "{out}", *FOOTAGE),  # stored sideways, with a rotation
     good("inference.py", "-i", "{in}/vfr.mp4", "-o", "{out}", *FOOTAGE),  # variable frame rate (failed at 68% before)
     good("inference.py", "-i", "{in}/vfr.mkv", "-o", "{out}", *FOOTAGE),
-    good("inference.py", "-i", "{in}/tracks.mkv", "-o", "{out}", "--set", "container=mp4", *FOOTAGE),  # PCM, subtitles
+    good("inference.py", "-i", "{in}/tracks.mkv", "-o", "{out}", *FOOTAGE, "--set", "container=mp4"),  # PCM, subtitles
     good("inference.py", "-i", "{in}/capture.ts", "-o", "{out}", *FOOTAGE),  # frame size changes mid-stream
     good("inference.py", "-i", "{in}/resized", "-o", "{out}", *FOOTAGE),  # a folder with one frame of another size
     # app.py: refused before the server starts (uploads are checked in the page: tests/test_app.py)
@@ -390,15 +390,16 @@ def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_pat
 PROBE = (
     "import json, os{first}\n"
     "import keep\n"
-    "from keep.cli import cpu_cores, default_threads, passive_openmp_waits\n"
-    "print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), passive_openmp_waits(), default_threads(), cpu_cores()]))\n"
+    "from keep.threads import cpu_cores, default_threads, passive_openmp_waits\n"
+    "passive = passive_openmp_waits()  # as an entry point does, first thing\n"
+    "print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), passive, default_threads(), cpu_cores()]))\n"
 )
 
 
 @pytest.mark.parametrize(
     "env_policy, torch_first, expected_policy, passive",
     [
-        (None, False, "PASSIVE", True),  # keep sets it before torch loads OpenMP
+        (None, False, "PASSIVE", True),  # asked before torch loads OpenMP
         ("ACTIVE", False, "ACTIVE", False),  # the user's choice wins
         ("passive", False, "passive", True),
         (None, True, None, False),  # torch (and OpenMP) loaded first: too late to choose, left alone
@@ -418,3 +419,71 @@ def test_thread_policy_in_a_fresh_interpreter(env_policy, torch_first, expected_
         assert threads == cores
     else:
         assert 1 <= threads <= max(1, cores - int(os.getloadavg()[0] + 0.5)) + 1  # the load may move meanwhile
+
+
+def test_importing_keep_changes_nothing():
+    """No import-time side effects (issue 17): `import keep` loads no torch and sets no OpenMP policy, and the
+    package's modules leave the policy to the entry points."""
+    code = (
+        "import os, sys\nimport keep\nassert 'torch' not in sys.modules, 'import keep loaded torch'\n"
+        "import keep.pipeline, keep.train, keep.evaluation\nprint(os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "None"
+
+
+# Every entry point asks for passive waits itself, first thing (keep/threads.py). scripts/benchmark_speed.py is
+# the one that does not yet (issue 20's profiling work rewrites it).
+ENTRY_POINTS = ["inference.py", "train.py", "test.py", "app.py"] + sorted(
+    f"scripts/{p.name}" for p in (REPO / "scripts").glob("*.py") if p.name != "benchmark_speed.py"
+)
+WATCH = """
+import json, os, runpy, sys
+
+class TorchImported(BaseException):
+    pass
+
+class Watch:  # the policy in force when the script first imports torch; the import itself is refused (cheap)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise TorchImported
+        return None
+
+sys.meta_path.insert(0, Watch())
+policies, path, repo = {}, list(sys.path), os.getcwd()
+for script in sys.argv[1:]:
+    os.environ.pop("OMP_WAIT_POLICY", None)
+    sys.argv, sys.path[:] = [script, "--help"], [os.path.dirname(os.path.abspath(script)), *path]
+    try:
+        runpy.run_path(script, run_name="__main__")
+        when = "end"
+    except TorchImported:
+        when = "torch"
+    except SystemExit:
+        when = "end"
+    policies[script] = [when, os.environ.get("OMP_WAIT_POLICY")]
+    for name, module in list(sys.modules.items()):  # the next script imports the project's modules afresh
+        if (getattr(module, "__file__", None) or "").startswith(repo):
+            del sys.modules[name]
+print(json.dumps(policies))
+"""
+
+
+@pytest.fixture(scope="module")
+def policies_at_torch_import() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", WATCH, *ENTRY_POINTS], env=env, capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_entry_points_ask_for_passive_waits_before_torch_loads(script, policies_at_torch_import):
+    when, policy = policies_at_torch_import[script]
+    assert policy == "PASSIVE", (
+        f"{script}: OMP_WAIT_POLICY={policy!r} when it {'imported torch' if when == 'torch' else 'ended'}"
+    )

@@ -287,11 +287,13 @@ def test_retinaface_mobilenet_maps_detections_on_a_shrunk_copy_back_to_the_frame
 
 
 def test_pipeline_passes_detect_size_to_the_detector():
+    from keep.model import load_model
     from keep.pipeline import PipelineOptions
-    from keep.pipeline.workers import FrontWorker
+    from keep.pipeline.pipeline import stage_specs
 
-    worker = FrontWorker(PipelineOptions(detector="retinaface_mobilenet", detect_size=640))
-    assert worker.faces.detector.detect_size == 640
+    options = PipelineOptions(detector="retinaface_mobilenet", detect_size=640)
+    specs = stage_specs(options, load_model("preset:tiny", flow=None))
+    assert specs["faces"].build().detector.detect_size == 640
 
 
 def test_dlib_detector_batches_by_looping(astronaut):

@@ -38,7 +38,7 @@ from keep.video import VideoWriter, open_input, probe, write_image
 from keep.video.io import ORIENTATIONS
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--model", "preset:tiny", "--flow", "dis", "--overlap", "threads"]
+TINY = ["--model", "preset:tiny", "--flow", "dis", "--set", "overlap=threads"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
@@ -117,7 +117,7 @@ def test_variable_frame_rate_keeps_every_timestamp_and_the_audio_in_sync(suffix,
     audio are the input's. An .mkv input gives an .mkv output."""
     times = vfr_times(90)
     clip = write_clip(tmp_path / f"vfr{suffix}", noise_frames(90), times=times, audio=[("aac", "eng")])
-    assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--preset", "ultrafast"]) == 0
+    assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--set", "preset=ultrafast"]) == 0
     output = tmp_path / "out" / f"vfr{suffix}"
     tolerance = 0.0011 if suffix == ".mkv" else 1e-4  # Matroska stores milliseconds
     assert decoded_times(output) == pytest.approx(decoded_times(clip), abs=tolerance)
@@ -284,7 +284,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_path):
     if probe_mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {probe_mount.stderr.decode().strip()}")
     env = {**os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "OMP_NUM_THREADS": "1"}
-    inference = f"{sys.executable} {REPO / 'inference.py'} -i {clip} -o {out} {' '.join(TINY)} --crf 0"
+    inference = f"{sys.executable} {REPO / 'inference.py'} -i {clip} -o {out} {' '.join(TINY)} --set crf=0"
     script = f'mount -t tmpfs -o size=96k tmpfs {out} && {inference}; echo "rc=$?"; ls -A {out}'
     result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=180)  # fmt: skip

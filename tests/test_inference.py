@@ -14,10 +14,11 @@ import torch
 from test_video_io import SAMPLE, make_clip, noise_frames
 
 from inference import main
+from keep.errors import KeepError
 from keep.video import VideoWriter, open_input, probe, write_image
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--overlap", "threads"]
+TINY = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--set", "overlap=threads"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
@@ -45,7 +46,7 @@ def far_from_faces(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> 
 def test_carphone_end_to_end(shared_dir, tmp_path):
     source = shared_dir / "media" / "carphone_pristine.mp4"
     # crf 0: lossless H.264, so away from faces only the RGB <-> YUV 4:2:0 conversion differs
-    assert main(["-i", str(source), "-o", str(tmp_path), *TINY, "--crf", "0", "--save_faces"]) == 0
+    assert main(["-i", str(source), "-o", str(tmp_path), *TINY, "crf=0", "save_faces=true"]) == 0
     output = tmp_path / "carphone_pristine.mp4"
     src, out = probe(source), probe(output)
     for key in ("frames", "fps", "width", "height"):
@@ -72,7 +73,7 @@ def test_carphone_end_to_end(shared_dir, tmp_path):
 def test_generated_clip_with_audio_upscale_and_frames(tmp_path):
     clip = tmp_path / "talk.mp4"
     make_clip(clip, [f.rgb for f, _ in zip(open_input(SAMPLE), range(12), strict=False)])
-    options = ("--upscale", "2", "--save_frames", "--preset", "veryfast")
+    options = ("--upscale", "2", "--save_frames", "--set", "preset=veryfast")
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, *options]
     assert main(args) == 0
     assert b" subme=2 " in (tmp_path / "out" / "talk.mp4").read_bytes()  # x264's settings: veryfast reached it
@@ -145,13 +146,30 @@ def test_bad_input_is_a_clear_message(case, message, tmp_path, capsys):
         "unwritable": ["-i", str(image), "-o", str(tmp_path / "file" / "sub"), *TINY],
         "overwrite": ["-i", str(image), "-o", str(tmp_path), *TINY],
         "weights": ["-i", str(image), "-o", str(tmp_path / "o"), "--model", "keep", "--detector", "dlib"],
-        "detector": ["-i", str(image), "-o", str(tmp_path / "o"), "--model", "preset:tiny", "--detector", "nope"],
+        "detector": ["-i", str(image), "-o", str(tmp_path / "o"), "--model", "preset:tiny", "--set", "detector=nope"],
     }[case]
     before = image.read_bytes()
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert image.read_bytes() == before  # the input is never overwritten
+
+
+def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys(capsys):
+    """At most 18 options (issue 17), every option that names a choice lists them; the flags of earlier
+    versions still work as their `--set` keys, each with a warning."""
+    from inference import build_parser, former_options
+
+    options = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
+    assert len(options) <= 18
+    assert all(options[name].choices for name in ("precision", "detector", "flow", "bg_upsampler"))
+    assert set(options["precision"].choices) == {"auto", "fp32", "tf32", "bf16", "fp16"}
+    overrides = former_options(["--crf", "0", "--fp16", "--overlap=off", "--save_faces"])
+    assert overrides == ["crf=0", "precision=fp16", "overlap=off", "save_faces=true"]
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 4 and "--fp16 is spelled --precision fp16" in warnings[1]
+    with pytest.raises(KeepError, match="unrecognized argument --nosuch"):
+        former_options(["--nosuch", "1"])
 
 
 def test_no_arguments_prints_usage():
@@ -200,15 +218,19 @@ def sample_frames(count: int, start: int = 0) -> list[np.ndarray]:
 
 
 def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_path, caplog):
-    """The default (stages in worker processes) writes what running the stages in turn writes, and the
-    summary and log count the frames of every track."""
+    """The default (stages in worker processes) writes what running the stages in turn writes, and so does the
+    GPU's grouping (detection in the main process, issue 20) forced on the CPU; the summary and log count the
+    frames of every track."""
     caplog.set_level("INFO")
     clip = make_clip(tmp_path / "talk.mp4", sample_frames(23), audio=False)
-    base = ["-i", str(clip), "--model", str(tiny_weights), "--detector", "dlib", "--flow", "dis", "--crf", "0"]
-    assert main([*base, "-o", str(tmp_path / "a"), "--overlap", "processes", "--window", "8"]) == 0
-    assert main([*base, "-o", str(tmp_path / "b"), "--overlap", "off", "--window", "8"]) == 0
-    a, b = decode(tmp_path / "a" / "talk.mp4"), decode(tmp_path / "b" / "talk.mp4")
-    assert len(a) == 23 and all((x == y).all() for x, y in zip(a, b, strict=True))
+    base = ["-i", str(clip), "--model", str(tiny_weights), "--detector", "dlib", "--flow", "dis", "--window", "8"]
+    assert main([*base, "-o", str(tmp_path / "a"), "--set", "crf=0", "overlap=processes"]) == 0
+    assert main([*base, "-o", str(tmp_path / "b"), "--set", "crf=0", "overlap=off"]) == 0
+    assert main([*base, "-o", str(tmp_path / "c"), "--set", "crf=0", "overlap=threads", "stage_groups=gpu"]) == 0
+    a, b, c = (decode(tmp_path / run / "talk.mp4") for run in "abc")
+    assert len(a) == 23 and all((x == y).all() and (x == z).all() for x, y, z in zip(a, b, c, strict=True))
+    gpu = json.loads((tmp_path / "c" / "talk_summary.json").read_text())["stage_groups"]
+    assert gpu == {"front": ["decode"], "main": ["faces", "restore"], "back": ["compose", "encode"]}
     summary = json.loads((tmp_path / "a" / "talk_summary.json").read_text())
     assert summary["track_frames"] == {"0": 23} and summary["small_faces_skipped"] == 0
     assert summary["timings"]["network"] > 0 and summary["timings"]["detect"] > 0
@@ -219,7 +241,7 @@ def test_upscale_with_realesrgan_fallback_face_upsample_and_boxes(tmp_path, capl
     caplog.set_level("INFO")
     clip = make_clip(tmp_path / "talk.mp4", sample_frames(4), audio=False)
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--upscale", "2", "--bg_upsampler", "realesrgan"]
-    assert main([*args, "--face_upsample", "--draw_box", "--save_faces"]) == 0
+    assert main([*args, "--face_upsample", "--draw_box", "--set", "save_faces=true"]) == 0
     warnings = [r.getMessage() for r in caplog.records if "realesrgan unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "bicubic" in warnings[0]  # offline: no weights, one line
     out = decode(tmp_path / "out" / "talk.mp4")
@@ -354,7 +376,7 @@ def test_an_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys)
     def broken(self, rgb, frame):
         raise RuntimeError("paste exploded")
 
-    monkeypatch.setattr(ComposeStage, "__call__", broken)
+    monkeypatch.setattr(ComposeStage, "compose", broken)
     clip = make_clip(tmp_path / "talk.mp4", sample_frames(3), audio=False)
     assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY]) == 1
     err = capsys.readouterr().err

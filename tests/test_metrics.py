@@ -26,7 +26,7 @@ def align(img: np.ndarray, size: int = 512) -> np.ndarray:
     """Align a photo's face to the FFHQ template (KEEP_SPEC section 10) with dlib's detector + 68 points."""
     import dlib
 
-    from keep.metrics.landmarks import dlib_model_path
+    from keep.face.dlib_models import dlib_model_path
 
     rects = dlib.get_frontal_face_detector()(img, 2)
     assert rects, "test photo: no face found"

@@ -1,5 +1,5 @@
 """A failure part-way through a run ends the process with its one `error:` line, in every overlap mode
-(issue 19: in `--overlap processes` the process used to print the error and then wait forever for its
+(issue 19: in `--set overlap=processes` the process used to print the error and then wait forever for its
 queues to flush into workers that had stopped).
 
 Real subprocesses under a timeout, on inputs long enough that every queue is full when the error strikes:
@@ -58,7 +58,7 @@ def error_lines(stderr: str) -> list[str]:
 def test_a_failure_after_frame_50_ends_the_run(overlap, tmp_path):
     source = frames_folder(tmp_path / "frames")
     out = tmp_path / "out"
-    result = run_inference("-i", str(source), "-o", str(out), *TINY, "--overlap", overlap)
+    result = run_inference("-i", str(source), "-o", str(out), *TINY, "--set", f"overlap={overlap}")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and f"{BAD_FRAME:04d}.png" in errors[0], result.stderr[-3000:]

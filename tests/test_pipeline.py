@@ -26,8 +26,9 @@ from keep.face.align import (
 from keep.face.detectors import Detection
 from keep.flow import build_flow
 from keep.pipeline.faces import FaceStage
-from keep.pipeline.items import FaceFrame, FramePool, StageTimer
+from keep.pipeline.items import FaceFrame, FramePool, FrameRef, Job
 from keep.pipeline.restore import RestoreStage
+from keep.pipeline.stage import FreeSlots
 from keep.restorer import Restorer
 from keep.streaming import StreamingRestorer
 from keep.video import open_input
@@ -99,8 +100,8 @@ def test_track_state_lives_while_the_tracker_keeps_the_track():
     pool = FramePool(4, 96, 96)
     pool.frames[:] = np.random.default_rng(0).integers(0, 255, pool.frames.shape, dtype=np.uint8)
     landmarks = template(64) + 16
-    stage = RestoreStage(model, window=2, gain_context=0, timer=StageTimer())
-    stage.start(pool)
+    stage = RestoreStage(model, window=2, gain_context=0)
+    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
 
     def push(index: int, faces: dict, live: set) -> list:
         return stage.push(FaceFrame(index, index % 4, index, faces, frozenset(live)))
@@ -140,9 +141,9 @@ class BatchDetector:
 def test_face_stage_uses_detect_batch_and_counts_small_faces():
     detector = BatchDetector()
     pool = FramePool(32, 80, 80)
-    stage = FaceStage(detector, min_face=16, max_gap=2, smooth_sigma=0, timer=StageTimer(), batch=4)
-    stage.start(pool)
-    out = [f for i in range(10) for f in stage.push(i, i, i)] + list(stage.finish())
+    stage = FaceStage(detector, min_face=16, max_gap=2, smooth_sigma=0, batch=4)
+    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
+    out = [f for i in range(10) for f in stage.push(FrameRef(i, i, i))] + stage.finish()
     assert detector.batches == [4, 4, 2]
     assert [f.index for f in out] == list(range(10)) and all(list(f.faces) == [0] for f in out)
     assert stage.stats()["small_faces_skipped"] == 10
@@ -260,13 +261,20 @@ def test_cpu_workers_give_way_to_the_restore_stage():
     (the critical path); threads and GPU runs keep equal priority."""
     import os
 
-    from keep.pipeline import PipelineOptions
-    from keep.pipeline.runner import WORKER_NICENESS, OverlappedRunner, worker_niceness
+    from keep.pipeline.compose import ComposeSpec
+    from keep.pipeline.decode import DecodeSpec
+    from keep.pipeline.faces import FacesSpec
+    from keep.pipeline.runner import Runner
+    from keep.pipeline.workers import WORKER_NICENESS, worker_niceness
 
-    options = PipelineOptions(model="preset:tiny", detector="retinaface_mobilenet", mask="feather", overlap="processes")
-    assert worker_niceness(options) == WORKER_NICENESS > 0
-    assert worker_niceness(PipelineOptions(device="cuda")) == 0
-    runner = OverlappedRunner(options, 64, window=4)
+    assert worker_niceness("cpu") == WORKER_NICENESS > 0
+    assert worker_niceness("cuda") == 0
+    groups = [
+        ("front", [DecodeSpec(), FacesSpec(detector="retinaface_mobilenet")]),
+        ("main", []),
+        ("back", [ComposeSpec(size=64, mask="feather")]),
+    ]
+    runner = Runner(groups, mode="processes", window=4, device="cpu")
     try:
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         for worker in runner.workers.values():
@@ -276,11 +284,11 @@ def test_cpu_workers_give_way_to_the_restore_stage():
 
 
 def test_opencv_threads_follow_torch_and_the_writer_takes_a_thread_count(tmp_path, one_thread):
-    """OpenCV's threads follow torch's budget (keep.cli.set_threads); VideoWriter passes a thread count to
+    """OpenCV's threads follow torch's budget (keep.threads.set_threads); VideoWriter passes a thread count to
     libx264 (0: x264's automatic frame threads, what the pipeline uses: docs/inference.md, encode stage)."""
     from fractions import Fraction
 
-    from keep.cli import set_threads
+    from keep.threads import set_threads
     from keep.video import VideoWriter
 
     cv_threads = cv2.getNumThreads()

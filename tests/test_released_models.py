@@ -38,12 +38,14 @@ class Stop(KeepError):
 def test_fidelity_flag_reaches_the_network(tmp_path, capsys, monkeypatch):
     seen = []
 
-    def run(self, input_path, outdir, **options):
+    def restore(self, item, out, **options):
+        self.build()  # the network is loaded for the first input
         seen.append(self.model.fidelity)
         raise Stop("stopped by the test before decoding")
 
-    monkeypatch.setattr(keep.pipeline.Pipeline, "run", run)
+    monkeypatch.setattr(keep.pipeline.Pipeline, "restore", restore)
     args = ["-i", str(SAMPLE), "-o", str(tmp_path / "out"), "--model", "preset:tiny", "--has_aligned"]
+    args += ["--set", "overlap=off"]  # no worker processes to start
     assert main([*args, "--fidelity", "0.25"]) == 2 and seen == [0.25]
     assert main(args) == 2 and seen == [0.25, 1.0]  # default: every release's value
     capsys.readouterr()

@@ -192,7 +192,7 @@ def test_test_py_model_option_runs_no_code(tmp_path, capsys):
     payload = write_payload(tmp_path / "evil.pth", marker)
     _tiny_test_set(tmp_path / "set")
     cli = _load_script(REPO / "test.py", "keep_test_cli_safety")
-    args = ["--model", str(payload), "--no-progress", "--set", f"data.root={tmp_path / 'set'}"]
+    args = ["--model", str(payload), "--no_progress", "--set", f"data.root={tmp_path / 'set'}"]
     assert cli.main([*args, f"results_dir={tmp_path / 'results'}", "methods=[keep]"]) == 2
     err = capsys.readouterr().err
     assert not marker.exists()
@@ -219,7 +219,7 @@ def test_a_malicious_yaml_config_runs_no_code(tmp_path, capsys):
     config = tmp_path / "evil.yml"
     config.write_text(yaml_payload(marker))
     cli = _load_script(REPO / "test.py", "keep_test_cli_safety")
-    assert cli.main(["-opt", str(config), "--no-progress"]) == 2
+    assert cli.main(["-opt", str(config), "--no_progress"]) == 2
     err = capsys.readouterr().err
     assert not marker.exists() and err.startswith("error: cannot parse") and "Traceback" not in err
 

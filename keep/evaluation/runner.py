@@ -24,10 +24,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli import check_output_outside_inputs, resolve_device
 from ..config import save_config
+from ..devices import resolve_device
 from ..errors import KeepError
 from ..image import write_image
+from ..paths import check_output_outside_inputs
 from ..streaming import MODES
 from .config import BenchmarkConfig
 from .data import clip_files, list_clips, load_clip

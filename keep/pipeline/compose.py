@@ -8,16 +8,57 @@ before pasting, so a face larger than the network's crop in the output is not me
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..background import Upsampler
 from ..face.align import crop_corners, draw_box, paste_face
 from ..face.parsing import Masker
-from .items import RestoredFrame, StageTimer
+from .items import Composed, Job, RestoredFrame
+from .stage import Slots, Stage
+
+log = logging.getLogger(__name__)
 
 
-class ComposeStage:
+@dataclass(frozen=True)
+class ComposeSpec:
+    """What the paste stage is built from: the network's crop size and the paste and background options."""
+
+    size: int
+    mask: str = "auto"
+    device: str = "cpu"
+    bg_upsampler: str = "bicubic"
+    bg_tile: int = 400
+    face_upsample: bool = False
+    upscale: int = 1
+    draw_box: bool = False
+
+    def build(self) -> ComposeStage:
+        from ..background import build_upsampler
+        from ..face.parsing import build_masker
+
+        masker = build_masker(self.mask, self.size, device=self.device)
+        log.info("paste mask: %s", masker.name)
+        upsample = dict(device=self.device, tile=self.bg_tile)
+        background = build_upsampler(self.bg_upsampler, **upsample)
+        face_upsampler = None
+        if self.face_upsample:
+            same = self.bg_upsampler == "realesrgan"
+            face_upsampler = background if same else build_upsampler("realesrgan", **upsample)
+        if self.upscale > 1 or self.bg_upsampler != "bicubic":
+            log.info("background upsampler: %s", background.name)
+        return ComposeStage(
+            size=self.size, masker=masker, background=background, face_upsampler=face_upsampler,
+            upscale=self.upscale, draw_box=self.draw_box,
+        )  # fmt: skip
+
+
+class ComposeStage(Stage):
+    """`RestoredFrame`s in (their input frame in the pool), `Composed` output frames out; the slot is freed."""
+
     def __init__(
         self,
         *,
@@ -27,17 +68,35 @@ class ComposeStage:
         face_upsampler: Upsampler | None,
         upscale: int,
         draw_box: bool,
-        timer: StageTimer,
     ):
+        super().__init__()
         self.size = size
         self.masker = masker
         self.background = background
         self.face_upsampler = face_upsampler if upscale > 1 else None
         self.upscale = upscale
         self.draw_box = draw_box
-        self.timer = timer
+        self._info = {
+            "mask": masker.name,
+            "background": background.name,
+            "face_upsampler": None if face_upsampler is None else face_upsampler.name,
+        }
 
-    def __call__(self, rgb: np.ndarray, frame: RestoredFrame) -> tuple[np.ndarray, list[dict]]:
+    def info(self) -> dict:
+        return self._info
+
+    def start(self, job: Job, slots: Slots) -> None:
+        self.pool, self.release = job.pool, slots.release
+        self.faces = self.frames_with_face = 0
+
+    def push(self, frame: RestoredFrame) -> list[Composed]:
+        out, records = self.compose(self.pool[frame.slot], frame)
+        self.release(frame.slot)
+        self.faces += len(frame.faces)
+        self.frames_with_face += bool(frame.faces)
+        return [Composed(frame.index, frame.pts, out, records)]
+
+    def compose(self, rgb: np.ndarray, frame: RestoredFrame) -> tuple[np.ndarray, list[dict]]:
         """The input frame `(H, W, 3)` and its restored faces -> output frame `(H*u, W*u, 3)`, face records."""
         u = self.upscale
         with self.timer("background"):
@@ -61,3 +120,6 @@ class ComposeStage:
                     if item.matrix is not None:
                         draw_box(out, crop_corners(item.matrix, self.size) * u, item.track)
         return out, records
+
+    def stats(self) -> dict:
+        return {"faces": self.faces, "frames_with_face": self.frames_with_face}

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-
 from ..image import write_image
 from ..video.io import VideoWriter
 from .inputs import write_error
-from .items import StageTimer
+from .items import Composed, Job
+from .stage import Slots, Stage
 
 
 @dataclass
@@ -38,23 +37,35 @@ class EncodeJob:
     faces_log: Path | None  # --save_faces
 
 
-class EncodeStage:
-    def __init__(self, job: EncodeJob, timer: StageTimer):
-        self.job = job
-        self.timer = timer
+@dataclass(frozen=True)
+class EncodeSpec:
+    """The encode stage has no settings of its own: what it writes comes with each input (`EncodeJob`)."""
+
+    def build(self) -> EncodeStage:
+        return EncodeStage()
+
+
+class EncodeStage(Stage):
+    """`Composed` frames in, written in order; nothing out. `finish` completes the file."""
+
+    def start(self, job: Job, slots: Slots) -> None:
+        encode = self.job = job.encode
         self.written = 0
-        self.writer = None
+        self.writer = self.faces_log = None
         self.streams = {"kept": [], "not_kept": []}
-        with self._writing(job.output):
-            if job.kind != "image":
+        with self._writing(encode.output):
+            if encode.kind != "image":
+                # The writer copies the input's other streams (audio, subtitles) from a demuxer of its own, at
+                # the encoder's pace: the decoder's reads only the video stream, in another worker.
                 self.writer = VideoWriter(
-                    job.partial, width=job.width, height=job.height, fps=job.fps, time_base=job.time_base,
-                    sample_aspect=job.sample_aspect, crf=job.crf, preset=job.preset, streams_from=job.streams_from,
+                    encode.partial, width=encode.width, height=encode.height, fps=encode.fps,
+                    time_base=encode.time_base, sample_aspect=encode.sample_aspect, crf=encode.crf,
+                    preset=encode.preset, streams_from=encode.streams_from,
                 )  # fmt: skip
                 self.streams = {"kept": self.writer.kept, "not_kept": self.writer.dropped}
-            if job.frames_dir is not None:
-                job.frames_dir.mkdir(parents=True, exist_ok=True)
-            self.faces_log = open(job.faces_log, "w") if job.faces_log is not None else None
+            if encode.frames_dir is not None:
+                encode.frames_dir.mkdir(parents=True, exist_ok=True)
+            self.faces_log = open(encode.faces_log, "w") if encode.faces_log is not None else None
 
     @contextmanager
     def _writing(self, path: Path) -> Iterator[None]:
@@ -64,21 +75,35 @@ class EncodeStage:
         except OSError as exc:
             raise write_error(path, exc) from None
 
-    def __call__(self, index: int, rgb: np.ndarray, pts: int | None, records: list[dict]) -> None:
+    def push(self, frame: Composed) -> list:
         with self.timer("encode"), self._writing(self.job.output):
             if self.writer is not None:
-                self.writer.write(rgb, pts)
+                self.writer.write(frame.rgb, frame.pts)
             else:
-                write_image(self.job.partial, rgb)
+                write_image(self.job.partial, frame.rgb)
             if self.job.frames_dir is not None:
-                write_image(self.job.frames_dir / f"{index:06d}.png", rgb)
+                write_image(self.job.frames_dir / f"{frame.index:06d}.png", frame.rgb)
             if self.faces_log is not None:
-                self.faces_log.write(json.dumps({"frame": index, "faces": records}) + "\n")
+                self.faces_log.write(json.dumps({"frame": frame.index, "faces": frame.records}) + "\n")
             self.written += 1
+        return []
 
-    def close(self, *, complete: bool = True) -> None:
+    def finish(self) -> list:
+        self._close(complete=True)
+        return []
+
+    def abort(self) -> None:
+        self._close(complete=False)
+
+    def stats(self) -> dict:
+        return {"frames": self.written, "streams": self.streams}
+
+    def _close(self, *, complete: bool) -> None:
         """Flush and close (`complete=False` after a failure: close without flushing the encoder)."""
-        with self.timer("encode"), self._writing(self.job.output):
+        job = getattr(self, "job", None)
+        if job is None:
+            return
+        with self.timer("encode"), self._writing(job.output):
             try:
                 if self.faces_log is not None:
                     self.faces_log.close()

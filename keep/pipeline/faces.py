@@ -9,12 +9,18 @@ at a time; others are called frame by frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..face.tracker import FaceTracker, TrackSmoother
-from .items import FaceFrame, FramePool, StageTimer
+from .items import FaceFrame, FrameRef, Job
+from .stage import Slots, Stage
+
+log = logging.getLogger(__name__)
+
+DETECT_BATCH = 8  # frames per detector call (`detect_batch`)
 
 
 def face_size(landmarks: np.ndarray) -> float:
@@ -22,78 +28,93 @@ def face_size(landmarks: np.ndarray) -> float:
     return float(3 * np.linalg.norm(landmarks[3:5].mean(0) - landmarks[0:2].mean(0)))
 
 
-class FaceStage:
-    """Frames in, `FaceFrame`s out (delayed by the smoother's look-ahead, order kept)."""
+@dataclass(frozen=True)
+class FacesSpec:
+    """What the faces stage is built from (`--detector`, `--has_aligned` and the tracker's `--set` keys)."""
 
-    def __init__(
-        self, detector, *, min_face: float, max_gap: int, smooth_sigma: float, timer: StageTimer, batch: int = 8
-    ):
+    detector: str = "auto"
+    device: str = "cpu"
+    detect_size: int = 1280
+    min_face: float = 16.0
+    max_gap: int = 5
+    smooth_sigma: float = 1.5
+    has_aligned: bool = False
+
+    def build(self) -> FaceStage | WholeFrameStage:
+        if self.has_aligned:
+            return WholeFrameStage()
+        from ..face.detectors import build_detector
+
+        detector = build_detector(self.detector, device=self.device, detect_size=self.detect_size)
+        log.info("face detector: %s", detector.name)
+        return FaceStage(detector, min_face=self.min_face, max_gap=self.max_gap, smooth_sigma=self.smooth_sigma)
+
+
+class FaceStage(Stage):
+    """`FrameRef`s in, `FaceFrame`s out (delayed by the smoother's look-ahead, order kept)."""
+
+    def __init__(self, detector, *, min_face: float, max_gap: int, smooth_sigma: float, batch: int = DETECT_BATCH):
+        super().__init__()
         self.detector = detector
         self.min_face = min_face
         self.max_gap = max_gap
         self.smooth_sigma = smooth_sigma
-        self.timer = timer
         self.batch = batch if hasattr(detector, "detect_batch") else 1
-        self.start(None)
+        self.held = self.batch + TrackSmoother(max_gap=max_gap, sigma=smooth_sigma).lookahead
 
-    @property
-    def held(self) -> int:
-        """Most frames this stage holds at once (pool slots it may keep)."""
-        return self.batch + TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma).lookahead
+    def info(self) -> dict:
+        return {"detector": getattr(self.detector, "name", None)}
 
-    def start(self, pool: FramePool | None) -> None:
-        self.pool = pool
+    def start(self, job: Job, slots: Slots) -> None:
+        self.pool = job.pool
         self.tracker = FaceTracker(max_gap=self.max_gap)
         self.smoother = TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma)
-        self.pending: list[tuple[int, int, int | None]] = []
+        self.pending: list[FrameRef] = []
         self.small_faces_skipped = 0
 
-    def push(self, index: int, slot: int, pts: int | None) -> Iterator[FaceFrame]:
-        self.pending.append((index, slot, pts))
-        if len(self.pending) >= self.batch:
-            yield from self._detect_pending()
+    def push(self, frame: FrameRef) -> list[FaceFrame]:
+        self.pending.append(frame)
+        return self._detect_pending() if len(self.pending) >= self.batch else []
 
-    def finish(self) -> Iterator[FaceFrame]:
-        yield from self._detect_pending()
+    def finish(self) -> list[FaceFrame]:
+        out = self._detect_pending()
         for index, (slot, pts, live), faces in self.smoother.flush():
-            yield FaceFrame(index, slot, pts, faces, live)
+            out.append(FaceFrame(index, slot, pts, faces, live))
+        return out
 
-    def _detect_pending(self) -> Iterator[FaceFrame]:
-        frames = [self.pool[slot] for _, slot, _ in self.pending]
+    def _detect_pending(self) -> list[FaceFrame]:
+        frames = [self.pool[frame.slot] for frame in self.pending]
         with self.timer("detect"):
             if self.batch > 1:
                 found = self.detector.detect_batch(frames)
             else:
                 found = [self.detector(rgb) for rgb in frames]
-        for (index, slot, pts), detections in zip(self.pending, found, strict=True):
+        out = []
+        for frame, detections in zip(self.pending, found, strict=True):
             with self.timer("track"):
                 large = [d for d in detections if face_size(d.landmarks) >= self.min_face]
                 self.small_faces_skipped += len(detections) - len(large)
                 ids = self.tracker.update(large)
                 observations = {i: d.landmarks for i, d in zip(ids, large, strict=True)}
                 live = frozenset(self.tracker.tracks)
-                ready = list(self.smoother.push(index, (slot, pts, live), observations))
-            for ready_index, (ready_slot, ready_pts, ready_live), faces in ready:
-                yield FaceFrame(ready_index, ready_slot, ready_pts, faces, ready_live)
+                ready = list(self.smoother.push(frame.index, (frame.slot, frame.pts, live), observations))
+            for index, (slot, pts, ready_live), faces in ready:
+                out.append(FaceFrame(index, slot, pts, faces, ready_live))
         self.pending = []
+        return out
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": self.small_faces_skipped, "detector": getattr(self.detector, "name", None)}
+        return {"small_faces_skipped": self.small_faces_skipped}
 
 
-class WholeFrameStage:
+class WholeFrameStage(Stage):
     """`--has_aligned`: every frame is already an aligned face, restored as one track (id 0)."""
 
-    held = 0
+    def info(self) -> dict:
+        return {"detector": None}
 
-    def start(self, pool: FramePool | None) -> None:
-        pass
-
-    def push(self, index: int, slot: int, pts: int | None) -> Iterator[FaceFrame]:
-        yield FaceFrame(index, slot, pts, {0: None}, frozenset({0}))
-
-    def finish(self) -> Iterator[FaceFrame]:
-        return iter(())
+    def push(self, frame: FrameRef) -> list[FaceFrame]:
+        return [FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))]
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": 0, "detector": None}
+        return {"small_faces_skipped": 0}

@@ -16,9 +16,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli import check_output_outside_inputs
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, is_image, list_images
+from ..paths import check_output_outside_inputs
 from ..video.io import VIDEO_SUFFIXES, is_video
 
 

@@ -15,11 +15,22 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import KeepError
+
+
+@dataclass
+class FrameRef:
+    """A decoded frame: its pixels are in `pool[slot]`."""
+
+    index: int
+    slot: int
+    pts: int | None
 
 
 @dataclass
@@ -46,6 +57,28 @@ class RestoredFrame:
     slot: int
     pts: int | None
     faces: list[RestoredFace]
+
+
+@dataclass
+class Composed:
+    """An output frame `(H*u, W*u, 3)` uint8 and its face records (the `--save_faces` log's)."""
+
+    index: int
+    pts: int | None
+    rgb: np.ndarray
+    records: list[dict]
+
+
+@dataclass
+class Job:
+    """One input as the stages see it: where its frames come from, the frame pool they live in, what the
+    encoder writes (`keep.pipeline.encode.EncodeJob`). Sent to every worker once per input."""
+
+    source: Path
+    fps: float
+    pool: FramePool
+    encode: Any
+    reader: Any = None  # the reader the main process opened, where the decode stage runs in that process
 
 
 @dataclass

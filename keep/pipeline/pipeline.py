@@ -3,10 +3,12 @@
     with Pipeline(PipelineOptions(model="keep")) as pipeline:
         summary = pipeline.run("clip.mp4", "results/")      # writes results/clip.mp4 + clip_summary.json
 
-Per video: read the header, give the stages a frame pool sized for it, stream every frame through
-decode -> detect/track -> align/restore -> paste -> encode (see `runner`), rename the finished output
-into place and write the summary (frames, faces, per-track frame counts, skipped small faces, seconds
-per stage). The progress bar counts restored frames.
+Per input: open it (its header: upright size, frame rate; a file that cannot be read fails here, before any
+model is loaded), build the stages if not yet built (the network in this process, the other stages in their
+workers: `runner`), give the stages a frame pool sized for the input, stream every frame through
+decode -> faces -> restore -> compose -> encode, rename the finished output into place and write the summary
+(frames, faces, per-track frame counts, skipped small faces, seconds per stage). The progress bar counts
+restored frames.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..devices import resolve_precision
 from ..errors import KeepError
 from ..model import load_model
+from ..restorer import Restorer
 from ..video.io import open_input
-from .encode import EncodeJob
+from .compose import ComposeSpec
+from .decode import DecodeSpec
+from .encode import EncodeJob, EncodeSpec
+from .faces import FacesSpec
 from .inputs import (
     Input,
+    Outputs,
     check_outputs,
     make_output_folder,
     new_run_token,
@@ -32,36 +40,59 @@ from .inputs import (
     write_atomically,
     write_error,
 )
-from .items import StageTimer
-from .options import STAGES, PipelineOptions
-from .restore import RestoreStage
-from .runner import InlineRunner, build_runner, new_pool
-from .workers import BackJob, FrontJob
+from .items import FramePool, Job
+from .options import STAGES, PipelineOptions, stage_groups
+from .restore import RestoreSpec
+from .runner import Runner
 
 log = logging.getLogger(__name__)
+
+
+def stage_specs(options: PipelineOptions, model: Restorer) -> dict:
+    """Each stage's settings, taken from the options (a worker receives only these, not the options)."""
+    return {
+        "decode": DecodeSpec(),
+        "faces": FacesSpec(
+            detector=options.detector, device=options.device, detect_size=options.detect_size,
+            min_face=options.min_face, max_gap=options.max_gap, smooth_sigma=options.smooth_sigma,
+            has_aligned=options.has_aligned,
+        ),
+        "restore": RestoreSpec(model, window=options.window, gain_context=options.gain_context),
+        "compose": ComposeSpec(
+            size=model.config.img_size, mask=options.mask, device=options.device, bg_upsampler=options.bg_upsampler,
+            bg_tile=options.bg_tile, face_upsample=options.face_upsample, upscale=options.upscale,
+            draw_box=options.draw_box,
+        ),
+        "encode": EncodeSpec(),
+    }  # fmt: skip
 
 
 class Pipeline:
     def __init__(self, options: PipelineOptions):
         options.check()
         self.options = options
-        self.model = load_model(
-            options.model, device=options.device, flow=options.flow, precision=options.precision,
-            fidelity=options.fidelity, cuda_graphs=options.cuda_graphs,
-        )  # fmt: skip
-        self.size = self.model.config.img_size
-        self.timer = StageTimer()
-        self.restore = RestoreStage(
-            self.model, window=options.window, gain_context=options.gain_context, timer=self.timer,
-            restore=options.restore,
-        )  # fmt: skip
-        self.runner = build_runner(options, self.size)
+        self.precision = resolve_precision(options.precision, options.device)
+        self.model: Restorer | None = None
+        self.runner: Runner | None = None
 
     def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def build(self) -> None:
+        """Load the network and start the stage workers (the first run does it if it was not done before)."""
+        opts = self.options
+        if self.model is None:
+            self.model = load_model(
+                opts.model, device=opts.device, flow=opts.flow, precision=self.precision, fidelity=opts.fidelity,
+                cuda_graphs=opts.cuda_graphs,
+            )  # fmt: skip
+        if self.runner is None:  # also after a failed run, which stopped the workers
+            specs = stage_specs(opts, self.model)
+            groups = [(name, [specs[stage] for stage in stages]) for name, stages in stage_groups(opts)]
+            self.runner = Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device)
 
     def close(self) -> None:
         if self.runner is not None:
@@ -81,61 +112,81 @@ class Pipeline:
         progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
         restored so far, after each one.
         """
-        opts = self.options
-        start = time.perf_counter()
         item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
         outdir = Path(outdir)
-        out = outputs_of(item, outdir, opts.container)
-        check_outputs([item], None, outdir, save_frames=opts.save_frames, save_faces=opts.save_faces,
-                      container=opts.container)  # fmt: skip
-        reader = open_input(item.source, fps=opts.fps)  # the header: upright size, frame rate, frame count
-        reader.close()
+        check_outputs([item], None, outdir, save_frames=self.options.save_frames, save_faces=self.options.save_faces,
+                      container=self.options.container)  # fmt: skip
         make_output_folder(outdir)
-        if self.runner is None:  # the previous run failed and stopped the workers
-            self.runner = build_runner(opts, self.size)
-        runner = self.runner
-        pool = new_pool(runner, runner.info["held"], reader.height, reader.width)
-        partial = out.partial(new_run_token())
-        encode = self._encode_job(item, out, reader, partial)
-        self.timer.seconds.clear()
-        self.restore.start(pool)
-        bar = tqdm(
-            total=reader.num_frames, unit="frame", desc=item.stem, dynamic_ncols=True, leave=False,
-            disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
-        )  # fmt: skip
+        out = outputs_of(item, outdir, self.options.container)
+        return self.restore(item, out, progress=progress, on_restored=on_restored)
+
+    def restore(
+        self, item: Input, out: Outputs, *, progress: bool = True, on_restored: Callable[[int], None] | None = None
+    ) -> dict:
+        """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
+        whose folder exists."""
+        reader = open_input(item.source, fps=self.options.fps)  # the one open of the input in this process
         try:
-            jobs = FrontJob(item.source, opts.fps, pool), BackJob(encode, pool)
-            restored = [0]
-
-            def advance(count: int) -> None:
-                bar.update(count)
-                restored[0] += count
-                if on_restored is not None:
-                    on_restored(restored[0])
-
-            front, back = runner.run(*jobs, self.restore, advance)
+            self.build()
         except BaseException:
-            if not isinstance(runner, InlineRunner):
-                self.runner = None  # its workers are stopped; the next run starts new ones
+            reader.close()
+            raise
+        start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
+        partial = out.partial(new_run_token())
+        job = Job(item.source, self.options.fps, self._pool(reader), self._encode_job(item, out, reader, partial))
+        if self.runner.source_in_process:
+            job.reader = reader  # the decode stage reads on from it
+        else:
+            reader.close()
+        try:
+            stats = self._stream(job, item.stem, reader.num_frames, progress, on_restored)
+        except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        finally:
-            bar.close()
         try:
-            if back["frames"] == 0:
-                stopped = f" ({front['stopped']})" if front["stopped"] else ""
+            if stats["frames"] == 0:
+                stopped = f" ({stats['stopped']})" if stats["stopped"] else ""
                 raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
             partial.replace(out.main)  # atomic: the output is complete or absent, never a part of one
         except OSError as exc:
             raise write_error(out.main, exc) from None
         finally:
             partial.unlink(missing_ok=True)
-        summary = self._summary(item, out.main, reader, front, back, time.perf_counter() - start)
+        summary = self._summary(item, out.main, reader, stats, time.perf_counter() - start)
         if reader.kind != "image":  # written after the output is in place: it marks the output finished
             write_atomically(out.summary, json.dumps(summary, indent=2))
         return summary
 
-    def _encode_job(self, item: Input, out, reader, partial: Path) -> EncodeJob:
+    def _stream(
+        self, job: Job, name: str, frames: int | None, progress: bool, on_restored: Callable[[int], None] | None
+    ) -> dict:
+        """Every frame through the stages, with the progress bar; stats of every stage."""
+        bar = tqdm(
+            total=frames, unit="frame", desc=name, dynamic_ncols=True, leave=False,
+            disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
+        )  # fmt: skip
+        restored = [0]
+
+        def advance(count: int) -> None:
+            bar.update(count)
+            restored[0] += count
+            if on_restored is not None:
+                on_restored(restored[0])
+
+        try:
+            return self.runner.run(job, advance)
+        except BaseException:
+            if self.runner.stopped:
+                self.runner = None  # its workers are stopped; the next run starts new ones
+            raise
+        finally:
+            bar.close()
+
+    def _pool(self, reader) -> FramePool:
+        shared = self.runner.mode == "processes"
+        return FramePool(self.runner.pool_size(), reader.height, reader.width, shared=shared)
+
+    def _encode_job(self, item: Input, out: Outputs, reader, partial: Path) -> EncodeJob:
         """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
         opts, u = self.options, self.options.upscale
         return EncodeJob(
@@ -146,44 +197,45 @@ class Pipeline:
             faces_log=out.faces_log if opts.save_faces else None,
         )  # fmt: skip
 
-    def _summary(self, item: Input, output: Path, reader, front: dict, back: dict, elapsed: float) -> dict:
-        restore = self.restore.stats()
-        tracks, frames = restore["track_frames"], back["frames"]
+    def _summary(self, item: Input, output: Path, reader, stats: dict, elapsed: float) -> dict:
+        tracks, frames, info = stats["track_frames"], stats["frames"], self.runner.info
         for track, count in tracks.items():
-            first, last = restore["track_spans"][track]
+            first, last = stats["track_spans"][track]
             log.info("%s: track %d: a face in %d of %d frames (%d-%d)", item.stem, track, count, frames, first, last)
-        if front["small_faces_skipped"]:
+        if stats["small_faces_skipped"]:
             log.info(
                 "%s: %d faces smaller than --min_face %g px skipped",
-                item.stem, front["small_faces_skipped"], self.options.min_face,
+                item.stem, stats["small_faces_skipped"], self.options.min_face,
             )  # fmt: skip
-        timings = {**front["timings"], **back["timings"], **self.timer.seconds}
+        timings = stats["timings"]
         return {
             "input": str(item.source),
             "output": str(output),
             "frames": frames,
-            "faces": back["faces"],
-            "frames_with_face": back["frames_with_face"],
+            "faces": stats["faces"],
+            "frames_with_face": stats["frames_with_face"],
             "tracks": len(tracks),
             "track_frames": tracks,
             "longest_track_coverage": max(tracks.values(), default=0) / frames,
-            "small_faces_skipped": front["small_faces_skipped"],
+            "small_faces_skipped": stats["small_faces_skipped"],
             "min_face": self.options.min_face,
-            "detector": front["detector"],
-            "flow": getattr(self.model.flow, "name", None),  # what `--flow auto` chose (keep.flow.choose_auto)
-            "mask": self.runner.info.get("mask") if self.runner else None,
-            "background": self.runner.info.get("background") if self.runner else None,
+            "detector": info["detector"],
+            "flow": info["flow"],  # what `--flow auto` chose (keep.flow.choose_auto)
+            "mask": info["mask"],
+            "background": info["background"],
+            "precision": self.precision,  # what `--precision auto` chose on this device
             "overlap": self.options.overlap,
+            "stage_groups": {name: list(stages) for name, stages in stage_groups(self.options)},
             "seconds": round(elapsed, 3),
             "frames_per_second": round(frames / elapsed, 3),
-            "stopped": front["stopped"],
+            "stopped": stats["stopped"],
             # issue 19: frames scaled to the first frame's size; the turn that made the stored frames upright
-            "resized_frames": front["resized_frames"],
-            "resized": front["resized"],
+            "resized_frames": stats["resized_frames"],
+            "resized": stats["resized"],
             "rotation": 90 * getattr(reader, "turns", 0),  # degrees counter-clockwise
             "mirrored": getattr(reader, "mirror", False),
             "sample_aspect": str(reader.sample_aspect) if reader.sample_aspect else None,
-            "streams": back["streams"],  # the input's other streams: kept (how) and not kept (why)
+            "streams": stats["streams"],  # the input's other streams: kept (how) and not kept (why)
             "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
             # seconds each stage group spent blocked on its queues (overlapped runs): which one binds
             "waits": {k.removeprefix("wait "): round(v, 4) for k, v in timings.items() if k.startswith("wait ")},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -20,32 +21,40 @@ from ..face.align import align_face, estimate_affine
 from ..image import to_tensor, to_uint8
 from ..restorer import Restorer
 from ..streaming import StreamingRestorer
-from .items import FaceFrame, FramePool, RestoredFace, RestoredFrame, StageTimer
+from .items import FaceFrame, Job, RestoredFace, RestoredFrame
+from .stage import Slots, Stage
 
 log = logging.getLogger(__name__)
 
 
-class RestoreStage:
+@dataclass(frozen=True)
+class RestoreSpec:
+    """The restore stage runs where the network was loaded (the main process, which owns its device)."""
+
+    model: Restorer
+    window: int = 20
+    gain_context: int = 0
+
+    def build(self) -> RestoreStage:
+        return RestoreStage(self.model, window=self.window, gain_context=self.gain_context)
+
+
+class RestoreStage(Stage):
     """`FaceFrame`s in; `RestoredFrame`s out, a window at a time, order kept."""
 
-    def __init__(
-        self,
-        model: Restorer,
-        *,
-        window: int,
-        gain_context: int,
-        timer: StageTimer,
-        restore: bool = True,
-    ):
+    def __init__(self, model: Restorer, *, window: int, gain_context: int):
+        super().__init__()
         self.model = model
         self.size = model.config.img_size
         self.window = window
+        self.held = window  # the frames of the window being gathered
         self.gain_context = gain_context
-        self.timer = timer
-        self.restore = restore
 
-    def start(self, pool: FramePool) -> None:
-        self.pool = pool
+    def info(self) -> dict:
+        return {"flow": getattr(self.model.flow, "name", None)}  # what `--flow auto` chose (keep.flow.choose_auto)
+
+    def start(self, job: Job, slots: Slots) -> None:
+        self.pool = job.pool
         self.streams = StreamingRestorer(
             self.model, window=self.window, gain_context=self.gain_context, timer=self.timer
         )
@@ -78,13 +87,11 @@ class RestoreStage:
                 first, _ = self.track_span.get(track, (frame.index, frame.index))
                 self.track_span[track] = (first, frame.index)
         restored: dict[int, list[np.ndarray]] = {}
-        if self.restore and per_track:
+        if per_track:
             device = self.model.device  # move uint8 crops: 4x fewer bytes than float
             windows = {track: to_tensor(np.stack(crops), device) for track, crops in per_track.items()}  # (T, 3, S, S)
             outputs = self.streams.step(windows)
             restored = {track: list(to_uint8(result.out)) for track, result in outputs.items()}
-        else:
-            restored = dict(per_track)
         # the tracker's verdict on the chunk's last frame decides which states live on
         self.streams.retain(self.chunk[-1][0].live | per_track.keys())
         out, used = [], Counter()

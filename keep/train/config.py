@@ -54,7 +54,7 @@ class TrainSection:
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (fp16 uses a gradient scaler)
     seed: Seed = 0
     deterministic: bool = False  # bit-identical reruns and resumes (fixed CPU threads; see docs/training.md)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (keep.cli.resolve_device)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (keep.devices.resolve_device)
     flow: str = "dis"  # keep.flow estimator for clip stages (Kalman prediction on LQ, temporal loss on GT)
     disc: str = "patch2d"  # keep.losses.DISCRIMINATORS
     disc_nf: PositiveInt = 64

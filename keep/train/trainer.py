@@ -23,9 +23,9 @@ from einops import rearrange
 
 from ..archs.keep_arch import KEEP
 from ..checkpoint import save_checkpoint
-from ..cli import resolve_device
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
+from ..devices import resolve_device
 from ..errors import KeepError
 from ..image import to_uint8, write_image
 from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
