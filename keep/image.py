@@ -1,4 +1,4 @@
-"""The one place images are read, written and converted (STYLE habit 16).
+"""The one place images are read, written and converted: a second copy of a conversion would drift apart.
 
 Conventions used across the project:
 - arrays: uint8 RGB, channels last: one image `(H, W, 3)`, a clip `(T, H, W, 3)`;

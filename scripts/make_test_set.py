@@ -4,8 +4,8 @@
     python scripts/make_test_set.py --root datasets/vfhq_test [--seed 0] [--set crf=[25,25] noise_prob=0]
 
 Reads `<root>/GT/<clip>/*.png` (aligned faces, e.g. 512) and writes `<root>/LQ/<clip>/*.png` (x4
-smaller, same file names) with the degradation pipeline (`keep.data.degrade_clip`, KEEP_SPEC section
-9: blur, noise, downsampling, noise, H.264). `--protocol` names the parameters
+smaller, same file names) with the degradation pipeline (`keep.data.degrade_clip`, docs/training.md
+"Data and degradations": blur, noise, downsampling, noise, H.264). `--protocol` names the parameters
 (`keep.evaluation.protocols`: `vfhq_easy` = the released test set's blur 5-10, noise 0-10, CRF 18-25;
 `training` = this project's training defaults); `--set key=value` overrides `DegradationConfig`
 fields on top. Each clip's generator is seeded from `--seed` and the clip's name (not its position in

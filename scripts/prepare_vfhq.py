@@ -9,7 +9,7 @@ Input: a folder whose entries are clips, each a folder of frames or a video file
 right eye, nose, left and right mouth corner in image coordinates), otherwise detected per frame with
 dlib (HOG face detector + the 68-point predictor of face-recognition-models; eye centres, nose tip and
 mouth corners give the 5 points). A frame with no detection reuses the previous frame's landmarks.
-Each frame is warped by the similarity transform onto the FFHQ template (KEEP_SPEC section 10) and
+Each frame is warped by the similarity transform onto the FFHQ 5-point template (keep/face/align.py) and
 written as `<out>/<clip>/<frame:08d>.png` - the `clips` layout of `keep.data.DataConfig`.
 """
 

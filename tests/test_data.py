@@ -1,4 +1,4 @@
-"""Clip sampling of the training data: frame interval and reversal (KEEP_SPEC section 9), seeded per item."""
+"""Clip sampling of the training data: frame interval and reversal (docs/training.md), seeded per item."""
 
 from collections import Counter
 

@@ -53,7 +53,7 @@ def test_codec_and_odd_sizes(codec):
     ],
 )
 def test_each_released_recipe_parameter_changes_the_output(name, values):
-    """Same seed, one parameter varied: every value gives another clip (KEEP_SPEC section 9's parameters)."""
+    """Same seed, one parameter varied: every value gives another clip (the recipe's parameters, docs/training.md)."""
     base = dict(kernel_types=("iso", "aniso"), noise_prob=0.0, noise2_prob=0.0, resize_probs=(0.0, 1.0, 0.0))
     gt = _clip(3, 64)
     outs = [degrade_clip(gt, np.random.default_rng(1), DegradationConfig(**{**base, name: v})) for v in values]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.
 
 def test_parameters_are_those_of_the_released_gmflow():
     state = GMFlowNet().state_dict()
-    assert len(state) == 123 and sum(v.numel() for v in state.values()) == 4_680_288  # KEEP_SPEC section 6
+    assert len(state) == 123 and sum(v.numel() for v in state.values()) == 4_680_288  # docs/network.md "Flow"
 
 
 def test_released_keys_map_one_to_one(shared_dir):

@@ -23,7 +23,7 @@ TEMPLATE = np.array(
 
 
 def align(img: np.ndarray, size: int = 512) -> np.ndarray:
-    """Align a photo's face to the FFHQ template (KEEP_SPEC section 10) with dlib's detector + 68 points."""
+    """Align a photo's face to the FFHQ template (keep/face/align.py) with dlib's detector + 68 points."""
     import dlib
 
     from keep.face.dlib_models import dlib_model_path

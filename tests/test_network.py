@@ -99,7 +99,7 @@ def test_zero_flow_warp_is_identity_and_shift_moves_pixels():
 
 
 def test_cft_and_cfa_weights_learn():
-    """The released code zero-initialises all CFT/CFA weights, so they never learn (spec section 8)."""
+    """The released code zero-initialises all CFT/CFA weights, so they never learn (docs/network.md)."""
     torch.manual_seed(0)
     model = KEEP(PRESETS["tiny"]).train()
     lq, flows = clip(frames=2)

@@ -1,4 +1,4 @@
-"""Convolutional building blocks of the VQGAN family (KEEP_SPEC section 1).
+"""Convolutional building blocks of the VQGAN family (docs/network.md).
 
 Every block takes and returns feature maps `(N, C, H, W)`; the parameter names match the released
 checkpoint (`norm1, conv1, norm2, conv2, conv_out`, `norm, q, k, v, proj_out`, `conv`) so that the

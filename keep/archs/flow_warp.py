@@ -1,4 +1,4 @@
-"""Backward warping with optical flow (KEEP_SPEC section 5, prediction step)."""
+"""Backward warping with optical flow (the Kalman prediction step, docs/network.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Kalman gain network and update step (KEEP_SPEC section 5).
+"""Kalman gain network and update step: the paper's Kalman filter (Sec. 3; docs/network.md).
 
 The gain `K[t]` in (0, 1) weighs, per latent position, the prediction (previous restored frame warped
 into frame t and re-encoded) against the observation (the LQ encoder output of frame t):
 
-    z_post[t] = (1 - K[t]) * z_obs[t] + K[t] * z_pred[t]                                    (paper eq. 9)
+    z_post[t] = (1 - K[t]) * z_obs[t] + K[t] * z_pred[t]                                    (Kalman update)
 
 It is estimated from the observations alone: each frame's tokens attend to the first and the
 previous frame of the window (sparse-causal attention), then each position attends across all frames

@@ -271,7 +271,7 @@ class KEEP(nn.Module):
         observation is the posterior). Returns (out, logits, idx, z_post, features at the CFA scales)."""
         if prev_out is None:
             z_post = z_obs
-        else:  # prediction: the previous output warped and re-encoded; update: paper eq. 9
+        else:  # prediction: the previous output warped and re-encoded; update: the paper's Kalman update (Sec. 3)
             z_post = kalman_update(z_obs, self.predict(prev_out, flow), gain)
         logits, idx, z_q = self.predict_codes(z_post, straight_through=straight_through)
         out, fused = self.decode(z_q, taps, cfa_memory, fidelity)
@@ -306,7 +306,8 @@ class KEEP(nn.Module):
         frames, lag = lq.shape[1], 0 if state.prev_out is not None else 1  # flows[:, t - lag]: frame t -> t-1
         z_obs, taps = self.encode_observations(lq)  # observations of the whole window
         seen = z_obs if state.obs_history is None else torch.cat([state.obs_history, z_obs], dim=1)
-        # gain: once per window, from observations only (paper eq. 10), the remembered ones included
+        # gain (the paper's learned Kalman gain, Sec. 3): once per window, from observations only, the remembered
+        # ones included
         gain = self.kalman(seen)[:, -frames:] if frames > 1 or not lag else None
         prev_out, memory, outputs = state.prev_out, dict(state.cfa_memory), []
         for t in range(frames):

@@ -1,4 +1,4 @@
-"""RRDBNet: the ESRGAN generator, as in Real-ESRGAN's x2plus background upsampler (KEEP_SPEC section 7).
+"""RRDBNet: the ESRGAN generator, as in Real-ESRGAN's x2plus background upsampler (docs/inference.md, `--bg_upsampler`).
 
     feat = conv_first(pixel_unshuffle(x))          x2: the input is unshuffled by 2 (3 -> 12 channels)
     feat = feat + conv_body(RRDB_23(...RRDB_1(feat)))

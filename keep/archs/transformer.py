@@ -1,4 +1,4 @@
-"""Code-prediction transformer (KEEP_SPEC section 2, CodeFormer style).
+"""Code-prediction transformer (CodeFormer style; docs/network.md).
 
 Predicts, for each of the `h * w` latent tokens, logits over the codebook. Position embeddings are
 added to queries and keys only, in every layer.

@@ -1,4 +1,4 @@
-"""VQGAN encoder, decoder and codebook (KEEP_SPEC sections 1 and 2).
+"""VQGAN encoder, decoder and codebook (docs/network.md, "VQGAN encoder, codebook and decoder").
 
 The encoder and decoder are flat `blocks` lists, as in the released checkpoint. Which block outputs
 feed the CFT ("taps", encoder side) and which decoder outputs are fused ("fusion points") follows one

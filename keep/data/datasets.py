@@ -7,7 +7,7 @@ Sources:
 - `clips`: `root/<clip>/<frame>.png|jpg` of aligned crops (what `prepare_vfhq.py` writes).
 - `images`: `root/*.png|jpg` aligned single faces (stage I / II); every item is a one-frame clip.
 
-Clip sampling (KEEP_SPEC section 9, the released options): an item is a start frame; its frame interval
+Clip sampling (the released options; docs/training.md): an item is a start frame; its frame interval
 is drawn from `intervals` (frames start, start + i, ..., start + (T-1) i; the start moves back when the
 clip ends too early for that interval, and an interval longer than the clip allows is never drawn), and
 with `random_reverse` the clip is played backwards half of the time.

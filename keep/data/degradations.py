@@ -1,4 +1,4 @@
-"""Synthetic degradations for training and benchmark test sets (KEEP_SPEC section 9).
+"""Synthetic degradations for training and benchmark test sets (docs/training.md, "Data and degradations").
 
 Every function here is a pure function of its inputs and an explicit `np.random.Generator`; nothing
 touches a global random state. The parameters of a clip (kernel, noise levels, resize mode, JPEG

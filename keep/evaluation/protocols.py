@@ -4,7 +4,7 @@
 `configs/<config>` runs the benchmark with the matching windowing. docs/benchmark.md says which
 published number each protocol corresponds to.
 
-`vfhq_easy` (KEEP_SPEC sections 9 and 11): the released test option file names its LQ folder
+`vfhq_easy` (the paper's VFHQ table): the released test option file names its LQ folder
 `BlindLR_128x128_easy_Blur5-10_Noise0-10_CRF18-25` and restores 20-frame windows with
 `padding: reflection_circle`. From the name: blur sigma 5-10, Gaussian noise sigma 0-10, H.264 with
 CRF 18-25, 128 px LQ (x4 from 512 GT). Not in the name, taken from the released training options
@@ -51,7 +51,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "crf": [18, 25],
         },
         config="configs/test_vfhq_easy.yml",
-        published="KEEP_SPEC section 11 (the paper's VFHQ table): the KEEP row, PSNR 27.99 / SSIM 0.827 / "
+        published="the paper's VFHQ table (docs/benchmark.md): the KEEP row, PSNR 27.99 / SSIM 0.827 / "
         "LPIPS 0.162 / IDS 0.796 / AKD 8.82",
     ),
     "training": Protocol(

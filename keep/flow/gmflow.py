@@ -1,6 +1,6 @@
 """GMFlow: optical flow as global matching (Xu et al., "GMFlow: Learning Optical Flow via Global
 Matching", CVPR 2022), the flow network the released KEEP was trained and evaluated with
-(KEEP_SPEC section 6). Written for this project from the paper and the description of its public
+(docs/network.md "Flow"). Written for this project from the paper and the description of its public
 code (haofeixu/gmflow, Apache-2.0); the weights come from a KEEP checkpoint's `flownet.model.*`.
 
 The released setting (`gmflow_sintel`, inference): one scale, 128 feature channels at 1/8 of the

@@ -34,7 +34,7 @@ def code_cross_entropy(logits: torch.Tensor, idx_target: torch.Tensor) -> torch.
 
 
 def temporal_feature_loss(features: torch.Tensor, flows: torch.Tensor, *, penalty: str = "l1") -> torch.Tensor:
-    """Flow-warped temporal consistency of decoder features (KEEP_SPEC section 9).
+    """Flow-warped temporal consistency of decoder features (stage III, docs/training.md).
 
     features: `(B, T, C, r, r)` decoder features of consecutive frames; flows: `(B, T-1, 2, H, W)` in
     pixels, frame t -> t-1 at image size H (the released recipe: flows of the GT clip). Feature t-1

@@ -1,4 +1,4 @@
-"""The training stages of the authors' released recipe (KEEP_SPEC section 9), each one `Stage` record.
+"""The training stages of the authors' released recipe (docs/training.md), each one `Stage` record.
 
 A record says what trains, builds the stage's training forward, lists the losses it computes, restores a
 validation clip and says whether it needs optical flow; the trainer never branches on a stage's name.
