@@ -173,6 +173,8 @@ CASES: list[Case] = [
     bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
     bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
     bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "nosuch=1", match="nosuch"),  # the keys of inference.py's --set
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "overlap=threads", match="--modes"),
     # scripts/benchmark_compose.py
     bad(*BCOMPOSE, "--size", "wide", match="size"),
     bad(*BCOMPOSE, "--frames", "0", match="frames"),
