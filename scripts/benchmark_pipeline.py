@@ -151,7 +151,7 @@ def report_alone(alone: dict, frames: int, cores: int, device: str) -> dict:
     stages = alone["timings"]
     total = sum(stages.values())
     bound = max(max(stages.values()), total / cores)
-    print(f"\nstages alone (--set overlap=off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
+    print(f"\nstages alone (--modes off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
     for stage in STAGES:
         seconds = stages[stage]
         print(f"{stage:<11} {seconds:8.2f} {frames / seconds if seconds else float('inf'):9.1f}")
@@ -174,7 +174,7 @@ def report_alone(alone: dict, frames: int, cores: int, device: str) -> dict:
 
 def report_overlapped(mode: str, summary: dict, frames: int, alone: dict | None) -> dict:
     """An overlapped run against the stages alone: end to end, waits, CPU seconds per worker process."""
-    line = f"\n--set overlap={mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
+    line = f"\n--modes {mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
     line += (
         f", {summary['seconds'] / frames:.3f} s/frame; {summary['cpu_seconds'] / summary['seconds']:.2f} cores busy)"
     )
