@@ -27,12 +27,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .devices import resolve_device  # noqa: F401  (see below)
 from .errors import KeepError
-from .threads import set_threads  # noqa: F401
-
-# `resolve_device` and `set_threads` live in keep.devices and keep.threads; scripts/benchmark_speed.py still
-# imports them from here until its own rework (issue 20) moves the import. Remove these two lines then.
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

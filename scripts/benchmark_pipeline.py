@@ -3,6 +3,7 @@
     python scripts/benchmark_pipeline.py --model preset:tiny --detector dlib --flow dis --threads 1
     python scripts/benchmark_pipeline.py --model keep --flow dis --frames 8 --modes off processes
     python scripts/benchmark_pipeline.py -i clip.mp4 --model keep --device cuda --frames 200 --modes processes
+    python scripts/benchmark_pipeline.py --model keep --device cuda --set cuda_graphs=false stage_groups=cpu
 
 Without `-i` it generates a reproducible 960x540 clip with two people (two crops of the shipped carphone
 sample side by side, 37 frames apart; `--size 1920x1080` for 1080p). It builds the pipeline once per
@@ -14,6 +15,8 @@ The network alone is the `flow` + `network` seconds of the `off` run. With `--re
 alternate N times and each mode's fastest run counts (on a shared machine). Model loading and worker
 start-up are not timed (they happen once per run of many videos). Prints a table; `--json` writes the
 figures, with the CPU seconds of all pipeline processes (cores busy = CPU seconds / wall seconds).
+The flags are inference.py's (defaults here: `--detector dlib --flow dis --device cpu`, mask feather);
+every other setting is a `--set` key of inference.py (docs/inference.md), except `overlap` (`--modes`).
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from keep.threads import passive_openmp_waits  # noqa: E402
 
 passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
 
-from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
+from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main  # noqa: E402
+from keep.config import load_config  # noqa: E402
 from keep.devices import PRECISION_CHOICES  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.detectors import DETECTORS  # noqa: E402
 from keep.flow import FLOW_ESTIMATORS  # noqa: E402
-from keep.pipeline import STAGE_GROUPS, STAGE_TIMERS, STAGES, Pipeline, PipelineOptions  # noqa: E402
+from keep.pipeline import STAGE_TIMERS, STAGES, Pipeline, PipelineOptions  # noqa: E402
 from keep.threads import cpu_cores, set_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,16 +109,21 @@ def cpu_seconds(pipeline: Pipeline) -> dict[str, float]:
     return seconds
 
 
+def pipeline_options(args: argparse.Namespace, mode: str) -> PipelineOptions:
+    """The pipeline's options for one mode: the defaults, the benchmark's flags (and its feather mask), then
+    `--set` (keep.config.load_config, as inference.py); `--modes` alone chooses the overlap."""
+    if any(item.split("=", 1)[0].strip() == "overlap" for item in args.overrides):
+        raise KeepError("--set overlap=...: the overlap is chosen by --modes here")
+    flags = {name: getattr(args, name) for name in ("model", "detector", "flow", "device", "precision", "window")}
+    flags |= {"mask": "feather", "overlap": mode, "overwrite": True}
+    return load_config(PipelineOptions, None, args.overrides, flags=flags)
+
+
 def run_modes(args: argparse.Namespace, clip: Path, tmp: Path) -> dict[str, dict]:
     """Per mode, the fastest of `--repeats` runs (each mode's pipeline built before any run is timed)."""
     pipelines = {}
     for mode in args.modes:  # all built first, so that the runs can alternate
-        options = PipelineOptions(
-            model=args.model, detector=args.detector, flow=args.flow, device=args.device, mask="feather",
-            precision=args.precision, window=args.window, overlap=mode, overwrite=True, cuda_graphs=args.cuda_graphs,
-            stage_groups=args.stage_groups,
-        )  # fmt: skip
-        pipelines[mode] = Pipeline(options)
+        pipelines[mode] = Pipeline(pipeline_options(args, mode))
         pipelines[mode].build()  # model loading and worker start-up are not timed
     tries: dict[str, list[dict]] = {mode: [] for mode in args.modes}
     try:
@@ -142,7 +151,7 @@ def report_alone(alone: dict, frames: int, cores: int, device: str) -> dict:
     stages = alone["timings"]
     total = sum(stages.values())
     bound = max(max(stages.values()), total / cores)
-    print(f"\nstages alone (--set overlap=off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
+    print(f"\nstages alone (--modes off)\n{'stage':<11} {'seconds':>8} {'frames/s':>9}")
     for stage in STAGES:
         seconds = stages[stage]
         print(f"{stage:<11} {seconds:8.2f} {frames / seconds if seconds else float('inf'):9.1f}")
@@ -165,7 +174,7 @@ def report_alone(alone: dict, frames: int, cores: int, device: str) -> dict:
 
 def report_overlapped(mode: str, summary: dict, frames: int, alone: dict | None) -> dict:
     """An overlapped run against the stages alone: end to end, waits, CPU seconds per worker process."""
-    line = f"\n--set overlap={mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
+    line = f"\n--modes {mode}: end to end {summary['seconds']:.2f} s ({summary['frames_per_second']:.2f} frames/s"
     line += (
         f", {summary['seconds'] / frames:.3f} s/frame; {summary['cpu_seconds'] / summary['seconds']:.2f} cores busy)"
     )
@@ -207,6 +216,7 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.modes[0] != "off" and "off" in args.modes:
         raise KeepError("--modes: put 'off' first")
+    pipeline_options(args, "off").check()  # a bad --set key or value fails now, before anything is loaded
     args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
     cores = cpu_cores()
@@ -259,12 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow", default="dis", choices=("auto", *FLOW_ESTIMATORS))
     add_device_argument(p, default="cpu")
     p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
-    p.add_argument("--stage_groups", default="auto", choices=("auto", *STAGE_GROUPS), help="auto: by the device")
     p.add_argument("--window", type=int, default=20)
-    p.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="GPU: no CUDA-graph replay")
     p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
     p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
     add_threads_argument(p)
+    add_set_argument(p)  # any other pipeline setting: cuda_graphs=false, stage_groups=gpu, detect_size=0, ...
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
     return run_main(lambda: _main(args))

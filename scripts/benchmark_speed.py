@@ -12,7 +12,8 @@ precision or at each precision named (on the golden case: the >= 99% bar of issu
     python scripts/benchmark_speed.py --weights golden --frames 3 --window 3 --agreement tf32 bf16 fp16
     python scripts/benchmark_speed.py --device cuda --precision fp16 --frames 100 --flow raft_small
 
-`scripts/profile_gpu.py` takes the same options that say what runs and profiles one window of it.
+`scripts/profile_gpu.py` takes the same options that say what runs and profiles one window of it. GPU
+options: `--no_cuda_graphs` (eager), `--compile [BACKEND]`, `--no_norm_in_autocast_dtype` (docs/speed.md).
 
 Weights: `random` (the released configuration, randomly initialised; speed does not depend on the
 values), `golden` (the released-layout stand-in weights of ../shared/golden, meaningful codes for
@@ -41,24 +42,33 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from keep.archs.blocks import norm_in_autocast_dtype  # noqa: E402
-from keep.cli import add_device_argument, add_threads_argument, resolve_device, run_main, set_threads  # noqa: E402
+from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
+from keep.devices import resolve_device  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
+from keep.flow import FLOW_ESTIMATORS  # noqa: E402
 from keep.precision import PRECISIONS, prepare_for_inference, reuse_freed_memory  # noqa: E402
 from keep.restorer import Restorer  # noqa: E402
 from keep.streaming import StreamingRestorer  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "golden"
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that say what runs: shared with scripts/profile_gpu.py, which profiles what this times."""
+def add_run_arguments(p: argparse.ArgumentParser, *, cuda_graphs: bool = True) -> None:
+    """The options that say what runs: shared with scripts/profile_gpu.py, which profiles what this times.
+    `cuda_graphs`: the default of CUDA-graph replay (the flag given turns it the other way)."""
     add_device_argument(p, default="cpu")
     add_threads_argument(p)
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
@@ -67,21 +77,23 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="random", help="random | golden | a keep.load_model source")
     p.add_argument("--flows", default="random", choices=["random", "zero"], help="given flows")
     p.add_argument(
-        "--flow", default=None, help="estimate flows with this keep.flow estimator (timed): gmflow, dis, ..."
+        "--flow", default=None, choices=("auto", *FLOW_ESTIMATORS), help="estimate flows with this estimator (timed)"
     )
-    p.add_argument("--flow-batch", type=int, default=4, help="GMFlow: frame pairs per network call")
+    p.add_argument("--flow_batch", type=int, default=4, help="GMFlow: frame pairs per network call")
     p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=False,
+        "--channels_last",
+        action="store_true",
         help="NHWC layout (keep.precision.prepare_for_inference): faster, same codes, output not bit-exact",
     )
-    p.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="GPU: replay each frame's kernels from a CUDA graph (keep.cuda_graphs); --no-cuda-graphs: eager",
-    )
+    if cuda_graphs:
+        p.add_argument(
+            "--no_cuda_graphs",
+            dest="cuda_graphs",
+            action="store_false",
+            help="GPU: eager, no replay of each frame's kernels from a CUDA graph (keep.cuda_graphs)",
+        )
+    else:
+        p.add_argument("--cuda_graphs", action="store_true", help="GPU: replay each frame's kernels from a CUDA graph")
     p.add_argument(
         "--compile",
         nargs="?",
@@ -91,17 +103,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="the per-frame step through torch.compile (default backend inductor; Restorer.compile_step)",
     )
     p.add_argument(
-        "--norm-in-autocast-dtype",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="GPU, bf16 / fp16: group norm in that dtype (keep.archs.blocks); --no-...: autocast's float32",
+        "--no_norm_in_autocast_dtype",
+        dest="norm_in_autocast_dtype",
+        action="store_false",
+        help="GPU, bf16 / fp16: group norm in autocast's float32, not in that dtype (keep.archs.blocks)",
     )
     p.add_argument("--seed", type=int, default=0)
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
     if args.window < 1 or args.batch < 1 or args.flow_batch < 1:
-        raise KeepError("--window, --batch and --flow-batch must be >= 1")
+        raise KeepError("--window, --batch and --flow_batch must be >= 1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,10 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs; min and median are printed")
     p.add_argument(
-        "--reuse-memory",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="CPU: glibc malloc keeps freed memory (keep.precision.reuse_freed_memory); --no-reuse-memory: default",
+        "--no_reuse_memory",
+        dest="reuse_memory",
+        action="store_false",
+        help="CPU: glibc malloc's default, not keeping freed memory (keep.precision.reuse_freed_memory)",
     )
     p.add_argument(
         "--agreement",
@@ -297,7 +309,7 @@ def agreement(model, frames, flows, args, device, timed_codes: torch.Tensor) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    # --no-norm-in-autocast-dtype: group norm in float32 under autocast on every device (autocast's own choice)
+    # --no_norm_in_autocast_dtype: group norm in float32 under autocast on every device (autocast's own choice)
     with nullcontext() if args.norm_in_autocast_dtype else norm_in_autocast_dtype(()):
         return measure(args)
 
@@ -316,34 +328,61 @@ def measure(args: argparse.Namespace) -> dict:
     timed = Restorer(  # keeps its graphs and compiled code from the warm-up on
         recorder, model.flow, precision=args.precision, cuda_graphs=args.cuda_graphs, compile_step=args.compile
     )
+    runs = time_runs(timed, recorder, frames, flows, args, device)
+    results = setting(args, device, reused, golden_case is not None) | speed(runs, args)
+    if args.flow is not None:
+        results |= flow_apart(runs, args) | {"flow_size": model.config.img_size}
+    if args.agreement is not None:
+        results |= agreement(model, frames, flows, args, device, torch.cat(recorder.idx, 1))
+    report(results)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+class Runs:
+    """What the timed repeats measured: per repeat the seconds, the CPU seconds and (seconds, CPU seconds,
+    pairs) of each window's flow estimation; the peak memory after loading, after each window of the first
+    repeat and after all of them. (A plain class: tests load this script without registering it as a module,
+    which a dataclass needs.)"""
+
+    def __init__(self, memory_loaded: float):
+        self.memory_loaded, self.peak_all = memory_loaded, 0.0
+        self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
+        self.flow_times: list[list[tuple[float, float, int]]] = []
+        self.peaks: list[float] = []
+
+
+def time_runs(timed: Restorer, recorder: CodeRecorder, frames, flows, args, device: torch.device) -> Runs:
+    """`--warmup` (untimed), then `--repeats` timed streams of all frames; the recorder keeps the last one's codes."""
     if args.warmup:
         warm = min(args.window, args.frames)
         warm_args = argparse.Namespace(**{**vars(args), "window": warm})
         stream(timed, frames[:, :warm], flows[:, :warm], warm_args, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    memory_loaded = peak_memory_mib(device)
+    runs = Runs(memory_loaded=peak_memory_mib(device))
 
-    seconds, cpu_seconds, peaks = [], [], []  # peaks: after each window of the first repeat
-    flow_times: list[list[tuple[float, float, int]]] = []  # per repeat: (seconds, CPU s, pairs) per window
+    def after_window(done: int) -> None:
+        runs.peaks.append(peak_memory_mib(device))
+
     for _ in range(args.repeats):
         recorder.idx.clear()
-        flow_times.append([])
+        runs.flow_times.append([])
         sync(device)
         wall, cpu = time.perf_counter(), time.process_time()
-        stream(
-            timed,
-            frames,
-            flows,
-            args,
-            device,
-            on_window=lambda done: peaks.append(peak_memory_mib(device)),
-            flow_time=flow_times[-1],
-        )
-        seconds.append(time.perf_counter() - wall)
-        cpu_seconds.append(time.process_time() - cpu)
-    processed = args.frames * args.batch
-    results = {
+        stream(timed, frames, flows, args, device, on_window=after_window, flow_time=runs.flow_times[-1])
+        runs.seconds.append(time.perf_counter() - wall)
+        runs.cpu_seconds.append(time.process_time() - cpu)
+    runs.peak_all = peak_memory_mib(device)
+    return runs
+
+
+def setting(args: argparse.Namespace, device: torch.device, reused: bool, golden: bool) -> dict:
+    """What was run, on what."""
+    return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "precision": args.precision,
@@ -354,46 +393,51 @@ def measure(args: argparse.Namespace) -> dict:
         "reuse_freed_memory": reused,
         "threads": torch.get_num_threads(),
         "weights": args.weights if isinstance(args.weights, str) else "state dict",
-        "flow": args.flow or f"given ({'golden' if golden_case is not None else args.flows})",
+        "flow": args.flow or f"given ({'golden' if golden else args.flows})",
         "frames": args.frames,
         "batch": args.batch,
         "window": args.window,
         "repeats": args.repeats,
-        "s_per_frame_min": min(seconds) / processed,
-        "s_per_frame_median": statistics.median(seconds) / processed,
-        "fps_max": processed / min(seconds),
-        "fps_median": processed / statistics.median(seconds),
-        "cpu_s_per_frame_median": statistics.median(cpu_seconds) / processed,
-        "memory_after_load_mib": memory_loaded,
-        "peak_memory_first_window_mib": peaks[0],
-        "peak_memory_per_window_mib": peaks[: -(-args.frames // args.window)],
-        "peak_memory_all_frames_mib": peak_memory_mib(device),
+    }
+
+
+def speed(runs: Runs, args: argparse.Namespace) -> dict:
+    """Frames/s, s/frame and CPU s/frame over the repeats, and the peak memory (flows included)."""
+    processed = args.frames * args.batch
+    best, median = min(runs.seconds), statistics.median(runs.seconds)
+    return {
+        "s_per_frame_min": best / processed,
+        "s_per_frame_median": median / processed,
+        "fps_max": processed / best,
+        "fps_median": processed / median,
+        "cpu_s_per_frame_median": statistics.median(runs.cpu_seconds) / processed,
+        "memory_after_load_mib": runs.memory_loaded,
+        "peak_memory_first_window_mib": runs.peaks[0],
+        "peak_memory_per_window_mib": runs.peaks[: -(-args.frames // args.window)],
+        "peak_memory_all_frames_mib": runs.peak_all,
+        "peak_memory_growth": runs.peak_all / runs.peaks[0] - 1,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    results["peak_memory_growth"] = results["peak_memory_all_frames_mib"] / results["peak_memory_first_window_mib"] - 1
-    if args.flow is not None:
-        flow_seconds = [sum(t for t, _, _ in run) for run in flow_times]
-        flow_cpu = [sum(c for _, c, _ in run) for run in flow_times]
-        pairs = sum(n for _, _, n in flow_times[0])
-        network_seconds = [total - flow for total, flow in zip(seconds, flow_seconds, strict=True)]
-        network_cpu = [total - flow for total, flow in zip(cpu_seconds, flow_cpu, strict=True)]
-        results["flow_pairs"] = pairs
-        results["flow_size"] = model.config.img_size
-        if pairs:
-            results["flow_s_per_pair_min"] = min(flow_seconds) / pairs
-            results["flow_s_per_pair_median"] = statistics.median(flow_seconds) / pairs
-            results["flow_pairs_per_s_max"] = pairs / min(flow_seconds)
-            results["flow_cpu_s_per_pair_median"] = statistics.median(flow_cpu) / pairs
-        results["network_s_per_frame_min"] = min(network_seconds) / processed
-        results["network_s_per_frame_median"] = statistics.median(network_seconds) / processed
-        results["network_fps_max"] = processed / min(network_seconds)
-        results["network_cpu_s_per_frame_median"] = statistics.median(network_cpu) / processed
-    if args.agreement is not None:
-        results |= agreement(model, frames, flows, args, device, torch.cat(recorder.idx, 1))
-    report(results)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+
+
+def flow_apart(runs: Runs, args: argparse.Namespace) -> dict:
+    """With `--flow`: the estimator's time per frame pair and the network's per frame, apart."""
+    processed = args.frames * args.batch
+    flow_seconds = [sum(t for t, _, _ in run) for run in runs.flow_times]
+    flow_cpu = [sum(c for _, c, _ in run) for run in runs.flow_times]
+    pairs = sum(n for _, _, n in runs.flow_times[0])
+    network_seconds = [total - flow for total, flow in zip(runs.seconds, flow_seconds, strict=True)]
+    network_cpu = [total - flow for total, flow in zip(runs.cpu_seconds, flow_cpu, strict=True)]
+    results = {"flow_pairs": pairs}
+    if pairs:
+        results["flow_s_per_pair_min"] = min(flow_seconds) / pairs
+        results["flow_s_per_pair_median"] = statistics.median(flow_seconds) / pairs
+        results["flow_pairs_per_s_max"] = pairs / min(flow_seconds)
+        results["flow_cpu_s_per_pair_median"] = statistics.median(flow_cpu) / pairs
+    results["network_s_per_frame_min"] = min(network_seconds) / processed
+    results["network_s_per_frame_median"] = statistics.median(network_seconds) / processed
+    results["network_fps_max"] = processed / min(network_seconds)
+    results["network_cpu_s_per_frame_median"] = statistics.median(network_cpu) / processed
     return results
 
 

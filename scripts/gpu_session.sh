@@ -58,12 +58,14 @@ trap 'rm -rf "$WORK"' EXIT
 START=$SECONDS
 FAILED=()
 
+# The smoke run takes the GPU run's options with smaller values (and --threads), so that it checks the
+# GPU run's command lines against the scripts' current options.
 if [[ $SMOKE == 1 ]]; then  # the same steps on the CPU, in seconds (tests/test_gpu_session.py)
     DEVICE=cpu
     WEIGHTS=(--weights preset:tiny)
     GOLDEN=(--weights preset:tiny --frames 2 --window 2 --threads 1)
-    SPEED=(--frames 2 --window 2 --repeats 1 --threads 1)
-    PROFILE=(--window 2 --threads 1)
+    SPEED=(--frames 2 --window 2 --warmup --repeats 1 --flow_batch 2 --threads 1)
+    PROFILE=(--window 2 --batch 2 --threads 1)
     BATCHES="1"
     PIPELINE=(--model preset:tiny --flow dis --size 320x180 --frames 2 --modes off --threads 1)
     COMPILE=(--compile eager --frames 1 --window 1)  # no predicted frame: tests/test_gpu_paths.py traces the step
@@ -71,7 +73,7 @@ else
     DEVICE=cuda
     WEIGHTS=()  # random: the released configuration
     GOLDEN=(--weights golden --frames 3 --window 3)  # the golden case: its 3 frames, its flows given
-    SPEED=(--frames 40 --window 20 --warmup --repeats 2 --flow-batch 20)
+    SPEED=(--frames 40 --window 20 --warmup --repeats 2 --flow_batch 20)
     PROFILE=(--window 10 --batch 4)  # 10 frames: the trace stays under the 16 MiB a file may bring back
     BATCHES="1 2 4"
     PIPELINE=(--model "$WORK/standin.pth" --flow gmflow --size 1920x1080 --frames 200 --modes off processes)
@@ -154,10 +156,10 @@ session() {
     local bench=("$PY" scripts/benchmark_speed.py --device "$DEVICE")
     local agree=("${bench[@]}" "${GOLDEN[@]}" --precision fp32 --agreement tf32 bf16 fp16)
     step agreement 90 "${agree[@]}" --json "$WORK/agreement.json"
-    # (the smoke run leaves out the repeats of a command with one option changed: --no-norm-in-autocast-dtype
+    # (the smoke run leaves out the repeats of a command with one option changed: --no_norm_in_autocast_dtype
     # is run by the speed step, another precision by the first profile)
     [[ $SMOKE == 1 ]] ||
-        step agreement_norm_fp32 90 "${agree[@]}" --no-norm-in-autocast-dtype --json "$WORK/agreement_norm_fp32.json"
+        step agreement_norm_fp32 90 "${agree[@]}" --no_norm_in_autocast_dtype --json "$WORK/agreement_norm_fp32.json"
 
     local profile=("$PY" scripts/profile_gpu.py --device "$DEVICE" "${WEIGHTS[@]}" "${PROFILE[@]}" --top 30)
     step profile_fp16 90 "${profile[@]}" --precision fp16 --out "$WORK/profile_fp16"
@@ -171,7 +173,7 @@ import benchmark_speed as bench
 
 device, batches, out, common = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4:]
 runs = [(p, b, []) for p in ("fp32", "bf16", "fp16") for b in batches]
-runs.append(("fp16", batches[-1], ["--no-norm-in-autocast-dtype"]))  # what group norm in fp16 changes
+runs.append(("fp16", batches[-1], ["--no_norm_in_autocast_dtype"]))  # what group norm in fp16 changes
 rows = []
 for precision, batch, extra in runs:
     argv = ["--device", device, "--flow", "gmflow", "--precision", precision, "--batch", batch, *common, *extra]

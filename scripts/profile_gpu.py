@@ -14,7 +14,7 @@ has a prediction, as in a long video). Prints, and writes to `--out`:
   kernels;
 - `trace.json.gz`: the Chrome trace of the window (ui.perfetto.dev or chrome://tracing read it).
 CUDA graphs are off by default here: each kernel is then attributed to the operator and the part of
-the network that launched it. `--cuda-graphs` profiles the replays as a whole instead (what the
+the network that launched it. `--cuda_graphs` profiles the replays as a whole instead (what the
 benchmark times): operators and parts are not seen inside a replay, only what the profiler records of
 its kernels. Times under the profiler are slower than the benchmark's; the shares are what count.
 """
@@ -29,17 +29,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import torch
-from torch.autograd import DeviceType
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from keep.threads import passive_openmp_waits  # noqa: E402
+
+passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+import torch  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmark_speed, beside this file
 
 import benchmark_speed as bench  # noqa: E402
 
 from keep.archs.blocks import norm_in_autocast_dtype  # noqa: E402
-from keep.cli import resolve_device, run_main, set_threads  # noqa: E402
+from keep.cli import run_main  # noqa: E402
+from keep.devices import resolve_device  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.precision import prepare_for_inference  # noqa: E402
+from keep.threads import set_threads  # noqa: E402
 
 # Kind of work of an operator, from its name: first pattern that matches (self times are summed by kind).
 KINDS = (
@@ -56,11 +64,10 @@ KINDS = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bench.add_run_arguments(p)
-    p.set_defaults(cuda_graphs=False)  # eager: each kernel attributed to its operator
+    bench.add_run_arguments(p, cuda_graphs=False)  # eager: each kernel attributed to its operator
     p.add_argument("--top", type=int, default=25, help="rows of the operator and kernel tables")
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="folder for profile.md and the trace")
-    p.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True, help="write trace.json.gz")
+    p.add_argument("--no_trace", dest="trace", action="store_false", help="no trace.json.gz")
     args = p.parse_args(argv)
     bench.check_run_arguments(args)
     if args.top < 1:

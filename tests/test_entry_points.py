@@ -173,6 +173,8 @@ CASES: list[Case] = [
     bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
     bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
     bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "nosuch=1", match="nosuch"),  # the keys of inference.py's --set
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "overlap=threads", match="--modes"),
     # scripts/benchmark_compose.py
     bad(*BCOMPOSE, "--size", "wide", match="size"),
     bad(*BCOMPOSE, "--frames", "0", match="frames"),
@@ -183,6 +185,8 @@ CASES: list[Case] = [
     bad(*BSPEED, "--device", "cuda", match="cuda"),
     bad(*BSPEED, "--device", "tpu", match="tpu"),
     bad(*BSPEED, "--threads", "0", match="threads"),
+    bad(*BSPEED, "--flow_batch", "0", match="--flow_batch"),
+    bad(*BSPEED, "--flow", "farneback", match="--flow"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
     bad("scripts/benchmark_speed.py", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
     # scripts/profile_gpu.py (the options of benchmark_speed.py that say what runs, and its own)
@@ -434,10 +438,9 @@ def test_importing_keep_changes_nothing():
     assert result.stdout.strip().splitlines()[-1] == "None"
 
 
-# Every entry point asks for passive waits itself, first thing (keep/threads.py). scripts/benchmark_speed.py is
-# the one that does not yet (issue 20's profiling work rewrites it).
+# Every entry point asks for passive waits itself, first thing (keep/threads.py): every script included.
 ENTRY_POINTS = ["inference.py", "train.py", "test.py", "app.py"] + sorted(
-    f"scripts/{p.name}" for p in (REPO / "scripts").glob("*.py") if p.name != "benchmark_speed.py"
+    f"scripts/{p.name}" for p in (REPO / "scripts").glob("*.py")
 )
 WATCH = """
 import json, os, runpy, sys
@@ -487,3 +490,23 @@ def test_entry_points_ask_for_passive_waits_before_torch_loads(script, policies_
     assert policy == "PASSIVE", (
         f"{script}: OMP_WAIT_POLICY={policy!r} when it {'imported torch' if when == 'torch' else 'ended'}"
     )
+
+
+def test_option_names_are_spelled_with_underscores():
+    """One spelling convention across inference.py, train.py, test.py, app.py and scripts/ (keep/cli.py,
+    issue 17): `--save_frames`, `--no_cuda_graphs`. Read from the parsers' source: no interpreter per script.
+    `argparse.BooleanOptionalAction` is refused too, as it adds a hyphenated `--no-...` of its own."""
+    import ast
+
+    hyphenated = []
+    for script in [*ENTRY_POINTS, "keep/cli.py"]:
+        tree = ast.parse((REPO / script).read_text(), script)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "BooleanOptionalAction":
+                hyphenated.append(f"{script}:{node.lineno}: BooleanOptionalAction")
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"):
+                continue
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and str(arg.value).startswith("--") and "-" in arg.value[2:]:
+                    hyphenated.append(f"{script}:{node.lineno}: {arg.value}")
+    assert not hyphenated, hyphenated

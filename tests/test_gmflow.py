@@ -135,7 +135,7 @@ def test_speed_benchmark_times_gmflow_beside_the_network():
             "2",
             "--threads",
             "1",
-            "--no-reuse-memory",
+            "--no_reuse_memory",
         ]
     )
     assert r["flow"] == "gmflow" and r["flow_pairs"] == 2 and r["flow_size"] == 64

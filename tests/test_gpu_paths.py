@@ -193,7 +193,7 @@ def test_operator_kinds():
 def test_benchmark_measures_code_agreement_per_precision():
     bench = load_script("benchmark_speed")
     argv = ["--weights", "preset:tiny", "--frames", "2", "--window", "2", "--threads", "1"]
-    results = bench.main(argv + ["--agreement", "tf32", "bf16", "fp16", "--no-norm-in-autocast-dtype"])
+    results = bench.main(argv + ["--agreement", "tf32", "bf16", "fp16", "--no_norm_in_autocast_dtype"])
     shares = results["code_agreement"]
     assert set(shares) == {"tf32", "bf16", "fp16"} and all(0.0 <= s <= 1.0 for s in shares.values())
     assert shares["tf32"] == 1.0  # tf32 is float32 on a CPU
