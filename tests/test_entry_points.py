@@ -468,7 +468,8 @@ for script in sys.argv[1:]:
         when = "end"
     policies[script] = [when, os.environ.get("OMP_WAIT_POLICY")]
     for name, module in list(sys.modules.items()):  # the next script imports the project's modules afresh
-        if (getattr(module, "__file__", None) or "").startswith(repo):
+        file = getattr(module, "__file__", None) or ""  # (not the packages of a virtual environment kept in the repo)
+        if file.startswith(repo) and "site-packages" not in file:
             del sys.modules[name]
 print(json.dumps(policies))
 """

@@ -316,17 +316,19 @@ def worker_pids(parent: int) -> list[int]:
 
 
 def started_restoring(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Wait until a partial output exists (the workers are running)."""
+    """Wait until a partial output exists: the first restored frames reached the encoder, the workers are
+    running and their queues fill. The callers' clips are long enough (300 frames: restoring them takes seconds
+    with the tiny network) for the run to be still going when they act."""
     deadline = time.monotonic() + timeout
     while not any(p.name.endswith(".partial.mp4") for p in out.glob(".*")):
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"the run did not start restoring: {process.communicate()[1][-2000:]}")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_worker_is_one_line_and_leaves_nothing(tmp_path):
-    clip = write_clip(tmp_path / "clip.mp4", sample_frames(60))
+    clip = write_clip(tmp_path / "clip.mp4", sample_frames(300))
     out = tmp_path / "out"
     run = run_inference("-i", str(clip), "-o", str(out), "--model", "preset:tiny", "--flow", "dis", "--threads", "1")
     started_restoring(out, run)
@@ -342,7 +344,7 @@ def test_a_killed_worker_is_one_line_and_leaves_nothing(tmp_path):
 def test_after_sigkill_of_the_main_process_no_semaphore_is_leaked(tmp_path):
     """The workers notice their parent is gone and exit; multiprocessing's resource tracker then finds no
     semaphore left to clean up (before: "There appear to be 14 leaked semaphore objects")."""
-    clip = write_clip(tmp_path / "clip.mp4", sample_frames(60))
+    clip = write_clip(tmp_path / "clip.mp4", sample_frames(300))
     out = tmp_path / "out"
     run = run_inference("-i", str(clip), "-o", str(out), "--model", "preset:tiny", "--flow", "dis", "--threads", "1")
     started_restoring(out, run)
