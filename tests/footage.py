@@ -1,6 +1,6 @@
-"""Clips as phones and cameras make them, generated with PyAV for the tests of issue 19: stored sideways with a
-display matrix, variable frame rate, several audio tracks and a subtitle track, a pixel aspect ratio, a
-capture whose frame size changes mid-stream, a video codec no decoder knows.
+"""Test clips, generated with PyAV: the sample's frames or noise, and clips as phones and cameras make them
+(issue 19): stored sideways with a display matrix, variable frame rate, several audio tracks and a subtitle
+track, a pixel aspect ratio, a capture whose frame size changes mid-stream, a video codec no decoder knows.
 
     write_clip(path, frames, times=..., rotation=(-90, False), audio=[("aac", "eng"), ("pcm_u8", "fra")])
 """
@@ -18,11 +18,11 @@ SAMPLE = REPO / "assets" / "carphone_sample.mp4"
 AUDIO_RATE = 16000
 
 
-def sample_frames(count: int) -> list[np.ndarray]:
-    """The first `count` frames of the sample clip (looped past its 75)."""
+def sample_frames(count: int, start: int = 0) -> list[np.ndarray]:
+    """`count` frames of the sample clip from frame `start` (looped past its 75)."""
     with av.open(str(SAMPLE)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return [frames[i % len(frames)] for i in range(count)]
+    return [frames[i % len(frames)] for i in range(start, start + count)]
 
 
 def noise_frames(count: int, height: int = 48, width: int = 64, seed: int = 0) -> list[np.ndarray]:

@@ -24,15 +24,13 @@ import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
+from footage import REPO, SAMPLE, sample_frames, write_clip  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
 from keep.image import read_image, write_image  # noqa: E402
-from keep.video import VideoWriter  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "assets" / "carphone_sample.mp4"
 SCREENSHOT = REPO / "docs" / "images" / "app.jpg"
 MAX_FRAMES, MAX_PIXELS, MAX_SECONDS = 400, 200_000, 60
 START_TIMEOUT_S = 180
@@ -112,20 +110,6 @@ def stream_facts(path: str | Path) -> dict:
     return facts
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction) -> Path:
-    writer = VideoWriter(path, width=frames[0].shape[1], height=frames[0].shape[0], fps=fps, preset="ultrafast")
-    for index, rgb in enumerate(frames):
-        writer.write(rgb, index)
-    writer.close()
-    return path
-
-
-def sample_frames(count: int) -> list[np.ndarray]:
-    with av.open(str(SAMPLE)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return [frames[i % len(frames)] for i in range(count)]
-
-
 def worker_pids(parent: int) -> set[int]:
     """The pipeline's worker processes (multiprocessing spawns) of the server process."""
     pids = set()
@@ -160,14 +144,14 @@ def test_limits_and_unavailable_weights_are_explained(server, tmp_path):
     url, process, _ = server
     client = Client(url, verbose=False)
     black = np.zeros((480, 640, 3), np.uint8)
-    large = write_clip(tmp_path / "large.mp4", [black] * 2, Fraction(25))
+    large = write_clip(tmp_path / "large.mp4", [black] * 2, fps=Fraction(25))
     message = refusal(client, large)
     assert "640x480 = 307200 pixels" in message and f"at most {MAX_PIXELS}" in message
     assert "--max_pixels N" in message and "KEEP_APP_MAX_PIXELS=N" in message
     small = np.zeros((32, 32, 3), np.uint8)
-    many = write_clip(tmp_path / "many.mp4", [small] * (MAX_FRAMES + 1), Fraction(25))
+    many = write_clip(tmp_path / "many.mp4", [small] * (MAX_FRAMES + 1), fps=Fraction(25))
     assert f"it has {MAX_FRAMES + 1} frames" in (message := refusal(client, many)) and "--max_frames" in message
-    slow = write_clip(tmp_path / "slow.mp4", [small] * 2, Fraction(1, 40))  # 80 s
+    slow = write_clip(tmp_path / "slow.mp4", [small] * 2, fps=Fraction(1, 40))  # 80 s
     assert "it lasts 80.0 s" in (message := refusal(client, slow)) and "--max_seconds" in message
 
     message = refusal(client, SAMPLE, model="keep")  # the CLI's message: file, URL, where to put it
@@ -178,7 +162,7 @@ def test_limits_and_unavailable_weights_are_explained(server, tmp_path):
 
 def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp_path):
     url, process, temp = server
-    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), fps=Fraction(30000, 1001))
     first, second = Client(url, verbose=False), Client(url, verbose=False)
     job = first.submit({"video": handle_file(str(long_clip))}, api_name="/restore")
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -255,7 +239,7 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), Fraction(30000, 1001))
+    long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), fps=Fraction(30000, 1001))
     sessions = set(temp.glob("keep-app-*/sessions/*"))
     output = "document.querySelector('#output-video video')"
     try:

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_video_io import SAMPLE, make_clip, noise_frames
+from footage import SAMPLE, noise_frames, sample_frames, write_clip
 
 from inference import main
 from keep.errors import KeepError
@@ -72,7 +72,7 @@ def test_carphone_end_to_end(shared_dir, tmp_path):
 
 def test_generated_clip_with_audio_upscale_and_frames(tmp_path):
     clip = tmp_path / "talk.mp4"
-    make_clip(clip, [f.rgb for f, _ in zip(open_input(SAMPLE), range(12), strict=False)])
+    write_clip(clip, sample_frames(12), audio=[("aac", "und")])
     options = ("--upscale", "2", "--save_frames", "--set", "preset=veryfast")
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, *options]
     assert main(args) == 0
@@ -85,7 +85,7 @@ def test_generated_clip_with_audio_upscale_and_frames(tmp_path):
 
 
 def test_no_face_gives_the_input_back(tmp_path, capsys):
-    clip = make_clip(tmp_path / "noface.mp4", noise_frames(6), audio=False)
+    clip = write_clip(tmp_path / "noface.mp4", noise_frames(6, 64, 80))
     assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--set", "crf=0"]) == 0  # --set: lossless
     assert "no face" in capsys.readouterr().err
     reader = open_input(clip)  # reference: the input through the same lossless writer
@@ -111,13 +111,13 @@ def test_odd_sized_grayscale_frames_and_one_image(tmp_path):
 
 
 def test_one_frame_video(tmp_path):
-    clip = make_clip(tmp_path / "one.mp4", [next(iter(open_input(SAMPLE))).rgb], audio=False)
+    clip = write_clip(tmp_path / "one.mp4", sample_frames(1))
     assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY]) == 0
     assert probe(tmp_path / "out" / "one.mp4")["frames"] == 1
 
 
 def test_truncated_video_restores_what_decodes(tmp_path):
-    clip = make_clip(tmp_path / "clip.mkv", noise_frames(20), audio=False)
+    clip = write_clip(tmp_path / "clip.mkv", noise_frames(20, 64, 80))
     data = clip.read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
     assert main(["-i", str(tmp_path / "cut.mkv"), "-o", str(tmp_path / "out"), *TINY]) == 0
@@ -179,7 +179,7 @@ def test_no_arguments_prints_usage():
 
 @pytest.mark.slow
 def test_released_configuration_end_to_end(tmp_path):
-    clip = make_clip(tmp_path / "two.mp4", [f.rgb for f, _ in zip(open_input(SAMPLE), range(2), strict=False)])
+    clip = write_clip(tmp_path / "two.mp4", sample_frames(2), audio=[("aac", "und")])
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), "--model", "preset:released", "--detector", "dlib"]
     assert main([*args, "--flow", "dis"]) == 0
     assert probe(tmp_path / "out" / "two.mp4")["frames"] == 2
@@ -213,16 +213,12 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
-def sample_frames(count: int, start: int = 0) -> list[np.ndarray]:
-    return [f.rgb for f, _ in zip(open_input(SAMPLE), range(start + count), strict=False)][start:]
-
-
 def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_path, caplog):
     """The default (stages in worker processes) writes what running the stages in turn writes, and so does the
     GPU's grouping (detection in the main process, issue 20) forced on the CPU; the summary and log count the
     frames of every track."""
     caplog.set_level("INFO")
-    clip = make_clip(tmp_path / "talk.mp4", sample_frames(23), audio=False)
+    clip = write_clip(tmp_path / "talk.mp4", sample_frames(23))
     base = ["-i", str(clip), "--model", str(tiny_weights), "--detector", "dlib", "--flow", "dis", "--window", "8"]
     assert main([*base, "-o", str(tmp_path / "a"), "--set", "crf=0", "overlap=processes"]) == 0
     assert main([*base, "-o", str(tmp_path / "b"), "--set", "crf=0", "overlap=off"]) == 0
@@ -239,7 +235,7 @@ def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_p
 
 def test_upscale_with_realesrgan_fallback_face_upsample_and_boxes(tmp_path, caplog):
     caplog.set_level("INFO")
-    clip = make_clip(tmp_path / "talk.mp4", sample_frames(4), audio=False)
+    clip = write_clip(tmp_path / "talk.mp4", sample_frames(4))
     args = ["-i", str(clip), "-o", str(tmp_path / "out"), *TINY, "--upscale", "2", "--bg_upsampler", "realesrgan"]
     assert main([*args, "--face_upsample", "--draw_box", "--set", "save_faces=true"]) == 0
     warnings = [r.getMessage() for r in caplog.records if "realesrgan unavailable" in r.getMessage()]
@@ -258,8 +254,8 @@ def test_upscale_with_realesrgan_fallback_face_upsample_and_boxes(tmp_path, capl
 def test_folder_of_videos_writes_one_output_each_and_skips_finished(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
-    make_clip(videos / "a.mp4", sample_frames(3), audio=False)
-    make_clip(videos / "b.mkv", noise_frames(2), audio=False)
+    write_clip(videos / "a.mp4", sample_frames(3))
+    write_clip(videos / "b.mkv", noise_frames(2, 64, 80))
     (videos / "c").mkdir()
     for i, frame in enumerate(sample_frames(2, start=10)):
         write_image(videos / "c" / f"{i}.png", frame)
@@ -281,7 +277,7 @@ def test_folder_of_videos_writes_one_output_each_and_skips_finished(tmp_path, ca
 def test_a_failing_input_in_a_folder_is_reported_and_the_others_go_on(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
-    make_clip(videos / "good.mp4", sample_frames(2), audio=False)
+    write_clip(videos / "good.mp4", sample_frames(2))
     (videos / "junk.mp4").write_bytes(b"\x00garbage" * 100)
     assert main(["-i", str(videos), "-o", str(tmp_path / "out"), *TINY]) == 2
     captured = capsys.readouterr()
@@ -294,7 +290,7 @@ def test_torchrun_shards_a_folder_over_two_processes(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in ("one", "two", "three"):
-        make_clip(videos / f"{name}.mp4", sample_frames(2), audio=False)
+        write_clip(videos / f"{name}.mp4", sample_frames(2))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += [str(REPO / "inference.py"), "-i", str(videos), "-o", str(out), *TINY, "--device", "cpu"]
@@ -377,7 +373,7 @@ def test_an_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys)
         raise RuntimeError("paste exploded")
 
     monkeypatch.setattr(ComposeStage, "compose", broken)
-    clip = make_clip(tmp_path / "talk.mp4", sample_frames(3), audio=False)
+    clip = write_clip(tmp_path / "talk.mp4", sample_frames(3))
     assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY]) == 1
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "paste exploded" in err and "Traceback" not in err

@@ -8,47 +8,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from footage import SAMPLE, noise_frames, write_clip
 
 from keep.errors import KeepError
 from keep.video import ImageFolderReader, VideoWriter, open_input, probe, to_rgb, write_image
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "assets" / "carphone_sample.mp4"
-
-
-def make_clip(
-    dst: Path, frames: list[np.ndarray], *, fps: Fraction = Fraction(30000, 1001), audio: bool = True
-) -> Path:
-    """Encode RGB frames (H.264) plus, optionally, an AAC sine tone as long as the video."""
-    height, width = frames[0].shape[:2]
-    out = av.open(str(dst), "w")
-    video = out.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    audio_stream = None
-    if audio:  # every stream must exist before the first packet is muxed
-        audio_stream = out.add_stream("aac", rate=16000)
-        audio_stream.layout = "mono"
-    for n, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts, frame.time_base = n, 1 / fps
-        out.mux(video.encode(frame))
-    out.mux(video.encode(None))
-    if audio_stream is not None:
-        rate = 16000
-        t = np.arange(int(len(frames) / fps * rate)) / rate
-        wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for i in range(0, len(wave), 1024):
-            chunk = av.AudioFrame.from_ndarray(wave[None, i : i + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
-            out.mux(audio_stream.encode(chunk))
-        out.mux(audio_stream.encode(None))
-    out.close()
-    return dst
-
-
-def noise_frames(n: int, height: int = 64, width: int = 80, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def test_sample_asset_has_audio_and_is_small():
@@ -107,7 +70,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_truncated_video_decodes_what_it_can(tmp_path):
-    clip = make_clip(tmp_path / "clip.mkv", noise_frames(20), audio=False)
+    clip = write_clip(tmp_path / "clip.mkv", noise_frames(20, 64, 80))
     data = clip.read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
     frames = list(open_input(tmp_path / "cut.mkv"))
@@ -122,7 +85,7 @@ def test_video_suffixes_header_only_close_and_abort(tmp_path):
     assert (reader.width, reader.height) == (176, 144)
     reader.close()
     writer = VideoWriter(tmp_path / "cut.mp4", width=80, height=64, fps=Fraction(25), streams_from=SAMPLE)
-    for frame in noise_frames(3):
+    for frame in noise_frames(3, 64, 80):
         writer.write(frame)
     writer.abort()  # after a failure: closes without raising; the caller removes the file
     writer.abort()
