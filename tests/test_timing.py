@@ -20,6 +20,7 @@ import pytest
 from footage import audio_tracks, beep_times, decoded_times, joined_ts, noise_frames, write_clip
 from test_footage import finish, run_inference
 
+from keep.video import VideoWriter, open_input
 from keep.video.streams import container_holds
 
 FPS = Fraction(25)
@@ -59,6 +60,32 @@ def test_a_stereo_pcm_track_is_refused_by_mp4_only_at_its_trailer(tmp_path):
             packet = next(p for p in container.demux(stream) if p.size)
             assert container_holds("mp4", stream, packet) is holds, name
             assert container_holds("matroska", stream, packet)
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "audio_span", "beeps"),
+    [("cut.mp4", -3, (0.0, 1.2), [0.2, 1.0]), ("short.mkv", 0, (0.1, 0.5), [0.2])],
+)
+def test_edit_lists_and_audio_longer_or_shorter_than_the_video_are_kept(tmp_path, name, first, audio_span, beeps):
+    """An MP4 whose first 3 frames have negative times (its edit list cuts them; H.264 with B-frames) and
+    whose audio runs half a second past the video, and a Matroska file whose audio starts 0.1 s late and ends early:
+    rewritten, the output shows the frames the input shows, at the same times, and the audio plays as long,
+    from the same time, its beeps where they were."""
+    times = [(n + first) / FPS for n in range(20)]
+    clip = write_clip(tmp_path / name, noise_frames(20), fps=FPS, times=times, audio=[("aac", "und")],
+                      audio_span=audio_span, beeps=beeps)  # fmt: skip
+    reader = open_input(clip)
+    output = tmp_path / f"out{clip.suffix}"
+    writer = VideoWriter(output, width=reader.width, height=reader.height, fps=reader.fps, time_base=reader.time_base,
+                         preset="ultrafast", streams_from=clip)  # fmt: skip
+    for frame in reader:
+        writer.write(frame.rgb, frame.pts)
+    writer.close()
+    assert len(decoded_times(clip)) == 20 + min(first, 0) and writer.retimed == 0
+    assert decoded_times(output) == pytest.approx(decoded_times(clip), abs=1e-4)
+    (before,), (after,) = audio_tracks(clip), audio_tracks(output)
+    assert (after["start"], after["seconds"]) == pytest.approx((before["start"], before["seconds"]), abs=1e-3)
+    assert beep_times(output) == pytest.approx(beep_times(clip), abs=1e-3)
 
 
 def test_pcm_audio_of_avi_dv_and_matroska_is_kept_in_mp4(tmp_path):
