@@ -2,7 +2,7 @@
 to AAC only when the output container cannot hold it), and the subtitle tracks and attachments (their
 fonts) the container can hold; what was kept and what was not, in words, for the run's summary.
 
-Whether the container holds a track is decided when the output is opened, before any frame is restored,
+Whether the container holds a track is decided when the output is opened, before its first frame is written,
 by writing a whole file of that track in memory (`container_holds`). Packets come from a second demuxer
 over the input and are muxed as the video advances (`mux_until`), so a long video never holds more than
 `AHEAD_S` seconds of them. Every packet of that demuxer passes through a `Timeline`, as the reader's do,
