@@ -94,7 +94,8 @@ class Timeline:
             self.discontinuities += 1
             self._shift(packet, -delta)
             dts -= delta
-            log.info("%s: timestamps jump by %.3f s at %.3f s; made continuous", packet.stream, delta / 1e6, dts / 1e6)
+            # the reader's and the copier's timelines both see it: the summary's `timestamp_jumps` tells the user
+            log.debug("stream %d: timestamps jump by %.3f s at %.3f s; made continuous", index, delta / 1e6, dts / 1e6)
         self._last = self._dts[index] = dts
         self._end[index] = dts + self._duration(packet)
 
