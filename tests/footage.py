@@ -55,35 +55,44 @@ def write_clip(
     fps: Fraction = Fraction(30000, 1001),
     times: list[float] | None = None,
     time_base: Fraction | None = None,
+    codec: str = "libx264",
     rotation: tuple[float, bool] | None = None,
     sample_aspect: Fraction | None = None,
     audio: list[tuple[str, str]] = (),
+    audio_layout: str = "mono",
+    audio_rate: int = AUDIO_RATE,
+    audio_span: tuple[float, float] | None = None,
+    beeps: list[float] = (),
     subtitles: list[tuple[float, float, str]] = (),
     attachments: list[tuple[str, bytes]] = (),
 ) -> Path:
-    """H.264 frames (their times `times` in seconds, else 1/fps apart) in the container of `dst`'s suffix.
+    """`codec` frames (their times `times` in seconds, else 1/fps apart) in the container of `dst`'s suffix.
 
-    rotation: (degrees counter-clockwise, mirror) written as the stream's display matrix (PyAV's
-    `set_display_rotation`); sample_aspect: the pixel aspect ratio; audio: one sine track per (codec,
-    language), 440 Hz, 550 Hz, ..., as long as the video; subtitles: (start s, end s, text) in a subrip track;
+    codec: libx264 (B-frames), or mjpeg / dvvideo (intra only, as cameras' AVI and DV files; DV takes 720x576
+    at 25 frames/s or 720x480 at 30000/1001); rotation: (degrees counter-clockwise, mirror) written as the
+    stream's display matrix (PyAV's `set_display_rotation`); sample_aspect: the pixel aspect ratio; audio:
+    one track per (codec, language), `audio_layout` at `audio_rate`, from `audio_span`'s start to its end
+    (seconds; default: as long as the video), a sine of 440 Hz, 550 Hz, ..., or silence with a 20 ms beep of
+    it at each of `beeps` (seconds) to measure sync by; subtitles: (start s, end s, text) in a subrip track;
     attachments: (file name, bytes) attached fonts (Matroska).
     """
     height, width = frames[0].shape[:2]
     times = times if times is not None else [n / fps for n in range(len(frames))]
-    time_base = time_base or (Fraction(1, 1000) if dst.suffix == ".mkv" else Fraction(1, 15360))
+    if time_base is None:  # AVI and DV count frames
+        time_base = {".mkv": Fraction(1, 1000), ".avi": 1 / fps, ".dv": 1 / fps}.get(dst.suffix, Fraction(1, 15360))
     out = av.open(str(dst), "w")
-    video = out.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video = out.add_stream(codec, rate=fps)
+    video.width, video.height = width, height
+    video.pix_fmt = {"mjpeg": "yuvj420p", "dvvideo": "yuv411p" if height == 480 else "yuv420p"}.get(codec, "yuv420p")
     video.codec_context.time_base = time_base
     if rotation is not None:
         video.set_display_rotation(rotation[0], hflip=rotation[1])
     if sample_aspect is not None:
         video.codec_context.sample_aspect_ratio = sample_aspect
-    tracks = []
-    for codec, language in audio:  # every stream must exist before the first packet is muxed
-        stream = out.add_stream(codec, rate=AUDIO_RATE, layout="mono")
+    # every stream must exist before the first packet is muxed
+    tracks = [out.add_stream(codec, rate=audio_rate, layout=audio_layout) for codec, _ in audio]
+    for stream, (_, language) in zip(tracks, audio, strict=True):
         stream.metadata["language"] = language
-        tracks.append(stream)
     subtitle = out.add_mux_stream("subrip") if subtitles else None
     for name, data in attachments:
         out.add_attachment(name, "application/x-truetype-font", data)
@@ -92,19 +101,9 @@ def write_clip(
         frame.pts, frame.time_base = round(t / time_base), time_base
         out.mux(video.encode(frame))
     out.mux(video.encode(None))
-    duration = times[-1] + 1 / fps
+    span = audio_span or (times[0], times[-1] + 1 / fps)
     for k, stream in enumerate(tracks):
-        t = np.arange(int(duration * AUDIO_RATE)) / AUDIO_RATE
-        wave = (0.2 * np.sin(2 * np.pi * (440 + 110 * k) * t)).astype(np.float32)
-        resampler = av.AudioResampler(format=stream.format, layout="mono", rate=AUDIO_RATE)
-        for i in range(0, len(wave), 1024):
-            chunk = av.AudioFrame.from_ndarray(wave[None, i : i + 1024], format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = AUDIO_RATE, i, Fraction(1, AUDIO_RATE)
-            for part in resampler.resample(chunk):
-                out.mux(stream.encode(part))
-        for part in resampler.resample(None):
-            out.mux(stream.encode(part))
-        out.mux(stream.encode(None))
+        write_sound(out, stream, span, 440 + 110 * k, beeps)
     for start, end, text in subtitles:
         packet = av.Packet(text.encode())
         packet.pts = packet.dts = round(start * 1000)
@@ -114,26 +113,49 @@ def write_clip(
     return dst
 
 
-def ts_with_size_change(dst: Path, first: list[np.ndarray], then: list[np.ndarray]) -> Path:
-    """An MPEG-TS capture whose frame size changes part-way (a broadcast switching resolution): two H.264
-    segments, the second continuing the first's timestamps, joined byte for byte as a recorder writes them."""
-    parts = []
-    for k, frames in enumerate((first, then)):
+def write_sound(out: av.container.OutputContainer, stream: av.AudioStream, span: tuple[float, float], tone: float,
+                beeps: list[float]) -> None:  # fmt: skip
+    """`stream`'s samples from `span[0]` to `span[1]` s: a sine of `tone` Hz, or silence with a 20 ms beep of it
+    at each of `beeps`."""
+    rate, layout = stream.sample_rate, stream.layout.name
+    first = round(span[0] * rate)
+    t = (first + np.arange(round(span[1] * rate) - first)) / rate
+    wave = 0.2 * np.sin(2 * np.pi * tone * t)
+    if beeps:
+        wave *= np.any([(t >= b) & (t < b + 0.02) for b in beeps], axis=0)
+    wave = np.repeat(wave[None].astype(np.float32), stream.layout.nb_channels, 0)
+    resampler = av.AudioResampler(format=stream.format, layout=layout, rate=rate)
+    for i in range(0, wave.shape[1], 1024):
+        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i : i + 1024]), format="fltp", layout=layout)
+        chunk.sample_rate, chunk.pts, chunk.time_base = rate, first + i, Fraction(1, rate)
+        for part in resampler.resample(chunk):
+            out.mux(stream.encode(part))
+    for part in resampler.resample(None):
+        out.mux(stream.encode(part))
+    out.mux(stream.encode(None))
+
+
+def joined_ts(dst: Path, segments: list[list[np.ndarray]], *, restart: bool, fps: Fraction = Fraction(25),
+              **clip) -> Path:  # fmt: skip
+    """An MPEG-TS recording in segments joined byte for byte, as cameras and recorders write them: each
+    segment's timestamps count again from 1.4 s (`restart`) or continue the previous segment's. `clip`: more
+    of `write_clip`'s arguments (audio, beeps, ...), the beeps' times counted within each segment."""
+    parts, start = [], 1.4  # 1.4 s: where FFmpeg's TS muxer starts, and no B-frame's dts below zero
+    for k, frames in enumerate(segments):
         part = dst.with_name(f"{dst.stem}.part{k}.ts")
-        out = av.open(str(part), "w")
-        video = out.add_stream("libx264", rate=25)
-        video.height, video.width = frames[0].shape[:2]
-        video.pix_fmt = "yuv420p"
-        for n, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = 10 + n + k * len(first), Fraction(1, 25)  # 10: no B-frame dts below 0
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        out.close()
-        parts.append(part.read_bytes())
+        times = [start + n / fps for n in range(len(frames))]
+        extra = {**clip, "beeps": [start + b for b in clip.get("beeps", ())]}
+        parts.append(write_clip(part, frames, fps=fps, times=times, **extra).read_bytes())
         part.unlink()
+        start = start if restart else start + len(frames) / fps
     dst.write_bytes(b"".join(parts))
     return dst
+
+
+def ts_with_size_change(dst: Path, first: list[np.ndarray], then: list[np.ndarray]) -> Path:
+    """An MPEG-TS capture whose frame size changes part-way (a broadcast switching resolution): two H.264
+    segments, the second continuing the first's timestamps."""
+    return joined_ts(dst, [first, then], restart=False)
 
 
 def unknown_codec_clip(dst: Path) -> Path:
@@ -168,3 +190,24 @@ def audio_tracks(path: Path) -> list[dict]:
                     track["start"] = float(frame.pts * frame.time_base)
                 track["seconds"] += frame.samples / frame.sample_rate
     return list(tracks.values())
+
+
+def beep_times(path: Path) -> list[float]:
+    """When each beep of the first audio track starts (s), as a player plays it: the first sample of its first
+    channel louder than a quarter of the beeps' amplitude after 50 ms without one (`write_clip`'s `beeps`)."""
+    onsets, loud = [], -np.inf  # loud: the last loud sample's time
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            data, kind = frame.to_ndarray().astype(np.float64), frame.format.name.rstrip("p")
+            if kind == "u8":
+                data = (data - 128) / 128
+            elif kind in ("s16", "s32"):
+                data /= 2 ** (int(kind[1:]) - 1)
+            first = data[0] if frame.format.is_planar else data.reshape(frame.samples, -1)[:, 0]
+            start = float(frame.pts * frame.time_base)
+            for i in np.flatnonzero(np.abs(first) > 0.05):
+                t = start + i / frame.sample_rate
+                if t - loud > 0.05:
+                    onsets.append(t)
+                loud = t
+    return onsets

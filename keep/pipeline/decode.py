@@ -48,8 +48,11 @@ class DecodeStage(Stage):
         return [FrameRef(frame.index, slot, frame.pts)]
 
     def stats(self) -> dict:
-        changes = self.reader.size_changes
-        return {"stopped": self.reader.stopped, "resized_frames": changes.count, "resized": changes.message()}
+        changes, timeline = self.reader.size_changes, getattr(self.reader, "timeline", None)
+        return {
+            "stopped": self.reader.stopped, "resized_frames": changes.count, "resized": changes.message(),
+            **(timeline.stats() if timeline is not None else {"start_time": 0.0, "timestamp_jumps": 0}),
+        }  # fmt: skip
 
     def abort(self) -> None:
         reader = getattr(self, "reader", None)

@@ -235,6 +235,9 @@ class Pipeline:
             "rotation": 90 * getattr(reader, "turns", 0),  # degrees counter-clockwise
             "mirrored": getattr(reader, "mirror", False),
             "sample_aspect": str(reader.sample_aspect) if reader.sample_aspect else None,
+            # the input's start time (s), taken off every stream, and its timestamp jumps made continuous
+            "start_time": stats["start_time"],
+            "timestamp_jumps": stats["timestamp_jumps"],
             "streams": stats["streams"],  # the input's other streams: kept (how) and not kept (why)
             "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
             # seconds each stage group spent blocked on its queues (overlapped runs): which one binds

@@ -22,11 +22,13 @@ import numpy as np
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image  # noqa: F401 (re-exported)
 from .streams import AHEAD_S, StreamCopier, main_video
+from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
 # What a folder of videos may hold (matched case-insensitively); anything FFmpeg reads works as `-i FILE`.
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".y4m")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".y4m")
+VIDEO_SUFFIXES += (".ts", ".mts", ".m2ts", ".dv")  # MPEG-TS (broadcast, AVCHD cameras), DV tape captures
 
 VIDEO_CODEC = "libx264"  # the output's video codec (H.264)
 
@@ -142,7 +144,8 @@ class VideoReader:
         self.num_frames: int | None = stream.frames or None
         self.has_audio = bool(self._container.streams.audio)
         self.stopped: str | None = None  # why decoding ended early, if it did
-        self._decoded = self._container.decode(stream)
+        self.timeline = Timeline(self._container, stream)
+        self._decoded = self._decode()
         try:
             self._first = next(self._decoded)
         except StopIteration:
@@ -160,6 +163,14 @@ class VideoReader:
             sar = 1 / sar
         self.sample_aspect: Fraction | None = sar
         self.size_changes = SizeChanges(self.width, self.height)
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """The video's frames, their timestamps on the output's timeline: every packet of the input, the other
+        streams' too, passes through `timeline` (as in the stream copier's demuxer, so that both shift alike)."""
+        for packet in self._container.demux():
+            self.timeline.place(packet)
+            if packet.stream.index == self.stream.index:
+                yield from packet.decode()
 
     def close(self) -> None:
         """Release the file without decoding (after reading the header only)."""
@@ -267,9 +278,10 @@ class VideoWriter:
     """Encode RGB frames to H.264 (libx264, `crf`, `preset`) with the source's frame timing, and copy the other
     streams of `streams_from` (every audio track, subtitles the container holds: `keep.video.streams`).
 
-    Timing (issue 19): the encoder works in the source's time base and every frame keeps its timestamp, so a
-    variable-frame-rate video keeps its timing and the audio its sync (timestamps rescaled to 1/fps collided
-    and the muxer refused them). A missing or repeated timestamp becomes the previous one plus one frame.
+    Timing: the encoder works in the source's time base and every frame keeps its timestamp, as the reader
+    gives it (on the output's timeline: `keep.video.timeline`), so a variable-frame-rate video keeps its
+    timing and the audio its sync (timestamps rescaled to 1/fps collided and the muxer refused them). A
+    missing timestamp, or one not after the previous frame's, becomes the previous one plus one frame.
     `sample_aspect` is the source's pixel aspect ratio, kept so that players show the same picture shape.
     The container follows the file name's suffix (.mp4, .mkv, ...).
 
@@ -311,6 +323,7 @@ class VideoWriter:
             self._container.close()
             raise
         self.frames = 0
+        self.retimed = 0  # frames whose timestamp was not after the previous frame's
         self._last_pts: int | None = None
 
     def _add_video(self, width, height, fps, time_base, sample_aspect, crf, preset, threads) -> None:
@@ -351,7 +364,11 @@ class VideoWriter:
         if pts is None:
             pts = self.frames if self._last_pts is None else self._last_pts + self.step
         elif self._last_pts is not None and pts <= self._last_pts:  # the encoder needs increasing timestamps
-            pts = self._last_pts + 1
+            if not self.retimed:
+                log.warning("%s: frame %d's time is not after the previous frame's: shown a frame later", self.path,
+                            self.frames)  # fmt: skip
+            self.retimed += 1
+            pts = self._last_pts + self.step  # shown for a frame (one tick later, it would never be)
         self._last_pts = pts
         frame.pts, frame.time_base = pts, self.time_base
         self._container.mux(self.stream.encode(frame))
