@@ -49,7 +49,10 @@ class DecodeStage(Stage):
 
     def stats(self) -> dict:
         changes = self.reader.size_changes
-        return {"stopped": self.reader.stopped, "resized_frames": changes.count, "resized": changes.message()}
+        return {
+            "stopped": self.reader.stopped, "resized_frames": changes.count, "resized": changes.message(),
+            "exif_turned": getattr(self.reader, "exif_turned", 0),  # photos turned by their EXIF orientation
+        }  # fmt: skip
 
     def abort(self) -> None:
         reader = getattr(self, "reader", None)
