@@ -13,8 +13,9 @@ progress bar counting restored frames, a cancel button. The restore function is 
 
 Uploads and outputs stay in the app's own temporary folder: the upload of a request that fails or is
 refused is removed when the request ends; a session's are removed when its tab closes (an API client's
-when a job starts an hour after its last one), all of them when the app stops. An upload larger than
-`--max_upload_mb` is refused while it arrives. Nothing is read from or written to a path a request names.
+when a job starts an hour after its last one), all of them when the app stops; one that no request uses
+goes with Gradio's hourly cache sweep. An upload larger than `--max_upload_mb` is refused while it
+arrives. Nothing is read from or written to a path a request names.
 Beyond this machine (`--host 0.0.0.0`), ask for a login: `KEEP_APP_AUTH=user:password` or `--auth_file`
 (lines `user:password`); API clients pass it as `Client(url, auth=(user, password))`. See keep/webapp.py.
 """

@@ -113,10 +113,9 @@ class Collected:
         names = [p.name + ("/" if p.is_dir() else "") for p in self.skipped]
         more = f" and {len(names) - shown} more" if len(names) > shown else ""
         what = "entry that is" if len(names) == 1 else "entries that are"
-        return (
-            f"skipped {len(names)} {what} neither an image, a video nor a folder of frames in "
-            f"{self.skipped[0].parent}: "
-            f"{', '.join(names[:shown])}{more}"
+        where = self.skipped[0].parent
+        return f"skipped {len(names)} {what} neither an image, a video nor a folder of frames in {where}: " + (
+            ", ".join(names[:shown]) + more
         )
 
 
