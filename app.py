@@ -2,7 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:7860 with the current release "keep"
     python app.py --model preset:tiny               # random weights: an offline try of the page
-    python app.py --device cuda --host 0.0.0.0 --port 8080 --max_seconds 600
+    KEEP_APP_AUTH=me:secret python app.py --device cuda --host 0.0.0.0 --port 8080 --max_seconds 600
 
 One job at a time on the device (Gradio's queue; every other request waits with its place shown), a
 progress bar counting restored frames, a cancel button. The restore function is also an API endpoint:
@@ -11,9 +11,13 @@ progress bar counting restored frames, a cancel button. The restore function is 
     video, before_after, faces, summary = Client("http://127.0.0.1:7860/").predict(
         {"video": handle_file("clip.mp4")}, upscale=2, api_name="/restore")      # video["video"]: its path here
 
-Uploads and outputs stay in the app's own temporary folder: a session's are removed when its tab closes
-(an API client's when a job starts an hour after its last one), all of them when the app stops. Nothing
-is read from or written to a path a request names. See keep/webapp.py.
+Uploads and outputs stay in the app's own temporary folder: the upload of a request that fails or is
+refused is removed when the request ends; a session's are removed when its tab closes (an API client's
+when a job starts an hour after its last one), all of them when the app stops; one that no request uses
+goes with Gradio's hourly cache sweep. An upload larger than `--max_upload_mb` is refused while it
+arrives. Nothing is read from or written to a path a request names.
+Beyond this machine (`--host 0.0.0.0`), ask for a login: `KEEP_APP_AUTH=user:password` or `--auth_file`
+(lines `user:password`); API clients pass it as `Client(url, auth=(user, password))`. See keep/webapp.py.
 """
 
 import argparse
@@ -44,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument(
+        "--auth_file",
+        help="ask for a login: a file of user:password lines (default $KEEP_APP_AUTH_FILE; or one login in "
+        "$KEEP_APP_AUTH); never a password on the command line",
+    )
     for limit in LIMITS:
         p.add_argument(
             limit.flag, type=type(limit.default), help=f"{limit.what} (default ${limit.env}, else {limit.default})"
@@ -97,6 +106,7 @@ def handlers(jobs, base, models: list[str]) -> tuple:
         """Restore every face of the video; returns the video, a before/after frame, the faces, the summary."""
         if not video:
             raise gr.Error("Upload a video first.", print_exception=False)
+        upload = Path(video)
 
         def report(done: int, total: int | None, what: str) -> None:
             progress((done, total), desc=what, unit="frames")
@@ -108,12 +118,14 @@ def handlers(jobs, base, models: list[str]) -> tuple:
                 base, model=model, fidelity=float(fidelity), upscale=int(upscale), face_upsample=bool(face_upsample),
                 bg_upsampler="realesrgan" if background else "bicubic", draw_box=bool(draw_box),
             )  # fmt: skip
-            result = jobs.run(request.session_hash or "anonymous", Path(video), options, report)
+            result = jobs.run(request.session_hash or "anonymous", upload, options, report)
         except KeepError as exc:  # the user's input: the message, with the upload's name instead of its server path
-            message = str(exc).replace(str(Path(video).parent) + os.sep, "")
-            log.info("%s: %s", Path(video).name, message)
+            jobs.discard(upload)  # refused before it became a job (a job removes its own upload)
+            message = str(exc).replace(str(upload.parent) + os.sep, "")
+            log.info("%s: %s", upload.name, message)
             raise gr.Error(message, duration=None, print_exception=False) from None
         except Exception as exc:  # a bug: one line in the page, the traceback in the app's log
+            jobs.discard(upload)
             log.exception("internal failure")
             message = f"internal failure ({type(exc).__name__}: {exc}); the app's log has the traceback"
             raise gr.Error(message, duration=None, print_exception=False) from None
@@ -163,6 +175,7 @@ def build_page(jobs, base, models: list[str]):
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="input-video")
+                gr.Markdown(f"Videos {jobs.limits.describe()}.", elem_id="limits")
                 gr.Examples([[str(p)] for p in sorted(EXAMPLES.glob("*.mp4"))], inputs=[video])
                 model = gr.Dropdown(models, value=base.model, label="Model", info="preset:tiny: random weights")
                 fidelity = gr.Slider(
@@ -206,9 +219,10 @@ def _main(args: argparse.Namespace) -> int:
     from keep.errors import KeepError
     from keep.pipeline import PipelineOptions
     from keep.threads import set_threads
-    from keep.webapp import Jobs, keep_models
+    from keep.webapp import AUTH_ENV, Jobs, is_local, keep_models, read_logins
 
     limits = limits_from_args(args)
+    logins = read_logins(args.auth_file)
     check_model(args.model)
     device = resolve_device(args.device)
     set_threads(args.threads)
@@ -227,10 +241,17 @@ def _main(args: argparse.Namespace) -> int:
     try:
         page = build_page(jobs, base, models)
         page.queue(default_concurrency_limit=1)
+        if not logins and not is_local(args.host):
+            print(
+                f"warning: listening on {args.host}:{args.port} without a login: anyone who can reach this port "
+                f"can use this machine (set {AUTH_ENV}=user:password or --auth_file FILE)",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         try:
             page.launch(
                 server_name=args.host, server_port=args.port, allowed_paths=[str(EXAMPLES)], show_error=True,
-                ssr_mode=False, inbrowser=False,
+                ssr_mode=False, inbrowser=False, max_file_size=limits.max_upload_bytes, auth=logins or None,
+                auth_message="KEEP: log in with the user and password whoever runs this app gave you",
             )  # fmt: skip
         except OSError as exc:
             raise KeepError(f"cannot listen on {args.host}:{args.port}: {exc}") from None

@@ -111,7 +111,10 @@ def _main(args: argparse.Namespace) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(options.device)
     options.device = str(device)
-    items, folder = collect_inputs(args.input)  # every output is checked before any model is loaded
+    inputs = collect_inputs(args.input)  # every output is checked before any model is loaded
+    items, folder, rank = inputs.items, inputs.folder, int(os.environ.get("RANK", "0"))
+    if inputs.skipped_line() and rank == 0:
+        print(inputs.skipped_line(), flush=True)
     threads = args.threads
     if threads is None and world > 1 and device.type == "cpu":
         threads = max(1, default_threads() // world)  # torchrun processes share the cores
@@ -121,7 +124,7 @@ def _main(args: argparse.Namespace) -> int:
 
         reuse_freed_memory()  # large activations reuse freed heap memory: 1.18x faster on CPU (docs/speed.md)
     result = restore_inputs(items, Path(args.output), options, folder=folder, keep_going=folder is not None)
-    if folder is not None and int(os.environ.get("RANK", "0")) == 0:
+    if folder is not None and rank == 0:
         print(
             f"{len(items)} inputs: {len(result.done)} restored, {len(result.skipped)} skipped (output exists), "
             f"{len(result.failed)} failed",

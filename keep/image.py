@@ -26,8 +26,9 @@ def is_image(path: str | Path) -> bool:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p))
+    """Image files directly inside `folder`, sorted by name; hidden ones (`.name`: a Mac's `._0001.png`
+    resource forks, say) are not images."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
@@ -39,20 +40,89 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Any image OpenCV reads (8 or 16 bit, gray, RGB, RGBA) -> `(H, W, 3)` uint8 RGB."""
+# EXIF orientation (tag 0x0112, 1..8) -> how `orient` turns the stored pixels upright: (quarter turns
+# counter-clockwise, then a left-right mirror). Cameras and phones store a photo as the sensor saw it and
+# record how to show it in this tag, as phone videos carry a display matrix (`keep.video.io`).
+EXIF_ORIENTATIONS = {
+    1: (0, False), 2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False), 7: (1, True), 8: (1, False)
+}  # fmt: skip
+
+
+def orient(rgb: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """Stored pixels `(H, W, ...)` turned `turns` quarter turns counter-clockwise, then mirrored left-right when
+    `mirror` (contiguous): a video's display matrix or a photo's EXIF orientation applied."""
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    if mirror:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def exif_orientation(path: str | Path) -> int:
+    """A photo's EXIF orientation, 1..8 (1: stored upright; also when the file has none or cannot be parsed).
+    Only the file's header is read (Pillow); JPEG, PNG (an `eXIf` chunk before the pixels), WebP and TIFF."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+            if img.format == "PNG":  # Pillow's PNG `getexif` decodes every pixel to look for a later chunk
+                exif = Image.Exif()
+                exif.load(img.info.get("exif", b""))
+            else:
+                exif = img.getexif()
+            value = exif.get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: the pixels are taken as stored
+        return 1
+    return value if value in EXIF_ORIENTATIONS else 1
+
+
+def read_upright(path: str | Path) -> tuple[np.ndarray, int]:
+    """Any image OpenCV reads (8 or 16 bit, gray, RGB, RGBA) -> `(H, W, 3)` uint8 RGB, upright: turned by its
+    EXIF orientation, which is returned too (1: it was stored upright).
+
+    OpenCV applies the orientation itself for some formats and flags only (`IMREAD_COLOR` does for JPEG, PNG
+    and WebP in OpenCV 5.1, `IMREAD_UNCHANGED` never), so those are read as stored and turned here. TIFF is
+    the exception: libtiff turns the pixels as it decodes them (OpenCV's reader for orientations 2-4, failing
+    on 5-8), so a TIFF with an orientation other than 1 is decoded by Pillow, which hands it over upright."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise KeepError(f"cannot read image {path}")
+    orientation = exif_orientation(path)
+    if orientation != 1 and Path(path).suffix.lower() in (".tif", ".tiff"):
+        img, turn = _read_tiff_upright(path), (0, False)
+    else:
+        img, turn = cv2.imread(str(path), cv2.IMREAD_UNCHANGED), EXIF_ORIENTATIONS[orientation]  # as stored
+        if img is None:
+            raise KeepError(f"cannot read image {path}")
+        if img.ndim == 3 and img.shape[2] in (3, 4):
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     if img.dtype == np.uint16:
         img = (img // 257).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise KeepError(f"unsupported image type {img.dtype} in {path}")
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_rgb(img)
+    return orient(to_rgb(img), *turn), orientation
+
+
+def _read_tiff_upright(path: str | Path) -> np.ndarray:
+    """A TIFF's pixels upright (RGB(A) or gray, uint8 or uint16), through Pillow: recent versions turn it while
+    decoding and drop the tag, older ones leave that to `exif_transpose`, which is then a no-op for the others."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            upright = ImageOps.exif_transpose(img)
+            if upright.mode.startswith("I;16"):
+                return np.asarray(upright).astype(np.uint16)
+            return np.asarray(upright.convert("RGBA" if "A" in upright.mode else "RGB"))
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the file's
+        raise KeepError(f"cannot read image {path}: {exc}") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any image OpenCV reads -> `(H, W, 3)` uint8 RGB, upright (`read_upright`)."""
+    return read_upright(path)[0]
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -3,12 +3,16 @@
 The app is a thin layer over `keep.pipeline.Pipeline`, the pipeline `inference.py` runs, with one
 output folder per job inside the app's own temporary folder:
 
-- `Limits`: the largest video a request may bring (frames, pixels, seconds), checked on the header
-  before any work and again while frames are restored (for headers without a frame count).
+- `Limits`: the largest video a request may bring (megabytes, refused by Gradio while it is uploaded;
+  frames, pixels, seconds), checked on the header before any work and again while frames are restored
+  (for headers without a frame count).
 - `Jobs`: one pipeline kept between requests and rebuilt when a request asks for other options; one
   job at a time on the device; a job is cancelled through its session (the cancel button, or the
   session's end), from the pipeline's `on_restored` callback: the pipeline then stops its workers and
-  removes the partial video, as after any failure (docs/inference.md, "Errors").
+  removes the partial video, as after any failure (docs/inference.md, "Errors"). The upload of a job
+  that fails, is refused or is cancelled is removed when the job ends, unless another job uses the same
+  file (Gradio stores equal uploads once); a finished job's stays until its session ends.
+- `read_logins`: the optional login (Gradio's own), from a file or an environment variable.
 - `previews`: the before/after frame and each track's face before and after, cropped from the input
   and output frames at the corners the pipeline logs (`save_faces`, `<stem>_faces.jsonl`).
 - `summary_markdown`: the run summary for the page.
@@ -16,10 +20,13 @@ output folder per job inside the app's own temporary folder:
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,6 +66,7 @@ LIMITS = (
     Limit("max_frames", "--max_frames", "KEEP_APP_MAX_FRAMES", 3000, "frames a video may have"),
     Limit("max_pixels", "--max_pixels", "KEEP_APP_MAX_PIXELS", 1920 * 1080, "pixels a frame may have (width x height)"),
     Limit("max_seconds", "--max_seconds", "KEEP_APP_MAX_SECONDS", 120.0, "seconds a video may last"),
+    Limit("max_upload_mb", "--max_upload_mb", "KEEP_APP_MAX_UPLOAD_MB", 500.0, "megabytes an upload may have"),
 )
 
 
@@ -67,6 +75,19 @@ class Limits:
     max_frames: int
     max_pixels: int
     max_seconds: float
+    max_upload_mb: float = 500.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Gradio's `max_file_size`: it refuses a larger upload while it arrives, before it is stored."""
+        return int(self.max_upload_mb * 2**20)
+
+    def describe(self) -> str:
+        """The limits in one line for the page."""
+        return (
+            f"up to {self.max_upload_mb:g} MB, {self.max_seconds:g} s, {self.max_frames:,} frames and "
+            f"{self.max_pixels:,} pixels a frame (1920x1080 is 2,073,600)"
+        )
 
     def __post_init__(self):
         for limit in LIMITS:
@@ -95,6 +116,48 @@ class Limits:
         )
 
 
+# ------------------------------------------------------------------------------------------ login
+AUTH_ENV = "KEEP_APP_AUTH"  # one login, `user:password`
+AUTH_FILE_ENV = "KEEP_APP_AUTH_FILE"  # a file of logins, one `user:password` a line
+
+
+def read_logins(path: str | Path | None = None) -> list[tuple[str, str]]:
+    """The logins the app asks for (Gradio's `auth`): the `user:password` lines of `path` (`--auth_file`, else
+    $KEEP_APP_AUTH_FILE; blank lines and `#` comments skipped), else $KEEP_APP_AUTH; [] when none is set.
+    Never a password on the command line: every user of the machine sees the command lines (`ps`)."""
+    path = path or os.environ.get(AUTH_FILE_ENV)
+    if path:
+        try:
+            lines = Path(path).expanduser().read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeepError(f"cannot read the login file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        where = [(f"{path} line {n}", line.strip()) for n, line in enumerate(lines, 1)]
+        where = [(place, line) for place, line in where if line and not line.startswith("#")]
+        if not where:
+            raise KeepError(f"the login file {path} holds no user:password line")
+    elif os.environ.get(AUTH_ENV):
+        where = [(AUTH_ENV, os.environ[AUTH_ENV])]
+    else:
+        return []
+    logins = []
+    for place, line in where:
+        user, colon, password = line.partition(":")
+        if not (user and colon and password):
+            raise KeepError(f"{place}: expected user:password")
+        logins.append((user, password))
+    return logins
+
+
+def is_local(host: str) -> bool:
+    """Whether `host` is this machine only (a loopback address or localhost): no one else can reach the app."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may stand for any interface
+
+
 # ------------------------------------------------------------------------------------------ jobs
 class Cancelled(KeepError):
     """The job was stopped by its session (the cancel button, or the session's end)."""
@@ -103,7 +166,7 @@ class Cancelled(KeepError):
 @dataclass
 class Session:
     jobs: set[threading.Event] = field(default_factory=set)  # the cancel flag of each running job
-    inputs: set[Path] = field(default_factory=set)  # uploads this session restored
+    inputs: set[Path] = field(default_factory=set)  # uploads this session restored (its finished jobs')
     count: int = 0  # jobs started: the next job's folder name
     closed: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -128,6 +191,7 @@ class Jobs:
         self.device = threading.Lock()  # one job at a time (also a cancelled one still stopping its workers)
         self.guard = threading.Lock()  # the sessions table
         self.sessions: dict[str, Session] = {}
+        self.running: Counter[Path] = Counter()  # the uploads of the jobs running now
         self.pipeline: Pipeline | None = None
 
     def folder(self, session: str) -> Path:
@@ -136,11 +200,48 @@ class Jobs:
     def run(
         self, session: str, video: Path, options: PipelineOptions, progress: Callable[[int, int | None, str], None]
     ) -> Result:
-        """Restore `video` (an upload inside the app's folder) with `options`; `progress(done, total, what)`."""
-        options = replace(options, save_faces=True)  # the face log the previews are cropped with
+        """Restore `video` (an upload inside the app's folder) with `options`; `progress(done, total, what)`.
+        If the job does not finish (refused, failed, cancelled), its upload is removed when it ends."""
         video = Path(video).resolve()
         if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
             raise KeepError("the video must be uploaded to this app")
+        cancel = threading.Event()
+        with self.guard:
+            state = self.sessions.setdefault(session, Session())
+            state.jobs.add(cancel)
+            self.running[video] += 1
+            state.count += 1
+            outdir = self.folder(session) / f"job{state.count}"
+            self._sweep()  # after this job's upload is counted as in use
+        finished = False
+        try:
+            result = self._run(video, options, progress, cancel, outdir)
+            finished = True
+            return result
+        except BaseException:
+            shutil.rmtree(outdir, ignore_errors=True)
+            raise
+        finally:
+            with self.guard:
+                state.jobs.discard(cancel)
+                state.last_used = time.monotonic()
+                self.running[video] -= 1
+                if not self.running[video]:
+                    del self.running[video]
+                if finished:
+                    state.inputs.add(video)
+                else:
+                    self._discard(video)
+                if state.closed and not state.jobs:
+                    self._remove(session)
+
+    def _run(
+        self, video: Path, options: PipelineOptions, progress: Callable, cancel: threading.Event, outdir: Path
+    ) -> Result:
+        if not video.is_file():
+            raise KeepError(f"{video.name} is no longer on the server (a request that fails removes its upload): "
+                            "upload it again")  # fmt: skip
+        options = replace(options, save_faces=True)  # the face log the previews are cropped with
         # The header, checked against the limits before the job waits for the device; the pipeline opens the
         # file again when the job runs, which may be minutes later.
         reader = open_input(video)
@@ -149,43 +250,42 @@ class Jobs:
             raise KeepError(f"{video.name} is an image, not a video (inference.py restores images)")
         fps = float(reader.fps)
         self.limits.check_header(reader.num_frames, fps, reader.width, reader.height)
-        cancel = threading.Event()
-        with self.guard:
-            state = self.sessions.setdefault(session, Session())
-            state.jobs.add(cancel)
-            state.inputs.add(video)
-            state.count += 1
-            outdir = self.folder(session) / f"job{state.count}"
-            self._sweep()  # after this job's upload is counted as in use
-        try:
-            progress(0, reader.num_frames, "waiting for the device")
-            with self.device:
+        progress(0, reader.num_frames, "waiting for the device")
+        with self.device:
 
-                def on_restored(count: int) -> None:
-                    if cancel.is_set():
-                        raise Cancelled("cancelled")
-                    self.limits.check_restored(count, fps)
-                    progress(count, reader.num_frames, "restoring")
-
+            def on_restored(count: int) -> None:
                 if cancel.is_set():
                     raise Cancelled("cancelled")
-                progress(0, reader.num_frames, "loading the model")
-                pipeline = self._pipeline(options)
-                summary = pipeline.run(Input(video, "video"), outdir, progress=False, on_restored=on_restored)
-            if summary["tracks"] == 0:
-                raise KeepError(f"no face found in {video.name}: nothing to restore")
-            out = outputs_of(Input(video, "video"), outdir)
-            before, after, faces = previews(video, out.main, out.faces_log, options.upscale, outdir)
-            return Result(out.main, summary, before, after, faces, run_notes(options, summary))
-        except BaseException:
-            shutil.rmtree(outdir, ignore_errors=True)
-            raise
-        finally:
-            with self.guard:
-                state.jobs.discard(cancel)
-                state.last_used = time.monotonic()
-                if state.closed and not state.jobs:
-                    self._remove(session)
+                self.limits.check_restored(count, fps)
+                progress(count, reader.num_frames, "restoring")
+
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(0, reader.num_frames, "loading the model")
+            pipeline = self._pipeline(options)
+            summary = pipeline.run(Input(video, "video"), outdir, progress=False, on_restored=on_restored)
+        if summary["tracks"] == 0:
+            raise KeepError(f"no face found in {video.name}: nothing to restore")
+        out = outputs_of(Input(video, "video"), outdir)
+        before, after, faces = previews(video, out.main, out.faces_log, options.upscale, outdir)
+        return Result(out.main, summary, before, after, faces, run_notes(options, summary))
+
+    def discard(self, video: Path) -> None:
+        """Remove an upload whose request was refused before it became a job, unless a job uses it."""
+        with self.guard:
+            self._discard(Path(video).resolve())
+
+    def _discard(self, upload: Path) -> None:
+        """Remove `upload` (and its folder, if empty) unless a running job or a session's finished job uses it
+        (Gradio stores equal uploads once, so two sessions may share one); never a file outside the app's folder."""
+        root = self.root.resolve()
+        if not upload.is_relative_to(root) or upload == root or self.running[upload] > 0:
+            return
+        if any(upload in state.inputs for state in self.sessions.values()):
+            return
+        upload.unlink(missing_ok=True)
+        if upload.parent != root and upload.parent.is_dir() and not any(upload.parent.iterdir()):
+            upload.parent.rmdir()
 
     def _pipeline(self, options: PipelineOptions) -> Pipeline:
         """The pipeline for `options`: the one kept, or a new one in its place."""
@@ -223,11 +323,8 @@ class Jobs:
     def _remove(self, session: str) -> None:
         state = self.sessions.pop(session)
         shutil.rmtree(self.folder(session), ignore_errors=True)
-        shared = set().union(*(other.inputs for other in self.sessions.values()))  # Gradio stores equal files once
-        for upload in state.inputs - shared:  # each in a folder of its own
-            upload.unlink(missing_ok=True)
-            if upload.parent != self.root and not any(upload.parent.iterdir()):
-                upload.parent.rmdir()
+        for upload in state.inputs:  # each in a folder of its own
+            self._discard(upload)
 
     def _sweep(self) -> None:
         """Remove the sessions idle for longer than SESSION_TTL_S (API clients never close theirs)."""
@@ -313,6 +410,11 @@ def run_notes(options: PipelineOptions, summary: dict) -> list[str]:
         )
     if summary["stopped"]:
         lines.append(f"The video could not be decoded to its end: {summary['stopped']}.")
+    if summary["short_tracks"]:
+        lines.append(
+            f"{len(summary['short_tracks'])} face track(s) seen in fewer than {summary['min_track']} frames were left "
+            "as they were (most such tracks are the detector's false positives)."
+        )
     return lines
 
 

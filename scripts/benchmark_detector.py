@@ -7,8 +7,8 @@
 The frames are the generated two-person frames of `scripts/benchmark_pipeline.py` (two crops of the
 shipped carphone sample side by side, 37 frames apart, scaled to `--size`), `--frames` distinct ones,
 detected `--batch` per call (the pipeline's 8), after one warm-up pass. For each `--detect_sizes`
-entry (0: full resolution; else frames whose longer side exceeds it are shrunk by an integer factor
-first) it prints the factor, ms/frame (the fastest of `--repeats` passes over all frames, so other
+entry (0: full resolution; else frames of more than its square in pixels are shrunk by an integer
+factor first) it prints the factor, ms/frame (the fastest of `--repeats` passes over all frames, so other
 work on a shared machine counts less), faces per frame, and how far the landmarks of each face are
 from those of the same face (box IoU >= 0.5) found at full resolution (mean and max over
 faces of the mean distance of the 5 points, pixels and / inter-ocular distance), with the faces found

@@ -16,6 +16,20 @@ With `--face_sizes`, also the smallest faces each detector finds (issue #11): ev
 of each clip shrunk (area resize) so that its face measures N px (`keep.pipeline.faces.face_size`,
 3x the eye-to-mouth distance, as found by the first detector at the clip's own size), set on a gray
 canvas, and the coverage at each N.
+
+With `--strips WxH,...`, detection on extreme aspect ratios: strips of W x H pixels made of the clip's
+frames at their own size, side by side (H < W; stacked when H > W), every `--stride`th frame starting a
+strip; for `retinaface_mobilenet` at each shrink factor of `--strip_factors`, the share
+of the faces found (a face counts when a detection's box holds the centre of the face the detector finds
+in that frame alone) and ms per strip; `rule` is the factor `detect_size` picks (by pixel count), `long`
+the factor that would bring the longer side within `detect_size`.
+
+With `--tracks THRESHOLDS`, what `--set min_track` leaves out: `retinaface_mobilenet` at each score
+threshold (the default 0.5, and lower ones that let false positives through), its detections through the
+pipeline's own faces stage (tracker and look-ahead) at each `--min_tracks` value: how many false-positive
+tracks are restored and how many false faces (per frame, the face given out nearest the centre of the face
+found at the default threshold, inside its box, is real; any other is false: elsewhere, or a second box on
+the same face; a false track has mostly false faces), and in how many frames the real face is restored.
 """
 
 from __future__ import annotations
@@ -121,6 +135,138 @@ def smallest_faces(detectors: dict, frames: list[np.ndarray], sizes: list[int]) 
     return out
 
 
+def strips(frames: list[np.ndarray], width: int, height: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Strips of `width` x `height` made of `frames` at their own size, side by side (stacked when height >
+    width) and centred across the strip on gray, strip n holding frames n, n + 1, ...; and the tiles' offsets
+    (x, y) `(tiles, 2)`."""
+    tile_h, tile_w = frames[0].shape[:2]
+    along = width >= height
+    if (height < tile_h) if along else (width < tile_w):
+        raise KeepError(f"--strips {width}x{height}: narrower than the clip's {tile_w}x{tile_h} frames")
+    count = width // tile_w if along else height // tile_h
+    offsets = [
+        (i * tile_w, (height - tile_h) // 2) if along else ((width - tile_w) // 2, i * tile_h) for i in range(count)
+    ]
+    out = []
+    for start in range(len(frames)):
+        canvas = np.full((height, width, 3), 110, np.uint8)
+        for i, (x, y) in enumerate(offsets):
+            canvas[y : y + tile_h, x : x + tile_w] = frames[(start + i) % len(frames)]
+        out.append(canvas)
+    return out, np.array(offsets, float)
+
+
+def strip_table(clips: dict, args: argparse.Namespace, results: dict) -> None:
+    """`retinaface_mobilenet` on strips at each forced shrink factor: share of faces found, ms per strip."""
+    from keep.face.detectors import RetinaFaceMobileNetDetector
+
+    rule = RetinaFaceMobileNetDetector(device=args.device)
+    forced = RetinaFaceMobileNetDetector(device=args.device)
+    factors = [int(v) for v in args.strip_factors.split(",")]
+    print(f"\nretinaface_mobilenet on strips (detect_size {rule.detect_size}): faces found, ms/strip at factor k")
+    print(f"{'clip':<26} {'strip':>10} {'rule':>4} {'long':>4} " + " ".join(f"{f'k={k}':>14}" for k in factors))
+    for clip, all_frames in clips.items():
+        frames = all_frames[:: args.stride]
+        alone = [best(found) for found in rule.detect_batch(frames)]  # the face of each frame at its own size
+        for size in args.strips.split(","):
+            width, height = (int(v) for v in size.split("x"))
+            made, offsets = strips(frames, width, height)
+            centres = [None if face is None else (face.box[:2] + face.box[2:]) / 2 for face in alone]
+            expected = [
+                [offsets[i] + centres[(n + i) % len(frames)] for i in range(len(offsets))
+                 if centres[(n + i) % len(frames)] is not None]
+                for n in range(len(made))
+            ]  # fmt: skip
+            row = {}
+            for k in factors:
+                forced.shrink_factor = lambda height, width, k=k: k
+                found, ms = timed(forced, made, args.batch)
+                hits = sum(
+                    any(d.box[0] <= x <= d.box[2] and d.box[1] <= y <= d.box[3] for d in dets)
+                    for points, dets in zip(expected, found, strict=True)
+                    for x, y in points
+                )  # fmt: skip
+                row[k] = {"found": round(hits / sum(map(len, expected)), 4), "ms_per_strip": round(ms, 1)}
+            picked = rule.shrink_factor(height, width)
+            long_side = max(height, width) // (rule.detect_size + 1) + 1  # the factor that fits the longer side
+            results.setdefault("strips", {}).setdefault(clip, {})[size] = {
+                "rule": picked, "long_side": long_side, "factors": row
+            }  # fmt: skip
+            cells = " ".join(f"{row[k]['found']:>6.0%} {row[k]['ms_per_strip']:>6.0f}ms" for k in factors)
+            print(f"{clip:<26} {size:>10} {picked:>4} {long_side:>4} {cells}")
+
+
+class Replay:
+    """A detector that gives back recorded detections, frame after frame (the faces stage's input, replayed)."""
+
+    name = "replay"
+
+    def __init__(self, found: list[list[Detection]]):
+        self.found = iter(found)
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [next(self.found) for _ in frames]
+
+
+def given_out(found: list[list[Detection]], frames: list[np.ndarray], min_track: int) -> tuple[list[dict], dict]:
+    """The faces stage (tracker, look-ahead, `min_track`) on recorded detections: per frame, {track: landmarks}
+    it gives out; and the short tracks it left out."""
+    from keep.pipeline.faces import FaceStage
+    from keep.pipeline.items import FramePool, FrameRef, Job
+    from keep.pipeline.stage import FreeSlots
+
+    pool = FramePool(len(frames), *frames[0].shape[:2])
+    stage = FaceStage(Replay(found), min_face=16.0, max_gap=5, smooth_sigma=1.5, min_track=min_track)
+    stage.start(Job(Path("clip"), 25.0, pool, None), FreeSlots(len(pool)))
+    out = []
+    for index, rgb in enumerate(frames):
+        pool[index][...] = rgb
+        out += stage.push(FrameRef(index, index, index))
+    out += stage.finish()
+    return [frame.faces for frame in sorted(out, key=lambda f: f.index)], stage.stats()["short_tracks"]
+
+
+def count_tracks(real: list[Detection | None], faces: list[dict]) -> dict:
+    """Per frame, the face given out nearest the centre of the real face's box (and inside it) is real, every
+    other one false (elsewhere, or a second box on the same face). False tracks: most of their faces false."""
+    real_frames, verdicts = 0, {}
+    for face, per_track in zip(real, faces, strict=True):
+        centres = {track: landmarks.mean(0) for track, landmarks in per_track.items()}
+        inside = [] if face is None else [
+            t for t, (x, y) in centres.items() if face.box[0] <= x <= face.box[2] and face.box[1] <= y <= face.box[3]
+        ]  # fmt: skip
+        middle = None if face is None else (face.box[:2] + face.box[2:]) / 2
+        chosen = min(inside, key=lambda t: np.linalg.norm(centres[t] - middle), default=None)
+        real_frames += chosen is not None
+        for track in per_track:
+            verdicts.setdefault(track, []).append(track != chosen)
+    false = [v for v in verdicts.values() if 2 * sum(v) > len(v)]
+    return {
+        "false_tracks": len(false),
+        "false_faces": int(sum(sum(v) for v in verdicts.values())),
+        "real_frames": int(real_frames),
+    }
+
+
+def track_table(clips: dict, args: argparse.Namespace, results: dict) -> None:
+    """False-positive tracks restored and real-face frames restored at each min_track and score threshold."""
+    detector = build_detector("retinaface_mobilenet", device=args.device)
+    min_tracks = [int(v) for v in args.min_tracks.split(",")]
+    print("\nretinaface_mobilenet through the faces stage: false tracks (false faces) / frames of the real face")
+    print(f"{'clip':<26} {'threshold':>9} " + " ".join(f"{f'min_track={m}':>17}" for m in min_tracks))
+    default = detector.threshold
+    for clip, frames in clips.items():
+        real = [best(d) for d in detector.detect_batch(frames)]  # the face, at the default threshold
+        for threshold in [float(v) for v in args.tracks.split(",")]:
+            detector.threshold = threshold
+            found = [d for i in range(0, len(frames), 8) for d in detector.detect_batch(frames[i : i + 8])]
+            detector.threshold = default
+            row = {m: count_tracks(real, given_out(found, frames, m)[0]) for m in min_tracks}
+            results.setdefault("tracks", {}).setdefault(clip, {})[str(threshold)] = row
+            cells = [f"{r['false_tracks']} ({r['false_faces']}) / {r['real_frames']}" for r in row.values()]
+            print(f"{clip:<26} {threshold:>9} " + " ".join(f"{c:>17}" for c in cells))
+
+
 def coverage_table(clips: dict, detectors: dict, args: argparse.Namespace, results: dict) -> dict:
     """Per clip and detector: coverage and ms/frame (one frame per call, and batched); the detections found."""
     found: dict = {}
@@ -185,6 +331,10 @@ def _main(args: argparse.Namespace) -> int:
         landmark_table(found, detectors, next(iter(clips)), results)
     if args.face_sizes:
         face_size_table(clips, detectors, args, results)
+    if args.strips:
+        strip_table(clips, args, results)
+    if args.tracks:
+        track_table(clips, args, results)
     print(f"\n{args.device}, {threads} torch threads")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -203,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--face_sizes", default="", help="also: coverage with faces shrunk to these sizes (px, comma-separated)"
     )
-    p.add_argument("--stride", type=int, default=4, help="every Nth frame for --face_sizes")
+    p.add_argument("--stride", type=int, default=4, help="every Nth frame for --face_sizes and --strips")
+    p.add_argument("--strips", default="", help="also: detection on strips of these sizes (WxH, comma-separated)")
+    p.add_argument("--strip_factors", default="1,2,3,4", help="shrink factors the strips are detected at")
+    p.add_argument("--tracks", default="", help="also: tracks left out by min_track at these score thresholds")
+    p.add_argument("--min_tracks", default="1,2,3,4,5,6,8", help="min_track values for --tracks")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
     return run_main(lambda: _main(args))

@@ -32,7 +32,7 @@ def noise_frames(count: int, height: int = 48, width: int = 64, seed: int = 0) -
 
 def stored(upright: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
     """The frame a camera stores for an `upright` picture that players turn by (turns x 90 degrees
-    counter-clockwise, then a left-right mirror): the inverse of `keep.video.io.orient`."""
+    counter-clockwise, then a left-right mirror): the inverse of `keep.image.orient`."""
     if mirror:
         upright = upright[:, ::-1]
     return np.ascontiguousarray(np.rot90(upright, -turns))

@@ -1,9 +1,10 @@
 """The browser app (app.py, issue 18), as a user and a script meet it: one real server per module
-(`app.py --model preset:tiny` in a subprocess on a free port), driven through its `/restore` API with
-gradio_client and through the page in headless Chromium (skipped where Debian's chromium is absent).
+(`app.py --model preset:tiny` in a subprocess on a free port, with a login), driven through its `/restore`
+API with gradio_client and through the page in headless Chromium (skipped where Debian's chromium is absent).
 
 The server's temporary folder lies under this module's own one (TMPDIR), so the tests see what it writes
-and that it is all gone once the server stops. Its limits are set low enough for header-only refusals.
+and that it is all gone once the server stops. Its limits are set low enough for header-only refusals, and
+its upload limit to 1 MB.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from fractions import Fraction
 from pathlib import Path
@@ -26,13 +28,14 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from footage import REPO, SAMPLE, sample_frames, write_clip  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
 from keep.image import read_image, write_image  # noqa: E402
 
 SCREENSHOT = REPO / "docs" / "images" / "app.jpg"
-MAX_FRAMES, MAX_PIXELS, MAX_SECONDS = 400, 200_000, 60
+MAX_FRAMES, MAX_PIXELS, MAX_SECONDS, MAX_UPLOAD_MB = 400, 200_000, 60, 1
+AUTH = ("tester", "correct horse battery")  # the login, given to the server in $KEEP_APP_AUTH
 START_TIMEOUT_S = 180
 JOB_TIMEOUT_S = 240
 
@@ -50,11 +53,12 @@ def server(tmp_path_factory):
         **os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "TMPDIR": str(temp),
         # no weights anywhere: the releases are unavailable, as on a fresh offline machine
         "KEEP_WEIGHTS_DIR": str(folder / "weights"), "KEEP_CACHE_DIR": str(folder / "cache"),
-        "TORCH_HOME": str(folder / "torch"),
+        "TORCH_HOME": str(folder / "torch"), "KEEP_APP_AUTH": ":".join(AUTH),
     }  # fmt: skip
     command = [
         sys.executable, str(REPO / "app.py"), "--model", "preset:tiny", "--port", str(port),
         "--max_frames", str(MAX_FRAMES), "--max_pixels", str(MAX_PIXELS), "--max_seconds", str(MAX_SECONDS),
+        "--max_upload_mb", str(MAX_UPLOAD_MB),
     ]  # fmt: skip
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -81,7 +85,7 @@ def server(tmp_path_factory):
     finally:
         log.close()
     server_log = (folder / "server.log").read_text()
-    assert "Traceback" not in server_log, server_log[-3000:]
+    assert "Traceback" not in server_log and "warning:" not in server_log, server_log[-3000:]
     assert not list(temp.glob("keep-app-*")), "the app left its uploads or outputs behind"
 
 
@@ -95,6 +99,24 @@ def refusal(client: Client, video: Path, **options) -> str:
     message = str(caught.value)
     assert "Traceback" not in message and "keep-app-" not in message, message  # no server paths either
     return message
+
+
+def client(url: str) -> Client:
+    return Client(url, auth=AUTH, verbose=False)
+
+
+def uploads(temp: Path, name: str) -> list[Path]:
+    """The server's stored copies of an upload named `name` (Gradio stores each in a folder of its own)."""
+    return list(temp.glob(f"keep-app-*/*/{name}"))
+
+
+def gone_soon(temp: Path, name: str, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while uploads(temp, name):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def stream_facts(path: str | Path) -> dict:
@@ -124,14 +146,19 @@ def worker_pids(parent: int) -> set[int]:
     return pids
 
 
-def test_a_text_file_is_refused_and_the_next_request_restores_the_sample(server, tmp_path):
-    url, _, _ = server
-    client = Client(url, verbose=False)
+def test_a_text_file_is_refused_and_removed_and_the_next_request_restores_the_sample(server, tmp_path):
+    url, _, temp = server
+    api = client(url)
     text = tmp_path / "notes.txt"
     text.write_text("not a video\n")
-    assert "cannot open video notes.txt" in refusal(client, text)
+    assert "cannot open video notes.txt" in refusal(api, text)
+    fake = tmp_path / "fake.mp4"  # a text file renamed
+    fake.write_text("not a video\n")
+    assert "cannot open video fake.mp4" in refusal(api, fake)
+    assert gone_soon(temp, "notes.txt") and gone_soon(temp, "fake.mp4")  # removed with their requests
 
-    video, (before, after), faces, summary = restore(client, SAMPLE)
+    video, (before, after), faces, summary = restore(api, SAMPLE)
+    assert uploads(temp, SAMPLE.name)  # a finished job's upload stays while its session lives
     source, out = stream_facts(SAMPLE), stream_facts(video["video"])
     assert out == source  # frames, frame rate, size, audio (codec, rate, channels)
     assert source["frames"] == 75 and source["audio"]
@@ -141,29 +168,62 @@ def test_a_text_file_is_refused_and_the_next_request_restores_the_sample(server,
 
 
 def test_limits_and_unavailable_weights_are_explained(server, tmp_path):
-    url, process, _ = server
-    client = Client(url, verbose=False)
+    url, process, temp = server
+    api = client(url)
     black = np.zeros((480, 640, 3), np.uint8)
     large = write_clip(tmp_path / "large.mp4", [black] * 2, fps=Fraction(25))
-    message = refusal(client, large)
+    message = refusal(api, large)
     assert "640x480 = 307200 pixels" in message and f"at most {MAX_PIXELS}" in message
     assert "--max_pixels N" in message and "KEEP_APP_MAX_PIXELS=N" in message
     small = np.zeros((32, 32, 3), np.uint8)
     many = write_clip(tmp_path / "many.mp4", [small] * (MAX_FRAMES + 1), fps=Fraction(25))
-    assert f"it has {MAX_FRAMES + 1} frames" in (message := refusal(client, many)) and "--max_frames" in message
+    assert f"it has {MAX_FRAMES + 1} frames" in (message := refusal(api, many)) and "--max_frames" in message
     slow = write_clip(tmp_path / "slow.mp4", [small] * 2, fps=Fraction(1, 40))  # 80 s
-    assert "it lasts 80.0 s" in (message := refusal(client, slow)) and "--max_seconds" in message
+    assert "it lasts 80.0 s" in (message := refusal(api, slow)) and "--max_seconds" in message
 
-    message = refusal(client, SAMPLE, model="keep")  # the CLI's message: file, URL, where to put it
+    message = refusal(api, SAMPLE, model="keep")  # the CLI's message: file, URL, where to put it
     assert "KEEP-b76feb75.pth" in message and "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/" in message
     assert "put it in" in message and "--model" in message
+    assert all(gone_soon(temp, name) for name in ("large.mp4", "many.mp4", "slow.mp4"))  # refused: removed
     assert process.poll() is None
+
+
+def test_an_oversized_upload_is_refused_while_it_arrives(server, tmp_path):
+    """gradio_client refuses it before sending (the server's `max_file_size` is in its config); a client that
+    sends it anyway gets 413 and nothing of it is stored."""
+    import httpx
+
+    url, _, temp = server
+    api = client(url)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, int(1.2 * 2**20), np.uint8).tobytes())
+    limit = f"{MAX_UPLOAD_MB * 2**20} bytes"
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {limit}"):
+        restore(api, big)
+    with big.open("rb") as data:
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": data}, cookies=api.cookies, timeout=60)
+    assert response.status_code == 413 and f"maximum allowed size of {limit}" in response.text
+    assert not [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size > 2**20]
+
+
+def test_without_the_login_the_api_refuses(server):
+    url, _, _ = server
+    with pytest.raises(AuthenticationError):
+        Client(url, verbose=False)
+    for request in (
+        urllib.request.Request(f"{url}config"),
+        urllib.request.Request(f"{url}gradio_api/upload", data=b"--x--", method="POST",
+                               headers={"Content-Type": "multipart/form-data; boundary=x"}),
+    ):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 401
 
 
 def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp_path):
     url, process, temp = server
     long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), fps=Fraction(30000, 1001))
-    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    first, second = client(url), client(url)
     job = first.submit({"video": handle_file(str(long_clip))}, api_name="/restore")
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not any(unit.desc == "restoring" and unit.index for unit in job.status().progress_data or []):
@@ -191,6 +251,53 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     assert not list(temp.rglob("*.partial.mp4")) and not list(temp.rglob("sessions/*/*/long*"))
     video, *_ = waiting.result(timeout=JOB_TIMEOUT_S)  # the next job runs on new workers
     assert stream_facts(video["video"])["frames"] == 75
+
+
+def test_listening_beyond_this_machine_without_a_login_is_a_warning(tmp_path):
+    """`--host 0.0.0.0` and no login: one warning line before the server starts (here it cannot: its port
+    is taken, so nothing is ever served)."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEEP_APP_AUTH")}
+        command = [
+            sys.executable, str(REPO / "app.py"), "--model", "preset:tiny", "--host", "0.0.0.0", "--port", str(port)
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, env={**env, "KEEP_OFFLINE": "1", "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
+            timeout=START_TIMEOUT_S,
+        )  # fmt: skip
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and lines[-1].startswith(f"error: cannot listen on 0.0.0.0:{port}"), result.stderr
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: listening on 0.0.0.0:{port} without a login: anyone who can reach this port can use this "
+        "machine (set KEEP_APP_AUTH=user:password or --auth_file FILE)"
+    ]  # fmt: skip
+
+
+def test_logins_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from keep.errors import KeepError
+    from keep.webapp import is_local, read_logins
+
+    monkeypatch.delenv("KEEP_APP_AUTH", raising=False)
+    monkeypatch.delenv("KEEP_APP_AUTH_FILE", raising=False)
+    assert read_logins() == []
+    monkeypatch.setenv("KEEP_APP_AUTH", "ann:pass:word")
+    assert read_logins() == [("ann", "pass:word")]
+    logins = tmp_path / "logins"
+    logins.write_text("# who may use the app\nann:one\n\nbob:two\n")
+    assert read_logins(logins) == [("ann", "one"), ("bob", "two")]  # a file before the variable
+    monkeypatch.setenv("KEEP_APP_AUTH_FILE", str(logins))
+    assert read_logins() == [("ann", "one"), ("bob", "two")]
+    logins.write_text("ann:one\nbob\n")
+    with pytest.raises(KeepError, match="logins line 2: expected user:password"):
+        read_logins()
+    with pytest.raises(KeepError, match="cannot read the login file .*missing"):
+        read_logins(tmp_path / "missing")
+    assert all(map(is_local, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
+    assert not any(map(is_local, ("0.0.0.0", "::", "192.168.1.5", "keep.example.org")))
 
 
 def test_a_face_is_cropped_back_from_its_logged_corners():
@@ -229,10 +336,11 @@ def chromium():
 
 
 def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server, tmp_path):
-    """Open the page, upload the sample, press Restore, wait for the output, check that its video plays;
-    then a long clip, Restore, Cancel: its workers end and no error shows. Closing the page ends its
-    session: its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and
-    to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
+    """Open the page: a login form, not the app; log in. Upload the sample, press Restore, wait for the
+    output, check that its video plays; then a long clip, Restore, Cancel: its workers end and no error
+    shows; then a file over the upload limit: refused with the limit. Closing the page ends its session:
+    its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and to
+    docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
     url, process, temp = server
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
     browser = chromium()
@@ -245,6 +353,14 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
     try:
         browser.get(url)
         wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
+        password = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=password]"))[0]
+        assert "log in" in browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.ID, "input-video")  # nothing of the app before the login
+        browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys(AUTH[0])
+        password.send_keys(AUTH[1])
+        browser.find_element(By.XPATH, "//button[normalize-space()='Login']").click()
+        limits = wait.until(lambda b: b.find_elements(By.ID, "limits"))[0]
+        assert f"up to {MAX_UPLOAD_MB} MB" in limits.text
 
         def upload(video: Path) -> None:
             wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(
@@ -277,6 +393,13 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
         wait.until(lambda b: not workers & worker_pids(process.pid))
         assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")  # no error shown for a cancel
         assert "Traceback" not in browser.page_source
+
+        big = tmp_path / "big.mp4"
+        big.write_bytes(bytes(int(1.2 * 2**20)))
+        browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(str(big))
+        refused = f"exceeds the maximum allowed size of {MAX_UPLOAD_MB * 2**20} bytes: big.mp4"
+        wait.until(lambda b: any(refused in t.text for t in b.find_elements(By.CSS_SELECTOR, ".toast-body")))
     finally:
         browser.quit()
     deadline = time.monotonic() + 60

@@ -106,6 +106,8 @@ CASES: list[Case] = [
     bad("app.py", "--threads", "0", match="threads"),
     bad("app.py", "--max_frames", "0", match="max_frames"),
     bad("app.py", "--max_seconds", "soon", match="max_seconds"),
+    bad("app.py", "--max_upload_mb", "0", match="max_upload_mb"),
+    bad("app.py", "--auth_file", "{in}/missing_logins.txt", match="missing_logins.txt"),
     # train.py (all overrides in one --set: the runs go to {out})
     bad("train.py", "-opt", "{in}/missing.yml", match="missing.yml"),
     bad(*TRAIN, "--set", "root={out}", "nosuch.key=1", match="nosuch"),

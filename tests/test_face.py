@@ -113,6 +113,49 @@ def test_long_gap_is_not_interpolated():
     assert [t for t in range(10) if 0 in result[t]] == [0, 1, 7, 8]
 
 
+def run_smoother(smoother: TrackSmoother, tracks: dict[int, list[int]], frames: int) -> dict[int, list[int]]:
+    """Push `frames` frames in which track t is observed at `tracks[t]`; {track: frames it was given out in}."""
+    given: dict[int, list[int]] = {}
+    for t in range(frames):
+        observed = {track: np.full((5, 2), float(track)) for track, seen in tracks.items() if t in seen}
+        for index, _, faces in smoother.push(t, None, observed):
+            for track in faces:
+                given.setdefault(track, []).append(index)
+        assert len(smoother._frames) <= smoother.lookahead + 1  # bounded: the whole video is never held
+    for index, _, faces in smoother.flush():
+        for track in faces:
+            given.setdefault(track, []).append(index)
+    return given
+
+
+def test_tracks_detected_in_fewer_than_min_track_frames_are_left_out():
+    """One- to three-frame tracks (a detector's false positives) are never given out; a track detected in
+    min_track frames is given out in all of them (the look-ahead holds its first frame until it is confirmed),
+    ids unchanged; a video shorter than min_track gives out tracks seen in all of its frames."""
+    tracks = {0: list(range(40)), 1: [10, 11], 2: [20, 21, 22], 3: [30, 31, 32, 33], 4: [5]}
+    smoother = TrackSmoother(max_gap=5, sigma=1.5, min_track=4)
+    given = run_smoother(smoother, tracks, 40)
+    assert given == {0: list(range(40)), 3: [30, 31, 32, 33]}
+    assert smoother.short_tracks() == {1: 2, 2: 3, 4: 1}
+    everything = TrackSmoother(max_gap=5, sigma=1.5, min_track=1)
+    assert run_smoother(everything, tracks, 40) == {t: seen for t, seen in tracks.items()}
+    assert everything.short_tracks() == {}
+    long_rule = TrackSmoother(max_gap=0, sigma=0, min_track=20)  # the look-ahead grows to what the rule needs
+    assert long_rule.lookahead == 19 and run_smoother(long_rule, {0: list(range(20))}, 20) == {0: list(range(20))}
+    short_video = TrackSmoother(max_gap=5, sigma=1.5, min_track=4)
+    assert run_smoother(short_video, {0: [0, 1, 2], 1: [1]}, 3) == {0: [0, 1, 2]}  # a 3-frame video
+    assert run_smoother(TrackSmoother(min_track=4), {0: [0]}, 1) == {0: [0]}  # one photo
+
+
+def test_a_track_with_a_sparse_start_is_given_out_once_confirmed():
+    """Detections 5 frames apart at first: the count reaches min_track only after the first frames have left
+    the look-ahead (6 frames here), so the track is given out from the first frame that leaves after that."""
+    smoother = TrackSmoother(max_gap=5, sigma=0, min_track=4)
+    given = run_smoother(smoother, {0: [0, 5, 10, *range(15, 30)]}, 30)
+    assert given == {0: list(range(9, 30))}  # frame 9 left when frame 15, the 4th detection, arrived
+    assert smoother.short_tracks() == {}
+
+
 def test_dlib_detector_finds_the_carphone_face(shared_dir):
     from keep.face import build_detector
     from keep.video import open_input

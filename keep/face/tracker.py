@@ -14,6 +14,14 @@ still given to a lost track whose box centre lies within `reattach_distance` fac
 `lookahead` newer frames have arrived, with, for every track covering it, landmarks that are
 (1) linearly interpolated across a gap of at most `max_gap` frames and (2) Gaussian-smoothed over
 time (`sigma` frames, truncated at 3 sigma). Memory: `lookahead` frames, whatever the video length.
+
+Very short tracks are left out (`min_track`): a track is given out in a frame only once it has been
+detected in `min_track` frames, counting every frame seen so far, the look-ahead included (in a video
+of fewer frames, in all of them). The look-ahead is at least `min_track - 1` frames, so a track
+detected in `min_track` consecutive frames is confirmed before its first frame leaves: it is given
+out in all its frames. A detector's one- to three-frame false positive never is; a track whose first
+detections are sparse (fewer than `min_track` within the look-ahead) is given out from the frame its
+count is reached. Track ids are the tracker's, unchanged: ids of tracks left out are simply absent.
 """
 
 from __future__ import annotations
@@ -151,22 +159,34 @@ class FaceTracker:
 
 class TrackSmoother:
     """Bounded look-ahead buffer: push `(frame_index, payload, {track_id: landmarks (5, 2)})`, pop frames
-    with interpolated, temporally smoothed landmarks for every track that covers them."""
+    with interpolated, temporally smoothed landmarks for every track that covers them and has been detected
+    in at least `min_track` frames (0 or 1: every track)."""
 
-    def __init__(self, *, max_gap: int = 5, sigma: float = 1.5):
+    def __init__(self, *, max_gap: int = 5, sigma: float = 1.5, min_track: int = 1):
         self.max_gap = max_gap
         self.sigma = sigma
+        self.min_track = min_track
         self.radius = int(math.ceil(3 * sigma)) if sigma > 0 else 0
-        self.lookahead = self.radius + max_gap + 1
+        self.lookahead = max(self.radius + max_gap + 1, min_track - 1)  # min_track - 1: see the module docstring
         self._frames: deque[tuple[int, Any]] = deque()
         self._observed: dict[int, dict[int, np.ndarray]] = {}  # track -> frame -> (5, 2)
         self._latest = -1
+        self._pushed = 0
+        self.detections: dict[int, int] = {}  # track -> frames it was detected in, while not yet confirmed
+        self.confirmed: set[int] = set()
+
+    def short_tracks(self) -> dict[int, int]:
+        """The tracks left out so far (too short to be given out in any frame), with the frames each was detected in."""
+        return dict(self.detections)
 
     def push(self, index: int, payload: Any, observations: dict[int, np.ndarray]) -> Iterator[tuple[int, Any, dict]]:
         self._frames.append((index, payload))
         self._latest = index
+        self._pushed += 1
         for track_id, landmarks in observations.items():
             self._observed.setdefault(track_id, {})[index] = landmarks
+            if track_id not in self.confirmed:
+                self.detections[track_id] = self.detections.get(track_id, 0) + 1
         while self._frames and self._frames[0][0] <= self._latest - self.lookahead:
             yield self._pop()
 
@@ -174,10 +194,20 @@ class TrackSmoother:
         while self._frames:
             yield self._pop()
 
+    def _confirm(self) -> None:
+        """Tracks detected in `min_track` frames (or in every frame of a shorter video) are given out from now on."""
+        need = min(self.min_track, self._pushed)
+        for track_id in [t for t, count in self.detections.items() if count >= need]:
+            del self.detections[track_id]
+            self.confirmed.add(track_id)
+
     def _pop(self) -> tuple[int, Any, dict[int, np.ndarray]]:
         index, payload = self._frames.popleft()
+        self._confirm()
         faces = {}
         for track_id, observed in list(self._observed.items()):
+            if track_id not in self.confirmed:
+                continue
             values = [(t, self._interpolate(observed, t)) for t in range(index - self.radius, index + self.radius + 1)]
             if self._interpolate(observed, index) is None:
                 continue

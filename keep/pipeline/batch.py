@@ -178,6 +178,10 @@ def report(summary: dict) -> None:
         print(f"warning: {summary['stopped']}; restored the {summary['frames']} frames that decoded", file=sys.stderr)
     if summary["resized"]:
         print(f"warning: {summary['input']}: {summary['resized']}", file=sys.stderr)
+    if summary["exif_turned"]:
+        count = summary["exif_turned"]
+        what = "turned upright by its" if count == 1 else f"{count} images turned upright by their"
+        print(f"{summary['input']}: {what} EXIF orientation", flush=True)
     if summary["faces"] == 0:
         print(f"warning: no face found in {summary['input']}; the output is the input re-encoded", file=sys.stderr)
     dropped = summary["streams"]["not_kept"]

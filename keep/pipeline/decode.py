@@ -51,6 +51,7 @@ class DecodeStage(Stage):
         changes, timeline = self.reader.size_changes, getattr(self.reader, "timeline", None)
         return {
             "stopped": self.reader.stopped, "resized_frames": changes.count, "resized": changes.message(),
+            "exif_turned": getattr(self.reader, "exif_turned", 0),  # photos turned by their EXIF orientation
             **(timeline.stats() if timeline is not None else {"start_time": 0.0, "timestamp_jumps": 0}),
         }  # fmt: skip
 

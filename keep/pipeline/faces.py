@@ -2,7 +2,9 @@
 smooth the landmarks over time (a bounded look-ahead), frame by frame.
 
 Faces smaller than `min_face` pixels are not restored and are counted (`small_faces_skipped`); the size
-is `face_size`: 3x the distance from the eye centre to the mouth centre, about the face's height.
+is `face_size`: 3x the distance from the eye centre to the mouth centre, about the face's height. Tracks
+detected in fewer than `min_track` frames are not restored either (`short_tracks`: a detector's one- to
+three-frame false positives; `keep.face.tracker.TrackSmoother` decides within its look-ahead).
 Detectors that have `detect_batch(list of frames) -> list of detections per frame` get `batch` frames
 at a time; others are called frame by frame.
 """
@@ -36,6 +38,7 @@ class FacesSpec:
     device: str = "cpu"
     detect_size: int = 1280
     min_face: float = 16.0
+    min_track: int = 4
     max_gap: int = 5
     smooth_sigma: float = 1.5
     has_aligned: bool = False
@@ -47,20 +50,33 @@ class FacesSpec:
 
         detector = build_detector(self.detector, device=self.device, detect_size=self.detect_size)
         log.info("face detector: %s", detector.name)
-        return FaceStage(detector, min_face=self.min_face, max_gap=self.max_gap, smooth_sigma=self.smooth_sigma)
+        return FaceStage(
+            detector, min_face=self.min_face, min_track=self.min_track, max_gap=self.max_gap,
+            smooth_sigma=self.smooth_sigma,
+        )  # fmt: skip
 
 
 class FaceStage(Stage):
     """`FrameRef`s in, `FaceFrame`s out (delayed by the smoother's look-ahead, order kept)."""
 
-    def __init__(self, detector, *, min_face: float, max_gap: int, smooth_sigma: float, batch: int = DETECT_BATCH):
+    def __init__(
+        self,
+        detector,
+        *,
+        min_face: float,
+        max_gap: int,
+        smooth_sigma: float,
+        min_track: int = 1,
+        batch: int = DETECT_BATCH,
+    ):
         super().__init__()
         self.detector = detector
         self.min_face = min_face
         self.max_gap = max_gap
         self.smooth_sigma = smooth_sigma
+        self.min_track = min_track
         self.batch = batch if hasattr(detector, "detect_batch") else 1
-        self.held = self.batch + TrackSmoother(max_gap=max_gap, sigma=smooth_sigma).lookahead
+        self.held = self.batch + self._smoother().lookahead
 
     def info(self) -> dict:
         return {"detector": getattr(self.detector, "name", None)}
@@ -68,7 +84,7 @@ class FaceStage(Stage):
     def start(self, job: Job, slots: Slots) -> None:
         self.pool = job.pool
         self.tracker = FaceTracker(max_gap=self.max_gap)
-        self.smoother = TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma)
+        self.smoother = self._smoother()
         self.pending: list[FrameRef] = []
         self.small_faces_skipped = 0
 
@@ -103,8 +119,12 @@ class FaceStage(Stage):
         self.pending = []
         return out
 
+    def _smoother(self) -> TrackSmoother:
+        return TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma, min_track=self.min_track)
+
     def stats(self) -> dict:
-        return {"small_faces_skipped": self.small_faces_skipped}
+        short = self.smoother.short_tracks()  # tracks never given out: {id: frames detected}
+        return {"small_faces_skipped": self.small_faces_skipped, "short_tracks": dict(sorted(short.items()))}
 
 
 class WholeFrameStage(Stage):
@@ -117,4 +137,4 @@ class WholeFrameStage(Stage):
         return [FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))]
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": 0}
+        return {"small_faces_skipped": 0, "short_tracks": {}}

@@ -97,21 +97,52 @@ def outputs_of(item: Input, outdir: Path, container: str = "auto") -> Outputs:
     )
 
 
-def collect_inputs(path: str | Path) -> tuple[list[Input], Path | None]:
-    """The inputs `-i path` names, sorted, and the folder that holds them when it is a folder of inputs."""
+@dataclass(frozen=True)
+class Collected:
+    """What `-i` names: the inputs (sorted by name), the folder that holds them when it is a folder of inputs,
+    and what in that folder is not an input (files that are neither images nor videos, folders without images)."""
+
+    items: list[Input]
+    folder: Path | None = None
+    skipped: tuple[Path, ...] = ()
+
+    def skipped_line(self, shown: int = 10) -> str | None:
+        """The one line that lists the skipped entries (the first `shown` of them), or None."""
+        if not self.skipped:
+            return None
+        names = [p.name + ("/" if p.is_dir() else "") for p in self.skipped]
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        what = "entry that is" if len(names) == 1 else "entries that are"
+        where = self.skipped[0].parent
+        return f"skipped {len(names)} {what} neither an image, a video nor a folder of frames in {where}: " + (
+            ", ".join(names[:shown]) + more
+        )
+
+
+def collect_inputs(path: str | Path) -> Collected:
+    """The inputs `-i path` names. A folder is a folder of frames (one clip) when the media it holds are images
+    only; a folder that also holds videos or folders of frames is a folder of inputs: each video, folder of
+    frames and image in it is an input of its own (an image gives an image). Hidden files are ignored."""
     path = Path(path).expanduser()
     if not path.exists():
         raise KeepError(f"input {path} does not exist")
     if path.is_file():
-        return [Input(path, "image" if is_image(path) else "video")], None
-    if list_images(path):
-        return [Input(path, "frames")], None
-    items = []
+        return Collected([Input(path, "image" if is_image(path) else "video")])
+    items, images, skipped = [], [], []
     for child in sorted(path.iterdir()):
-        if child.is_file() and is_video(child):
+        if child.name.startswith("."):
+            continue
+        if child.is_file() and is_image(child):
+            images.append(Input(child, "image"))
+        elif child.is_file() and is_video(child):
             items.append(Input(child, "video"))
         elif child.is_dir() and list_images(child):
             items.append(Input(child, "frames"))
+        else:
+            skipped.append(child)
+    if images and not items:
+        return Collected([Input(path, "frames")], None, tuple(skipped))
+    items = sorted(items + images, key=lambda item: item.source.name)
     if not items:
         raise KeepError(
             f"no images ({', '.join(IMAGE_SUFFIXES)}), videos ({', '.join(VIDEO_SUFFIXES)}) or folders of "
@@ -120,9 +151,12 @@ def collect_inputs(path: str | Path) -> tuple[list[Input], Path | None]:
     stems: dict[str, Path] = {}
     for item in items:
         if item.stem in stems:
-            raise KeepError(f"{stems[item.stem].name} and {item.source.name} would write the same output {item.stem}")
+            raise KeepError(
+                f"{stems[item.stem].name} and {item.source.name} in {path} would write the same outputs "
+                f"({item.stem}.*): rename one of them"
+            )
         stems[item.stem] = item.source
-    return items, path
+    return Collected(items, path, tuple(skipped))
 
 
 def check_outputs(

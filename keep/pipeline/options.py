@@ -66,6 +66,7 @@ class PipelineOptions:
     crf: Annotated[int, Range(0, 51)] = 18
     preset: str = "medium"  # libx264 preset, ultrafast .. veryslow: faster ones write larger files at the same crf
     min_face: NonNegativeFloat = 16.0  # faces whose eye-to-mouth distance x 3 is below this many pixels are left alone
+    min_track: NonNegativeInt = 4  # tracks detected in fewer frames are left alone (0 or 1: every track)
     max_gap: NonNegativeInt = 5  # frames a track may miss and still be interpolated
     smooth_sigma: NonNegativeFloat = 1.5  # Gaussian landmark smoothing over time, in frames (0: off)
     fps: Annotated[float, Range(0, low_open=True)] = 25.0  # frame rate for folders of frames

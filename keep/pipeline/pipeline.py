@@ -54,7 +54,8 @@ def stage_specs(options: PipelineOptions, model: Restorer) -> dict:
         "decode": DecodeSpec(),
         "faces": FacesSpec(
             detector=options.detector, device=options.device, detect_size=options.detect_size,
-            min_face=options.min_face, max_gap=options.max_gap, smooth_sigma=options.smooth_sigma,
+            min_face=options.min_face, min_track=options.min_track, max_gap=options.max_gap,
+            smooth_sigma=options.smooth_sigma,
             has_aligned=options.has_aligned,
         ),
         "restore": RestoreSpec(model, window=options.window, gain_context=options.gain_context),
@@ -207,6 +208,12 @@ class Pipeline:
                 "%s: %d faces smaller than --min_face %g px skipped",
                 item.stem, stats["small_faces_skipped"], self.options.min_face,
             )  # fmt: skip
+        if stats["short_tracks"]:
+            log.info(
+                "%s: %d tracks detected in fewer than --set min_track=%d frames not restored: %s", item.stem,
+                len(stats["short_tracks"]), self.options.min_track,
+                ", ".join(f"track {t} ({n} frames)" for t, n in stats["short_tracks"].items()),
+            )  # fmt: skip
         timings = stats["timings"]
         return {
             "input": str(item.source),
@@ -219,6 +226,8 @@ class Pipeline:
             "longest_track_coverage": max(tracks.values(), default=0) / frames,
             "small_faces_skipped": stats["small_faces_skipped"],
             "min_face": self.options.min_face,
+            "short_tracks": {int(t): n for t, n in stats["short_tracks"].items()},  # {id: frames detected}: left alone
+            "min_track": self.options.min_track,
             "detector": info["detector"],
             "flow": info["flow"],  # what `--flow auto` chose (keep.flow.choose_auto)
             "mask": info["mask"],
@@ -234,6 +243,7 @@ class Pipeline:
             "resized": stats["resized"],
             "rotation": 90 * getattr(reader, "turns", 0),  # degrees counter-clockwise
             "mirrored": getattr(reader, "mirror", False),
+            "exif_turned": stats["exif_turned"],  # images (a photo, frames) turned upright by their EXIF orientation
             "sample_aspect": str(reader.sample_aspect) if reader.sample_aspect else None,
             # the input's start time (s), taken off every stream, and its timestamp jumps made continuous
             "start_time": stats["start_time"],

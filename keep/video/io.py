@@ -20,7 +20,16 @@ import cv2
 import numpy as np
 
 from ..errors import KeepError
-from ..image import IMAGE_SUFFIXES, list_images, read_image, to_rgb, write_image  # noqa: F401 (re-exported)
+from ..image import (  # noqa: F401 (re-exported)
+    EXIF_ORIENTATIONS,
+    IMAGE_SUFFIXES,
+    list_images,
+    orient,
+    read_image,
+    read_upright,
+    to_rgb,
+    write_image,
+)
 from .streams import AHEAD_S, StreamCopier, main_video
 from .timeline import Timeline
 
@@ -98,15 +107,6 @@ def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
                     return orientation
             log.warning("display matrix %s is not a multiple of 90 degrees: frames are read as stored", linear)
     return 0, False
-
-
-def orient(rgb: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
-    """A stored frame `(H, W, 3)` turned upright by `display_orientation`'s answer (contiguous)."""
-    if turns:
-        rgb = np.rot90(rgb, turns)
-    if mirror:
-        rgb = rgb[:, ::-1]
-    return np.ascontiguousarray(rgb)
 
 
 class VideoReader:
@@ -205,6 +205,7 @@ class ImageFolderReader:
 
     kind = "frames"
     sample_aspect = None
+    turns, mirror = 0, False  # a folder's frames are each turned by their own EXIF orientation
 
     def __init__(self, path: str | Path, *, fps: float = 25.0):
         self.path = Path(path)
@@ -215,8 +216,11 @@ class ImageFolderReader:
         else:
             self.files = [self.path]
             self.kind = "image"
-        first = read_image(self.files[0])
+        first, orientation = read_upright(self.files[0])  # photos come upright (their EXIF orientation)
         self.height, self.width = first.shape[:2]
+        if self.kind == "image":  # the summary's rotation and mirror, as a video's display matrix gives them
+            self.turns, self.mirror = EXIF_ORIENTATIONS[orientation]
+        self.exif_turned = 0  # frames turned upright by their EXIF orientation
         self.fps = Fraction(fps).limit_denominator(1001)
         self.time_base = 1 / self.fps
         self.num_frames = len(self.files)
@@ -226,7 +230,8 @@ class ImageFolderReader:
 
     def __iter__(self) -> Iterator[Frame]:
         for index, file in enumerate(self.files):
-            rgb = read_image(file)
+            rgb, orientation = read_upright(file)
+            self.exif_turned += orientation != 1
             if rgb.shape[:2] != (self.height, self.width):
                 self.size_changes.note(f"frame {index} ({file.name})", rgb.shape[1], rgb.shape[0])
                 shrink = rgb.shape[0] * rgb.shape[1] > self.height * self.width
