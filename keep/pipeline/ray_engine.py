@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -166,13 +167,24 @@ def connect(ray: Any, options: PipelineOptions) -> str:
         os.environ.update(worker_environment())
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline first: a Ray of our own reports nothing
     try:
+        if address is not None:
+            check_reachable(address)
         ray.init(address=address, include_dashboard=False if address is None else None, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # Ray's errors share no base class: one line whatever the cause
         raise KeepError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     finally:
         os.environ.clear()
         os.environ.update(saved)
     return f"the Ray cluster at {address}" if address else "a local Ray"
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """OSError unless a cluster's HOST:PORT accepts connections (Ray itself retries for minutes); other forms
+    (`auto`, `local`, `ray://...`) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
 
 
 def _quiet(record: logging.LogRecord) -> bool:
@@ -183,7 +195,7 @@ def _quiet(record: logging.LogRecord) -> bool:
 def worker_device(options: PipelineOptions, nodes: list[dict]) -> str:
     """The device the workers use: `auto` is CUDA when the cluster has GPUs; a CUDA device is whichever GPU Ray
     gives each worker (`cuda`; Ray sets CUDA_VISIBLE_DEVICES)."""
-    gpus = sum(node["Resources"].get("GPU", 0) for node in nodes)
+    gpus = sum(node["Resources"].get("GPU", 0) for node in nodes if node.get("Alive", True))
     device = str(options.device)
     if device == "auto":
         return "cuda" if gpus else "cpu"
@@ -208,7 +220,10 @@ def workers_wanted(nodes: list[dict], options: PipelineOptions, work: int) -> in
 class Scheduler:
     """Hands the videos to the workers, the next one to whichever is free, and keeps the pool at its size."""
 
-    def __init__(self, ray, todo, outdir, options, threads, env, manifest, result, keep_going, progress):  # noqa: PLR0913
+    def __init__(
+        self, ray: Any, todo: list[Input], outdir: Path, options: PipelineOptions, threads: int | None,
+        env: dict | None, manifest: Manifest, result: BatchResult, keep_going: bool, progress: bool,
+    ):  # fmt: skip
         self.ray, self.outdir, self.manifest, self.result = ray, outdir, manifest, result
         self.keep_going, self.threads = keep_going, threads
         nodes = ray.nodes()
@@ -305,7 +320,8 @@ class Scheduler:
 
     def lost(self, worker: Worker, exc: Exception) -> None:
         """A worker died (killed, out of memory, node lost): its video goes to another, a bounded number of times."""
-        worker.lost, task, worker.task = (worker.task.item.source.name if worker.task else ""), worker.task, None
+        task, worker.task = worker.task, None
+        worker.lost = task.item.source.name if task else ""  # "": died while starting
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if task is None:  # died while starting
             self.failed_starts += 1
