@@ -78,7 +78,7 @@ class PipelineOptions:
     engine: str = "local"  # local (this process, or torchrun's processes, fixed shares) | ray
     ray_address: str = ""  # the cluster to join ("": $RAY_ADDRESS, else a local Ray started for the run)
     ray_workers: NonNegativeInt = 0  # workers (0: one per ray_gpus GPUs with a CUDA device, else per ray_cpus cores)
-    ray_cpus: PositiveInt = 2  # CPU cores per worker on the CPU (its torch threads unless --threads)
+    ray_cpus: PositiveInt = 2  # CPU cores per worker on the CPU (its torch threads unless --threads); GPU: 1
     ray_gpus: Annotated[float, Range(0, 1, low_open=True)] = 1.0  # GPUs per worker (0.5: two workers share one)
     ray_retries: NonNegativeInt = 2  # times a video whose worker died (killed, node lost) is restored again
 
