@@ -49,7 +49,7 @@ class Distributed:
     def __init__(self, device: str):
         place = start_process_group(device)
         self.world, self.rank, self.active = place.world, place.rank, place.active
-        self.device = str(place.device_of(device))  # cuda -> cuda:LOCAL_RANK under torchrun
+        self.device = str(place.device_of(device)) if place.active else device  # cuda -> cuda:LOCAL_RANK
 
     def broadcast(self, obj):
         if not self.active:
