@@ -42,12 +42,10 @@ from .inputs import Input, new_run_token, outputs_of, write_error
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
-log = logging.getLogger(__name__)
-
 MANIFEST = "manifest.jsonl"  # in the output folder: one JSON line per input and run
 GROW_EVERY = 5.0  # seconds between looks at the cluster's nodes (workers added as nodes join)
-# Passed on to the workers' processes (their own environment is the cluster's): offline mode, weights folder,
-# idle OpenMP threads asleep (keep/threads.py).
+# Passed on to the workers' processes besides the KEEP_* variables (offline mode, weights folder): idle OpenMP
+# threads asleep (keep/threads.py).
 FORWARDED_ENV = ("OMP_WAIT_POLICY",)
 
 
