@@ -160,10 +160,11 @@ def connect(ray: Any, options: PipelineOptions) -> str:
         return "the caller's Ray"
     address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet)
-    saved = dict(os.environ)
-    if address is None:  # the local Ray's processes inherit this environment: the workers need nothing more
-        os.environ.update(worker_environment())
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline first: a Ray of our own reports nothing
+    # a local Ray's processes inherit this environment, so its workers need nothing more; offline first, a Ray
+    # of our own reports no usage statistics. Put back afterwards (what Ray itself sets stays).
+    ours = {**worker_environment(), "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    saved = {name: os.environ.get(name) for name in ours} if address is None else {}
+    os.environ.update({name: ours[name] for name in saved})
     try:
         if address is not None:
             check_reachable(address)
@@ -171,8 +172,11 @@ def connect(ray: Any, options: PipelineOptions) -> str:
     except Exception as exc:  # Ray's errors share no base class: one line whatever the cause
         raise KeepError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return f"the Ray cluster at {address}" if address else "a local Ray"
 
 
