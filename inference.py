@@ -5,6 +5,7 @@
     python inference.py -i videos/ -o out                                   # a folder: one output each
     python inference.py -i clip.mp4 -o out --set crf=20 preset=veryfast     # any option by its --set key
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out              # shared over 4 GPUs
+    python inference.py -i videos/ -o out --set engine=ray                  # over a Ray cluster, video by video
 
 Writes OUTDIR/<input stem>.mp4 (.mkv for .mkv/.webm inputs, or `--set container=mkv`; .png for one image)
 and OUTDIR/<input stem>_summary.json; inputs whose output is finished are skipped unless --overwrite.
@@ -100,30 +101,20 @@ def options_from_args(args: argparse.Namespace):
 
 
 def _main(args: argparse.Namespace) -> int:
-    import os
-
-    from keep.devices import resolve_device
-    from keep.pipeline import collect_inputs, restore_inputs
-    from keep.threads import default_threads, set_threads
+    from keep.distributed import torchrun_place
+    from keep.pipeline import collect_inputs, prepare_process, restore_inputs
 
     options = options_from_args(args)
     options.check()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(options.device)
-    options.device = str(device)
+    if options.engine == "local":  # Ray workers ready their own processes, on the cluster's devices
+        prepare_process(options, args.threads)
     inputs = collect_inputs(args.input)  # every output is checked before any model is loaded
-    items, folder, rank = inputs.items, inputs.folder, int(os.environ.get("RANK", "0"))
+    items, folder, rank = inputs.items, inputs.folder, torchrun_place().rank
     if inputs.skipped_line() and rank == 0:
         print(inputs.skipped_line(), flush=True)
-    threads = args.threads
-    if threads is None and world > 1 and device.type == "cpu":
-        threads = max(1, default_threads() // world)  # torchrun processes share the cores
-    set_threads(threads)
-    if device.type == "cpu":
-        from keep.precision import reuse_freed_memory
-
-        reuse_freed_memory()  # large activations reuse freed heap memory: 1.18x faster on CPU (docs/speed.md)
-    result = restore_inputs(items, Path(args.output), options, folder=folder, keep_going=folder is not None)
+    result = restore_inputs(
+        items, Path(args.output), options, folder=folder, keep_going=folder is not None, threads=args.threads
+    )
     if folder is not None and rank == 0:
         print(
             f"{len(items)} inputs: {len(result.done)} restored, {len(result.skipped)} skipped (output exists), "

@@ -2,11 +2,12 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-requirements = [
-    line.split("#")[0].strip()
-    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip()
-]
+
+def requirements(name: str) -> list[str]:
+    """The requirement lines of a requirements file beside this one, comments left out."""
+    lines = Path(__file__).with_name(name).read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
 
 setup(
     name="keep-vfsr",
@@ -14,5 +15,6 @@ setup(
     description="KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024)",
     packages=find_packages(include=["keep", "keep.*"]),
     python_requires=">=3.10",
-    install_requires=requirements,
+    install_requires=requirements("requirements.txt"),
+    extras_require={"ray": requirements("requirements-ray.txt")},  # pip install .[ray]: --set engine=ray
 )

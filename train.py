@@ -7,7 +7,6 @@ Exit codes (keep.cli): 0 done, 2 bad input (config, data, device, weights), 130 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
@@ -18,13 +17,14 @@ passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/th
 
 def _main(args: argparse.Namespace) -> None:
     from keep.config import load_config
+    from keep.distributed import torchrun_place
     from keep.threads import cpu_cores, set_threads
     from keep.train import TrainConfig, Trainer
 
     cfg = load_config(TrainConfig, args.opt, args.overrides, flags={"train.device": args.device})
     # train.deterministic: a fixed thread count (the cores this process may use), never the load-dependent
     # default, because the CPU kernels' sums depend on the number of threads (a resume reuses the run's).
-    fixed = max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: cores shared
+    fixed = max(1, cpu_cores() // torchrun_place().local_world)  # torchrun: the node's cores shared
     set_threads(args.threads if args.threads is not None else (fixed if cfg.train.deterministic else None))
     Trainer(cfg, auto_resume=args.auto_resume).fit()
 

@@ -6,10 +6,10 @@ One small module per stage (`decode`, `faces`, `restore`, `compose`, `encode`), 
 (`stage.Stage`: push an item, get the outputs ready); `runner` runs groups of them in worker processes,
 threads or inline, joined by bounded queues (the grouping is `options.STAGE_GROUPS`, chosen by the device);
 `pipeline.Pipeline` runs one input; `batch` runs a folder of them, skipping finished ones and sharding over
-`torchrun` processes.
+`torchrun` processes, or (`ray_engine`, `--set engine=ray`) handing them video by video to Ray workers.
 """
 
-from .batch import restore_inputs
+from .batch import prepare_process, restore_inputs
 from .inputs import Input, collect_inputs, outputs_of
 from .items import StageError
 from .options import OVERLAP_MODES, STAGE_GROUPS, STAGE_TIMERS, STAGES, PipelineOptions
@@ -26,5 +26,6 @@ __all__ = [
     "StageError",
     "collect_inputs",
     "outputs_of",
+    "prepare_process",
     "restore_inputs",
 ]

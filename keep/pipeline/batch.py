@@ -1,7 +1,9 @@
-"""Many inputs in one call: skip the finished ones, share the rest over `torchrun` processes (issue #11).
+"""Many inputs in one call: skip the finished ones, share the rest over `torchrun` processes (issue #11),
+or over the workers of a Ray cluster (`--set engine=ray`, `ray_engine`).
 
     python inference.py -i videos/ -o out                               # one output per video
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out          # 4 processes (GPUs), one share each
+    python inference.py -i videos/ -o out --set engine=ray              # Ray workers, the next video to a free one
 
 An input is finished when its output exists and its summary, written after the output is moved into
 place, names it (outputs appear only once complete: each run writes a hidden partial file of its own and
@@ -11,21 +13,22 @@ skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
 the unfinished inputs and broadcasts the list (so every process shares out the same list, whatever
 the others have finished meanwhile), process r takes inputs r, r + N, r + 2N, ... on GPU `LOCAL_RANK`
 (or the CPU), and rank 0 gathers and reports the totals. A failing input is reported as one `error:`
-line and the others go on.
+line and the others go on. Every engine restores an input through `restore_one` (lock, skip if finished,
+remove stale partial files, restore).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..distributed import start_process_group, stop_process_group, torchrun_place
 from ..errors import KeepError
-from .inputs import Input, OutputLock, check_outputs, make_output_folder, outputs_of
+from .inputs import Input, OutputLock, Outputs, check_outputs, make_output_folder, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -40,21 +43,13 @@ class BatchResult:
 
 
 class Distributed:
-    """This process's place under torchrun (rank, world size, local rank), with torch.distributed set up."""
+    """Broadcast and gather across torchrun's processes (`keep.distributed` starts the group); one process
+    without torchrun."""
 
     def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.active = self.world > 1
-        self.device = device
-        if self.active:
-            import torch.distributed as dist
-
-            if device.startswith("cuda"):
-                self.device = f"cuda:{self.local_rank}"
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if self.device.startswith("cuda") else "gloo")
+        place = start_process_group(device)
+        self.world, self.rank, self.active = place.world, place.rank, place.active
+        self.device = str(place.device_of(device)) if place.active else device  # cuda -> cuda:LOCAL_RANK
 
     def broadcast(self, obj):
         if not self.active:
@@ -76,9 +71,26 @@ class Distributed:
 
     def close(self) -> None:
         if self.active:
-            import torch.distributed as dist
+            stop_process_group()
 
-            dist.destroy_process_group()
+
+def prepare_process(options: PipelineOptions, threads: int | None = None) -> None:
+    """Make this process ready to restore with `options` (the command line's process, or a Ray worker's):
+    the device resolved into `options.device` (KeepError for one that is not there), torch's threads set
+    (`threads`, or under torchrun the node's free cores shared by its processes), the CPU allocator tuned."""
+    from ..devices import resolve_device
+    from ..threads import default_threads, set_threads
+
+    device = resolve_device(options.device)
+    options.device = str(device)
+    local_world = torchrun_place().local_world
+    if threads is None and local_world > 1 and device.type == "cpu":
+        threads = max(1, default_threads() // local_world)  # torchrun processes share the cores
+    set_threads(threads)
+    if device.type == "cpu":
+        from ..precision import reuse_freed_memory
+
+        reuse_freed_memory()  # large activations reuse freed heap memory: 1.18x faster on CPU (docs/speed.md)
 
 
 def restore_inputs(
@@ -89,8 +101,11 @@ def restore_inputs(
     folder: Path | None = None,
     keep_going: bool = True,
     progress: bool = True,
+    threads: int | None = None,
 ) -> BatchResult:
     """Restore every unfinished input (this process's share under torchrun); rank 0 returns the totals.
+    With `options.engine == "ray"` the inputs go to Ray workers instead, video by video (`ray_engine`;
+    `threads`: each worker's torch threads).
 
     Every output is checked first (none may land on an input, nor inside `folder`, the folder the inputs
     were collected from) and the output folder made, before any model is loaded.
@@ -101,9 +116,16 @@ def restore_inputs(
         container=options.container,
     )  # fmt: skip
     make_output_folder(outdir)
+    if options.engine == "ray":
+        from .ray_engine import restore_on_ray
+
+        return restore_on_ray(items, outdir, options, folder=folder, keep_going=keep_going, progress=progress,
+                              threads=threads)  # fmt: skip
     dist = Distributed(options.device)
     try:
-        mine, skipped = _share(items, outdir, options, dist)
+        todo, skipped = unfinished(items, outdir, options) if dist.rank == 0 else (None, None)
+        todo, skipped = dist.broadcast((todo, skipped))  # one list for all, whatever the others finish meanwhile
+        mine = todo[dist.rank :: dist.world]
         result = BatchResult(skipped=skipped if dist.rank == 0 else [])
         if mine:
             _run(mine, outdir, replace(options, device=dist.device), result, keep_going, progress and dist.rank == 0)
@@ -118,23 +140,21 @@ def restore_inputs(
     return total
 
 
-def _share(items: list[Input], outdir: Path, options: PipelineOptions, dist: Distributed) -> tuple[list, list[str]]:
-    plan = None
-    if dist.rank == 0:
-        outputs = {item: outputs_of(item, outdir, options.container) for item in items}
-        finished = [item for item in items if not options.overwrite and outputs[item].finished()]
-        for item in finished:
-            log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs[item].main)
-        plan = ([item for item in items if item not in finished], [str(outputs[item].main) for item in finished])
-    todo, skipped = dist.broadcast(plan)
-    return todo[dist.rank :: dist.world], skipped
+def unfinished(items: list[Input], outdir: Path, options: PipelineOptions) -> tuple[list[Input], list[str]]:
+    """The inputs to restore, and the outputs of those skipped because they are finished (`Outputs.finished`;
+    `--overwrite` redoes them)."""
+    outputs = {item: outputs_of(item, outdir, options.container) for item in items}
+    finished = [item for item in items if not options.overwrite and outputs[item].finished()]
+    for item in finished:
+        log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs[item].main)
+    return [item for item in items if item not in finished], [str(outputs[item].main) for item in finished]
 
 
 def _run(
     items: list[Input], outdir: Path, options: PipelineOptions, result: BatchResult, keep_going: bool, progress: bool
 ) -> None:
     """Restore `items` in order; one whose output another run is writing (its lock is held) is put off until
-    the others are done, then waited for: if that run finished it, it is skipped (issue 19)."""
+    the others are done, then waited for: if that run finished it, it is skipped."""
     overall = tqdm(
         total=len(items), unit="video", desc="videos", disable=None if progress and len(items) > 1 else True, position=0
     )
@@ -143,32 +163,50 @@ def _run(
         while queue:
             item, wait = queue.pop(0)
             out = outputs_of(item, outdir, options.container)
-            lock = OutputLock(out.lock)
-            if wait:
-                log.info("%s: waiting for the other run that writes %s", item.source, out.main)
-            if not lock.acquire(wait=wait):
-                log.info("%s: another run is writing %s; coming back to it later", item.source, out.main)
-                queue.append((item, True))
-                continue
             try:
-                if not options.overwrite and out.finished():  # finished since the list was made
-                    log.info("skip %s: %s was finished by another run", item.source, out.main)
-                    result.skipped.append(str(out.main))
-                else:
-                    for stale in out.stale_partials():  # left by killed runs; no run writes them now
-                        stale.unlink(missing_ok=True)
-                    summary = pipeline.restore(item, out, progress=progress)
-                    result.done.append(summary)
-                    report(summary)
+                status, summary = restore_one(pipeline, item, out, wait=wait, progress=progress)
             except KeepError as exc:
                 if not keep_going:
                     raise
                 print(f"error: {item.source}: {exc}", file=sys.stderr, flush=True)
                 result.failed.append((str(item.source), str(exc)))
-            finally:
-                lock.release()
+            else:
+                if status == "busy":
+                    queue.append((item, True))
+                    continue
+                if status == "skipped":
+                    result.skipped.append(str(out.main))
+                else:
+                    result.done.append(summary)
+                    report(summary)
             overall.update(1)
     overall.close()
+
+
+def restore_one(
+    pipeline: Pipeline, item: Input, out: Outputs, *, wait: bool, progress: bool
+) -> tuple[str, dict | None]:
+    """Restore one input under its output's lock (`OutputLock`): the unit of work of every engine.
+
+    Returns ("done", summary); ("skipped", None) when another run finished the output since the list was made;
+    ("busy", None) when another run is writing it and not `wait` (put it off, then call again with `wait`).
+    A failure of the input itself is its KeepError. Partial files that killed runs left are removed first.
+    """
+    lock = OutputLock(out.lock)
+    if wait:
+        log.info("%s: waiting for the other run that writes %s", item.source, out.main)
+    if not lock.acquire(wait=wait):
+        log.info("%s: another run is writing %s; coming back to it later", item.source, out.main)
+        return "busy", None
+    try:
+        if not pipeline.options.overwrite and out.finished():  # finished since the list was made
+            log.info("skip %s: %s was finished by another run", item.source, out.main)
+            return "skipped", None
+        for stale in out.stale_partials():  # left by killed runs; no run writes them now
+            stale.unlink(missing_ok=True)
+        return "done", pipeline.restore(item, out, progress=progress)
+    finally:
+        lock.release()
 
 
 def report(summary: dict) -> None:

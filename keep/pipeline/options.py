@@ -27,6 +27,7 @@ STAGES = tuple(name for names in STAGE_TIMERS.values() for name in names)
 OVERLAP_MODES = ("processes", "threads", "off")
 CONTAINERS = ("auto", "mp4", "mkv")
 MASKS = ("auto", "parsenet", "feather")
+ENGINES = ("local", "ray")  # who restores a folder: this process (or torchrun's, fixed shares) | Ray workers
 
 # Which worker runs which stages, in the order a frame passes them (issue 20). The `main` group runs in the
 # calling process, which owns the network's device; the others in worker processes (or threads). On the CPU
@@ -73,6 +74,14 @@ class PipelineOptions:
     container: str = "auto"  # output video container: auto (Matroska for .mkv/.webm inputs, else MP4) | mp4 | mkv
     overlap: str = "processes"  # stages run in: processes (GIL-free) | threads | off (one after another)
     stage_groups: str = "auto"  # which worker runs detection: auto (by the device) | cpu | gpu (STAGE_GROUPS)
+    # A folder on Ray (keep/pipeline/ray_engine.py, docs/inference.md): workers take whole videos, the next one
+    # going to whichever is free; a video whose worker died is tried again on another, up to `ray_retries` times.
+    engine: str = "local"  # local (this process, or torchrun's processes, fixed shares) | ray
+    ray_address: str = ""  # the cluster to join ("": $RAY_ADDRESS, else a local Ray started for the run)
+    ray_workers: NonNegativeInt = 0  # workers (0: one per ray_gpus GPUs with a CUDA device, else per ray_cpus cores)
+    ray_cpus: PositiveInt = 2  # CPU cores per worker on the CPU (its torch threads unless --threads); GPU: 1
+    ray_gpus: Annotated[float, Range(0, 1, low_open=True)] = 1.0  # GPUs per worker (0.5: two workers share one)
+    ray_retries: NonNegativeInt = 2  # times a video whose worker died (killed, node lost) is restored again
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -97,6 +106,7 @@ class PipelineOptions:
             "container": CONTAINERS,
             "overlap": OVERLAP_MODES,
             "stage_groups": ("auto", *STAGE_GROUPS),
+            "engine": ENGINES,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

@@ -26,6 +26,7 @@ from ..checkpoint import save_checkpoint
 from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..devices import resolve_device
+from ..distributed import start_process_group, torchrun_place
 from ..errors import KeepError
 from ..image import to_uint8, write_image
 from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
@@ -36,7 +37,7 @@ from .config import TrainConfig
 from .schedules import lr_at
 from .stages import LOSS_WEIGHTS, STAGES, Tools
 from .state import load_training_state, save_training_state
-from .utils import EMA, MetricsLogger, deterministic_algorithms, init_distributed, mean_across_ranks, wrap_ddp
+from .utils import EMA, MetricsLogger, deterministic_algorithms, mean_across_ranks, wrap_ddp
 
 
 def build_model(cfg: TrainConfig) -> tuple[KEEP, dict[str, torch.Tensor] | None]:
@@ -74,10 +75,9 @@ class Trainer:
         if t.deterministic:  # read when cuBLAS starts: before anything runs on a GPU
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.cfg, self.stage = cfg, STAGES[t.stage]
-        self.device = resolve_device(t.device)
-        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
-            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        self.rank, self.world = init_distributed(self.device)
+        self.device = torchrun_place().device_of(resolve_device(t.device))  # cuda -> cuda:LOCAL_RANK
+        place = start_process_group(self.device)
+        self.rank, self.world = place.rank, place.world
         self.run_dir = Path(cfg.root) / cfg.name
         found = load_training_state(self.run_dir / "training_states") if auto_resume else None
         fresh_folder = not (self.run_dir.exists() and any(self.run_dir.iterdir()))

@@ -1,4 +1,4 @@
-"""EMA, distributed helpers, determinism switches, metrics logging: small pieces the trainer composes."""
+"""EMA, DDP helpers, determinism switches, metrics logging: small pieces the trainer composes."""
 
 from __future__ import annotations
 
@@ -31,16 +31,6 @@ class EMA:
 
 
 # ------------------------------------------------------------------------------------------ DDP
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """torchrun-compatible: env:// when WORLD_SIZE > 1 (nccl on GPU, gloo on CPU). -> (rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around `module` when a process group runs, else `module` itself.
 
