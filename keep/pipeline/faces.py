@@ -5,6 +5,10 @@ Faces smaller than `min_face` pixels are not restored and are counted (`small_fa
 is `face_size`: 3x the distance from the eye centre to the mouth centre, about the face's height.
 Detectors that have `detect_batch(list of frames) -> list of detections per frame` get `batch` frames
 at a time; others are called frame by frame.
+
+Which faces go on to be restored is the job's `FacePlan` (`--faces`, keep.pipeline.choice): the others go on
+as faces left alone. After a survey pass the plan replays the survey's records instead of detecting again.
+Every track found is counted here (`found_tracks`: frames, first, last), restored or not.
 """
 
 from __future__ import annotations
@@ -71,16 +75,36 @@ class FaceStage(Stage):
         self.smoother = TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma)
         self.pending: list[FrameRef] = []
         self.small_faces_skipped = 0
+        self.found = FoundTracks()
+        self.plan = job.faces
+        self.replay = self.plan.replay() if self.plan is not None and self.plan.records is not None else None
 
     def push(self, frame: FrameRef) -> list[FaceFrame]:
+        if self.replay is not None:
+            with self.timer("track"):
+                return [self._emit(self.replay.frame(frame))]
         self.pending.append(frame)
         return self._detect_pending() if len(self.pending) >= self.batch else []
 
     def finish(self) -> list[FaceFrame]:
-        out = self._detect_pending()
+        self._close_replay()
+        out = self._detect_pending() if self.pending else []
         for index, (slot, pts, live), faces in self.smoother.flush():
-            out.append(FaceFrame(index, slot, pts, faces, live))
+            out.append(self._emit(FaceFrame(index, slot, pts, faces, live)))
         return out
+
+    def abort(self) -> None:
+        self._close_replay()
+
+    def _close_replay(self) -> None:
+        replay, self.replay = getattr(self, "replay", None), None
+        if replay is not None:
+            replay.close()
+
+    def _emit(self, frame: FaceFrame) -> FaceFrame:
+        """Count the frame's tracks; split its faces by the plan (chosen / left alone)."""
+        self.found.add(frame)
+        return frame if self.plan is None else self.plan.split(frame)
 
     def _detect_pending(self) -> list[FaceFrame]:
         frames = [self.pool[frame.slot] for frame in self.pending]
@@ -99,12 +123,12 @@ class FaceStage(Stage):
                 live = frozenset(self.tracker.tracks)
                 ready = list(self.smoother.push(frame.index, (frame.slot, frame.pts, live), observations))
             for index, (slot, pts, ready_live), faces in ready:
-                out.append(FaceFrame(index, slot, pts, faces, ready_live))
+                out.append(self._emit(FaceFrame(index, slot, pts, faces, ready_live)))
         self.pending = []
         return out
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": self.small_faces_skipped}
+        return {"small_faces_skipped": self.small_faces_skipped, "found_tracks": self.found.tracks}
 
 
 class WholeFrameStage(Stage):
@@ -113,8 +137,26 @@ class WholeFrameStage(Stage):
     def info(self) -> dict:
         return {"detector": None}
 
+    def start(self, job: Job, slots: Slots) -> None:
+        self.found = FoundTracks()
+
     def push(self, frame: FrameRef) -> list[FaceFrame]:
-        return [FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))]
+        out = FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))
+        self.found.add(out)
+        return [out]
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": 0}
+        return {"small_faces_skipped": 0, "found_tracks": self.found.tracks}
+
+
+class FoundTracks:
+    """Every track's faces counted: `tracks` = {track: [frames, first frame, last frame]}."""
+
+    def __init__(self):
+        self.tracks: dict[int, list[int]] = {}
+
+    def add(self, frame: FaceFrame) -> None:
+        for track in frame.faces:
+            counts = self.tracks.setdefault(int(track), [0, frame.index, frame.index])
+            counts[0] += 1
+            counts[2] = frame.index
