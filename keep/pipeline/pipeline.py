@@ -96,7 +96,7 @@ class Pipeline:
 
     def build(self, *, survey: bool = False) -> None:
         """Load the network and start the stage workers (the first run does it if it was not done before);
-        survey: also the survey pass's."""
+        survey: also the survey pass's (kept while the runs need them: else its workers are stopped)."""
         opts = self.options
         if self.model is None:
             self.model = load_model(
@@ -107,6 +107,9 @@ class Pipeline:
             specs = stage_specs(opts, self.model)
             groups = [(name, [specs[stage] for stage in stages]) for name, stages in stage_groups(opts)]
             self.runner = Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built)
+        if not survey and self.survey_runner is not None:
+            self.survey_runner.close()
+            self.survey_runner = None
         if survey and self.survey_runner is None:
             specs = stage_specs(opts, self.model)
             groups = [(name, [specs[stage] for stage in stages]) for name, stages in survey_groups(opts)]
@@ -240,10 +243,8 @@ class Pipeline:
         try:
             return runner.run(job, advance)
         except BaseException:
-            if runner.stopped:  # its workers are stopped; the next run starts new ones (and builds new stages)
-                self.built.clear()
-                self.runner = None if runner is self.runner else self.runner
-                self.survey_runner = None if runner is self.survey_runner else self.survey_runner
+            if runner.stopped:  # its workers are stopped: so are the other runner's; the next run starts new ones
+                self.close()
             raise
         finally:
             bar.close()
