@@ -94,8 +94,9 @@ def handlers(jobs, base, models: list[str]) -> tuple:
     from keep.webapp import summary_markdown
 
     def restore(
-        video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, photo,
-        request: gr.Request, progress=gr.Progress(),  # noqa: B008 - how Gradio passes its progress bar
+        video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, request: gr.Request,
+        photo=None,  # a default: the API's `photo` is optional
+        progress=gr.Progress(),  # noqa: B008 - how Gradio passes its progress bar
     ):  # fmt: skip
         """Restore the chosen faces of the video (faces: all | largest | track ids | photo); returns the video, a
         before/after frame, the faces, the summary."""
@@ -210,7 +211,7 @@ def build_page(jobs, base, models: list[str]):
                     )  # fmt: skip
                     with gr.Row():
                         track_ids = gr.Textbox(
-                            label="Track ids", placeholder="0,2", elem_id="track-ids",
+                            "", label="Track ids", placeholder="0,2", elem_id="track-ids",
                             info="for 'track ids': the ids the gallery and Draw box show",
                         )  # fmt: skip
                         photo = gr.Image(

@@ -95,9 +95,14 @@ def check_one_face(footage: dict, out: Path, restored: int, left: int, upscale: 
         )
 
 
-@pytest.mark.parametrize(("photo", "person", "other"), [("man", MAN, ASTRONAUT), ("astronaut", ASTRONAUT, MAN)])
-def test_only_the_person_in_the_photo_is_restored(footage, tmp_path, photo, person, other):
-    summary = restore(footage, tmp_path, "--faces", str(footage[photo]))
+@pytest.mark.parametrize(
+    ("photo", "person", "other", "grouping"),
+    [("man", MAN, ASTRONAUT, "overlap=off"), ("astronaut", ASTRONAUT, MAN, "overlap=threads stage_groups=gpu")],
+)
+def test_only_the_person_in_the_photo_is_restored(footage, tmp_path, photo, person, other, grouping):
+    """Either person by a photo; the second also with the GPU's grouping (the survey and the restoring pass
+    share one detector in the main process)."""
+    summary = restore(footage, tmp_path, "--faces", str(footage[photo]), "--set", *grouping.split())
     assert summary["choice"]["restored_tracks"] == [person] and summary["choice"]["identity_threshold"] == 0.6
     tracks = {entry["track"]: entry for entry in summary["track_list"]}
     assert tracks[person]["distance"] < 0.6 < tracks[other]["distance"]
@@ -107,7 +112,7 @@ def test_only_the_person_in_the_photo_is_restored(footage, tmp_path, photo, pers
 
 
 def test_the_largest_face_and_a_track_id_each_restore_one_face(footage, tmp_path):
-    summary = restore(footage, tmp_path / "largest", "--faces", "largest")
+    summary = restore(footage, tmp_path / "largest", "--faces", "largest", "--set", "overlap=processes")  # the default
     sizes = {entry["track"]: entry["size"] for entry in summary["track_list"]}
     assert summary["choice"]["restored_tracks"] == [MAN] and sizes[MAN] > sizes[ASTRONAUT]
     check_one_face(footage, tmp_path / "largest", MAN, ASTRONAUT)
