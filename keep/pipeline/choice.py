@@ -48,9 +48,11 @@ def parse_faces(text: str) -> FaceChoice:
     """`--faces` -> FaceChoice; KeepError for a malformed id list, a negative id, a photo that is not there or
     not an image."""
     value = str(text).strip()
+    if not value:
+        raise KeepError(f"--faces is empty: expected {FORMS}")
     if value in ("all", "largest"):
         return FaceChoice(value, value)
-    if value and set(value) <= set("0123456789,- "):
+    if set(value) <= set("0123456789,- "):
         return FaceChoice(value, "ids", ids=_track_ids(value))
     path = Path(value).expanduser()
     if path.is_dir():

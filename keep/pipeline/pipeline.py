@@ -166,7 +166,8 @@ class Pipeline:
             reader.close()
             raise
         start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
-        plan, survey, selection, records = None if choice.kind == "all" else FacePlan(choice.ids), None, None, None
+        plan = None if choice.kind == "all" else FacePlan(choice.ids)  # track ids: known before the first frame
+        survey = selection = records = None
         try:
             if choice.needs_survey:
                 records = _records_file()
