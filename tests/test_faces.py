@@ -40,10 +40,11 @@ def footage(tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("faces")
     clip = write_clip(folder / "two.mp4", two_person_frames(FRAMES), fps=Fraction(25), audio=[("aac", "und")])
-    man, woman = folder / "man.png", folder / "astronaut.jpg"
+    man, woman, pair = folder / "man.png", folder / "astronaut.jpg", folder / "pair.png"
     write_image(man, sample_frames(1, start=60)[0])  # a frame of the man the clip does not have
     write_image(woman, np.ascontiguousarray(astronaut()[:, ::-1]))
-    return {"clip": clip, "man": man, "astronaut": woman, "folder": folder}
+    write_image(pair, two_person_frames(1, start=60)[0])  # both: the man's face is the larger
+    return {"clip": clip, "man": man, "astronaut": woman, "pair": pair, "folder": folder}
 
 
 def inference(*args: str) -> subprocess.CompletedProcess:
@@ -123,11 +124,14 @@ def test_the_largest_face_and_a_track_id_each_restore_one_face(footage, tmp_path
 
 
 def test_nobody_matching_is_said_and_the_output_is_the_input(footage, tmp_path):
+    """A photo of both people: the larger face, the man's, is the person (said so); with a threshold under his
+    distance nobody matches."""
     threshold = ("--set", "identity_threshold=0.2")  # the man's track is at about 0.45
-    result = inference("-i", str(footage["clip"]), "-o", str(tmp_path), "--faces", str(footage["man"]), *threshold)
+    result = inference("-i", str(footage["clip"]), "-o", str(tmp_path), "--faces", str(footage["pair"]), *threshold)
     assert result.returncode == 0
+    assert "pair.png shows 2 faces: the largest (" in result.stderr
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert "no track matched man.png: the closest, track 1, is at identity distance 0." in warning
+    assert "no track matched pair.png: the closest, track 1, is at identity distance 0." in warning
     assert "not under the threshold 0.2" in warning and "the network did not run" in warning
     summary = json.loads((tmp_path / "two_summary.json").read_text())
     assert summary["faces"] == 0 and summary["timings"]["network"] == 0 and summary["timings"]["detect"] > 0

@@ -131,7 +131,10 @@ def _reference(
         raise KeepError(f"--faces {photo}: no face found in the photo; give a photo where the face is visible")
     face = max(faces, key=lambda found: face_size(found.landmarks))
     identity = face_identity(DlibIdentity(), rgb, face.landmarks)
-    return Reference(photo, identity, len(faces), face_size(face.landmarks))
+    reference = Reference(photo, identity, len(faces), face_size(face.landmarks))
+    if reference.note() is not None:
+        log.warning("%s", reference.note())  # once: the reference is cached
+    return reference
 
 
 # ------------------------------------------------------------------------------------------ choosing
@@ -200,7 +203,7 @@ def describe(
     found, restored = stats["found_tracks"], stats["restored_frames"]
     surveyed = survey["survey"] if survey is not None else {}
     distances = selection.distances if selection is not None else {}
-    tracks, lines = [], [] if reference is None or reference.note() is None else [reference.note()]
+    tracks, lines = [], []
     for track, (count, first, last) in sorted(found.items()):
         entry = {"track": track, "frames": count, "first": first, "last": last, "restored": track in restored}
         line = f"track {track}: a face in {count} of {stats['frames']} frames ({first}-{last})"
