@@ -171,6 +171,27 @@ def background_note() -> str:
         return f"Real-ESRGAN: {entry.filename} is not on this machine, so bicubic unless it can be downloaded"
 
 
+def faces_controls() -> tuple:
+    """The "Faces" control: all, largest, track ids (typed), or a photo of the person uploaded beside the video."""
+    import gradio as gr
+
+    with gr.Group():
+        faces = gr.Radio(
+            list(FACES), value="all", label="Faces", elem_id="faces-choice",
+            info="which faces to restore; the others stay as they are",
+        )  # fmt: skip
+        with gr.Row():
+            track_ids = gr.Textbox(
+                "", label="Track ids", placeholder="0,2", elem_id="track-ids",
+                info="for 'track ids': the ids the gallery and Draw box show",
+            )  # fmt: skip
+            photo = gr.Image(
+                type="filepath", format="png", sources=["upload"], label="Photo of the person", elem_id="faces-photo",
+                height=140,
+            )  # fmt: skip
+    return faces, track_ids, photo
+
+
 def build_page(jobs, base, models: list[str]):
     """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
     import warnings
@@ -204,20 +225,7 @@ def build_page(jobs, base, models: list[str]):
                     False, label="Face upsample", info="Real-ESRGAN on the faces at upscale > 1"
                 )
                 draw_box = gr.Checkbox(False, label="Draw box", info="outline every restored face with its track id")
-                with gr.Group():
-                    faces = gr.Radio(
-                        list(FACES), value="all", label="Faces", elem_id="faces-choice",
-                        info="which faces to restore; the others stay as they are",
-                    )  # fmt: skip
-                    with gr.Row():
-                        track_ids = gr.Textbox(
-                            "", label="Track ids", placeholder="0,2", elem_id="track-ids",
-                            info="for 'track ids': the ids the gallery and Draw box show",
-                        )  # fmt: skip
-                        photo = gr.Image(
-                            type="filepath", format="png", sources=["upload"], label="Photo of the person",
-                            elem_id="faces-photo", height=140,
-                        )  # fmt: skip
+                faces, track_ids, photo = faces_controls()
                 with gr.Row():
                     run = gr.Button("Restore", variant="primary", elem_id="restore-button")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")

@@ -144,9 +144,7 @@ class Jobs:
         video = Path(video).resolve()
         if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
             raise KeepError("the video must be uploaded to this app")
-        photo = parse_faces(options.faces).photo
-        if photo is not None and not photo.resolve().is_relative_to(self.root.resolve()):
-            raise KeepError("the photo must be uploaded to this app")
+        photo = self._uploaded_photo(options)
         # The header, checked against the limits before the job waits for the device; the pipeline opens the
         # file again when the job runs, which may be minutes later.
         reader = open_input(video)
@@ -159,7 +157,7 @@ class Jobs:
         with self.guard:
             state = self.sessions.setdefault(session, Session())
             state.jobs.add(cancel)
-            state.inputs.update({video} if photo is None else {video, photo.resolve()})
+            state.inputs.update({video} if photo is None else {video, photo})
             state.count += 1
             outdir = self.folder(session) / f"job{state.count}"
             self._sweep()  # after this job's upload is counted as in use
@@ -198,6 +196,13 @@ class Jobs:
                 state.last_used = time.monotonic()
                 if state.closed and not state.jobs:
                     self._remove(session)
+
+    def _uploaded_photo(self, options: PipelineOptions) -> Path | None:
+        """The photo `options.faces` names (None: no photo), which must be an upload inside the app's folder."""
+        photo = parse_faces(options.faces).photo
+        if photo is not None and not photo.resolve().is_relative_to(self.root.resolve()):
+            raise KeepError("the photo must be uploaded to this app")
+        return None if photo is None else photo.resolve()
 
     def _pipeline(self, options: PipelineOptions) -> Pipeline:
         """The pipeline for `options`: the one kept (whatever faces it chose before: a run reads them), or a new one
