@@ -8,8 +8,11 @@ One job at a time on the device (Gradio's queue; every other request waits with 
 progress bar counting restored frames, a cancel button. The restore function is also an API endpoint:
 
     from gradio_client import Client, handle_file
-    video, before_after, faces, summary = Client("http://127.0.0.1:7860/").predict(
+    client = Client("http://127.0.0.1:7860/")
+    video, before_after, faces, summary = client.predict(
         {"video": handle_file("clip.mp4")}, upscale=2, api_name="/restore")      # video["video"]: its path here
+    client.predict({"video": handle_file("clip.mp4")}, faces="photo", photo=handle_file("person.jpg"),
+                   api_name="/restore")                     # only the person in the photo (or faces="largest", ...)
 
 Uploads and outputs stay in the app's own temporary folder: the upload of a request that fails or is
 refused is removed when the request ends; a session's are removed when its tab closes (an API client's
@@ -100,13 +103,19 @@ def handlers(jobs, base, models: list[str]) -> tuple:
     from keep.webapp import summary_markdown
 
     def restore(
-        video, model, fidelity, upscale, background, face_upsample, draw_box,
-        request: gr.Request, progress=gr.Progress(),  # noqa: B008 - how Gradio passes its progress bar
+        video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, request: gr.Request,
+        photo=None,  # a default: the API's `photo` is optional
+        progress=gr.Progress(),  # noqa: B008 - how Gradio passes its progress bar
     ):  # fmt: skip
-        """Restore every face of the video; returns the video, a before/after frame, the faces, the summary."""
+        """Restore the chosen faces of the video (faces: all | largest | track ids | photo); returns the video, a
+        before/after frame, the faces, the summary."""
         if not video:
             raise gr.Error("Upload a video first.", print_exception=False)
         upload = Path(video)
+        uploads = [upload] if not photo else [upload, Path(photo)]
+        if faces == "photo" and not photo:
+            jobs.discard(upload)
+            raise gr.Error("Upload a photo of the person first (or choose other faces).", print_exception=False)
 
         def report(done: int, total: int | None, what: str) -> None:
             progress((done, total), desc=what, unit="frames")
@@ -117,15 +126,20 @@ def handlers(jobs, base, models: list[str]) -> tuple:
             options = dataclasses.replace(
                 base, model=model, fidelity=float(fidelity), upscale=int(upscale), face_upsample=bool(face_upsample),
                 bg_upsampler="realesrgan" if background else "bicubic", draw_box=bool(draw_box),
+                faces=faces_option(faces, track_ids, photo),
             )  # fmt: skip
             result = jobs.run(request.session_hash or "anonymous", upload, options, report)
-        except KeepError as exc:  # the user's input: the message, with the upload's name instead of its server path
-            jobs.discard(upload)  # refused before it became a job (a job removes its own upload)
-            message = str(exc).replace(str(upload.parent) + os.sep, "")
+        except KeepError as exc:  # the user's input: the message, with the uploads' names instead of their server paths
+            for path in uploads:
+                jobs.discard(path)  # refused before it became a job (a job removes its own uploads)
+            message = str(exc)
+            for path in uploads:
+                message = message.replace(str(path.parent) + os.sep, "")
             log.info("%s: %s", upload.name, message)
             raise gr.Error(message, duration=None, print_exception=False) from None
         except Exception as exc:  # a bug: one line in the page, the traceback in the app's log
-            jobs.discard(upload)
+            for path in uploads:
+                jobs.discard(path)
             log.exception("internal failure")
             message = f"internal failure ({type(exc).__name__}: {exc}); the app's log has the traceback"
             raise gr.Error(message, duration=None, print_exception=False) from None
@@ -142,6 +156,26 @@ def handlers(jobs, base, models: list[str]) -> tuple:
     return restore, cancel, end_session
 
 
+FACES = ("all", "largest", "track ids", "photo")  # the page's "Faces" choices (the API's `faces`)
+
+
+def faces_option(faces: str, track_ids: str, photo: str | None) -> str:
+    """The page's Faces choice as `PipelineOptions.faces`: all, largest, the ids typed (0,2) or the photo's path."""
+    from keep.errors import KeepError
+
+    if faces not in FACES:
+        raise KeepError(f"unknown faces '{faces}'; choose one of {', '.join(FACES)}")
+    if faces == "track ids":
+        if not str(track_ids or "").strip():
+            raise KeepError("type the track ids to restore (such as 0,2: the gallery and Draw box show them)")
+        from keep.pipeline.choice import parse_faces
+
+        if parse_faces(track_ids).kind != "ids":  # ids only: a path typed here is not an upload
+            raise KeepError(f"'{track_ids}' are not track ids; write them as 0,2")
+        return str(track_ids)
+    return str(photo) if faces == "photo" else faces
+
+
 def background_note() -> str:
     """What "Background enhancement" does here: Real-ESRGAN, or the pipeline's bicubic fallback (said before a run)."""
     from keep.weights import REGISTRY, WeightsUnavailable, resolve_weights
@@ -152,6 +186,27 @@ def background_note() -> str:
     except WeightsUnavailable:
         entry = REGISTRY["realesrgan_x2plus"]
         return f"Real-ESRGAN: {entry.filename} is not on this machine, so bicubic unless it can be downloaded"
+
+
+def faces_controls() -> tuple:
+    """The "Faces" control: all, largest, track ids (typed), or a photo of the person uploaded beside the video."""
+    import gradio as gr
+
+    with gr.Group():
+        faces = gr.Radio(
+            list(FACES), value="all", label="Faces", elem_id="faces-choice",
+            info="which faces to restore; the others stay as they are",
+        )  # fmt: skip
+        with gr.Row():
+            track_ids = gr.Textbox(
+                "", label="Track ids", placeholder="0,2", elem_id="track-ids",
+                info="for 'track ids': the ids the gallery and Draw box show",
+            )  # fmt: skip
+            photo = gr.Image(
+                type="filepath", format="png", sources=["upload"], label="Photo of the person", elem_id="faces-photo",
+                height=140,
+            )  # fmt: skip
+    return faces, track_ids, photo
 
 
 def build_page(jobs, base, models: list[str]):
@@ -188,6 +243,7 @@ def build_page(jobs, base, models: list[str]):
                     False, label="Face upsample", info="Real-ESRGAN on the faces at upscale > 1"
                 )
                 draw_box = gr.Checkbox(False, label="Draw box", info="outline every restored face with its track id")
+                faces, track_ids, photo = faces_controls()
                 with gr.Row():
                     run = gr.Button("Restore", variant="primary", elem_id="restore-button")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
@@ -196,12 +252,12 @@ def build_page(jobs, base, models: list[str]):
                 compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False)
         with gr.Row():
             with gr.Column():  # half the page: a gallery's columns are at most its pictures, each a square
-                faces = gr.Gallery(label="Faces of each track, before and after", columns=6, elem_id="faces")
+                gallery = gr.Gallery(label="Faces of each track, before and after", columns=6, elem_id="faces")
             with gr.Column():
                 summary = gr.Markdown(label="summary", elem_id="summary")
-        inputs = [video, model, fidelity, upscale, background, face_upsample, draw_box]
+        inputs = [video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, photo]
         job = run.click(
-            restore, inputs, [restored, compare, faces, summary], api_name="restore",
+            restore, inputs, [restored, compare, gallery, summary], api_name="restore",
             concurrency_limit=1, concurrency_id="device",
         )  # fmt: skip
         # The flag stops the job at its next restored frame; `cancels` tells the page at once.

@@ -3,6 +3,7 @@
     python inference.py -i assets/carphone_sample.mp4 -o results/demo
     python inference.py -i clip.mov -o out --upscale 2 --bg_upsampler realesrgan --device cuda --precision bf16
     python inference.py -i videos/ -o out                                   # a folder: one output each
+    python inference.py -i interview.mp4 -o out --faces person.jpg          # only the person in the photo
     python inference.py -i clip.mp4 -o out --set crf=20 preset=veryfast     # any option by its --set key
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out              # shared over 4 GPUs
     python inference.py -i videos/ -o out --set engine=ray                  # over a Ray cluster, video by video
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="video, folder of frames, image, or a folder of videos")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     p.add_argument("--model", help=f"checkpoint path, registry name or preset:NAME (default {d.model})")
+    p.add_argument(
+        "--faces", help="which faces to restore: all (default), largest, track ids (0,2: the summary's and "
+        "--draw_box's), or a photo of the person; the others are left as they are",
+    )  # fmt: skip
     add_device_argument(p)
     p.add_argument("--precision", choices=PRECISION_CHOICES, help="the network's; auto: fp16 on CUDA, else fp32")
     p.add_argument("--fidelity", type=float, help="0..1: 0 quality, 1 fidelity to the input (CodeFormer's -w)")
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-FLAGS = ("model", "device", "precision", "fidelity", "upscale", "bg_upsampler", "face_upsample", "draw_box",
+FLAGS = ("model", "faces", "device", "precision", "fidelity", "upscale", "bg_upsampler", "face_upsample", "draw_box",
          "has_aligned", "save_frames", "detector", "flow", "window", "overwrite")  # fmt: skip
 
 
@@ -103,12 +108,14 @@ def options_from_args(args: argparse.Namespace):
 def _main(args: argparse.Namespace) -> int:
     from keep.distributed import torchrun_place
     from keep.pipeline import collect_inputs, prepare_process, restore_inputs
+    from keep.pipeline.choice import face_choice
 
     options = options_from_args(args)
     options.check()
     if options.engine == "local":  # Ray workers ready their own processes, on the cluster's devices
         prepare_process(options, args.threads)
     inputs = collect_inputs(args.input)  # every output is checked before any model is loaded
+    face_choice(options)  # a photo without a face: one error line before anything is written (then cached)
     items, folder, rank = inputs.items, inputs.folder, torchrun_place().rank
     if inputs.skipped_line() and rank == 0:
         print(inputs.skipped_line(), flush=True)

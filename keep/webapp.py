@@ -14,7 +14,8 @@ output folder per job inside the app's own temporary folder:
   file (Gradio stores equal uploads once); a finished job's stays until its session ends.
 - `read_logins`: the optional login (Gradio's own), from a file or an environment variable.
 - `previews`: the before/after frame and each track's face before and after, cropped from the input
-  and output frames at the corners the pipeline logs (`save_faces`, `<stem>_faces.jsonl`).
+  and output frames at the corners the pipeline logs (`save_faces`, `<stem>_faces.jsonl`), each captioned
+  with its track id and whether it was restored (the page's "Faces" choice, `PipelineOptions.faces`).
 - `summary_markdown`: the run summary for the page.
 """
 
@@ -39,6 +40,7 @@ from .errors import KeepError
 from .face.align import align_face
 from .image import write_image
 from .pipeline import STAGES, Pipeline, PipelineOptions, outputs_of
+from .pipeline.choice import parse_faces
 from .pipeline.inputs import Input
 from .video import open_input
 from .weights import KEEP_MODEL_OPTION, REGISTRY, resolve_weights
@@ -200,19 +202,22 @@ class Jobs:
     def run(
         self, session: str, video: Path, options: PipelineOptions, progress: Callable[[int, int | None, str], None]
     ) -> Result:
-        """Restore `video` (an upload inside the app's folder) with `options`; `progress(done, total, what)`.
-        If the job does not finish (refused, failed, cancelled), its upload is removed when it ends."""
+        """Restore `video` (an upload inside the app's folder) with `options` (`faces`: a photo uploaded beside
+        it, or all, largest, track ids); `progress(done, total, what)`. If the job does not finish (refused,
+        failed, cancelled), its uploads are removed when it ends."""
         video = Path(video).resolve()
         if not video.is_relative_to(self.root.resolve()):  # only what was uploaded to this app is read
             raise KeepError("the video must be uploaded to this app")
+        photo = self._uploaded_photo(options)
+        uploads = [video] if photo is None else [video, photo]
         cancel = threading.Event()
         with self.guard:
             state = self.sessions.setdefault(session, Session())
             state.jobs.add(cancel)
-            self.running[video] += 1
+            self.running.update(uploads)
             state.count += 1
             outdir = self.folder(session) / f"job{state.count}"
-            self._sweep()  # after this job's upload is counted as in use
+            self._sweep()  # after this job's uploads are counted as in use
         finished = False
         try:
             result = self._run(video, options, progress, cancel, outdir)
@@ -225,13 +230,13 @@ class Jobs:
             with self.guard:
                 state.jobs.discard(cancel)
                 state.last_used = time.monotonic()
-                self.running[video] -= 1
-                if not self.running[video]:
-                    del self.running[video]
+                self.running.subtract(uploads)
+                self.running += Counter()  # drops the uploads no job uses any more
                 if finished:
-                    state.inputs.add(video)
+                    state.inputs.update(uploads)
                 else:
-                    self._discard(video)
+                    for upload in uploads:
+                        self._discard(upload)
                 if state.closed and not state.jobs:
                     self._remove(session)
 
@@ -253,17 +258,23 @@ class Jobs:
         progress(0, reader.num_frames, "waiting for the device")
         with self.device:
 
-            def on_restored(count: int) -> None:
-                if cancel.is_set():
-                    raise Cancelled("cancelled")
-                self.limits.check_restored(count, fps)
-                progress(count, reader.num_frames, "restoring")
+            def on_frame(what: str) -> Callable[[int], None]:
+                def done(count: int) -> None:
+                    if cancel.is_set():
+                        raise Cancelled("cancelled")
+                    self.limits.check_restored(count, fps)
+                    progress(count, reader.num_frames, what)
+
+                return done
 
             if cancel.is_set():
                 raise Cancelled("cancelled")
             progress(0, reader.num_frames, "loading the model")
             pipeline = self._pipeline(options)
-            summary = pipeline.run(Input(video, "video"), outdir, progress=False, on_restored=on_restored)
+            summary = pipeline.run(
+                Input(video, "video"), outdir, progress=False, on_restored=on_frame("restoring"),
+                on_surveyed=on_frame("finding the chosen faces"),
+            )  # fmt: skip
         if summary["tracks"] == 0:
             raise KeepError(f"no face found in {video.name}: nothing to restore")
         out = outputs_of(Input(video, "video"), outdir)
@@ -287,10 +298,21 @@ class Jobs:
         if upload.parent != root and upload.parent.is_dir() and not any(upload.parent.iterdir()):
             upload.parent.rmdir()
 
+    def _uploaded_photo(self, options: PipelineOptions) -> Path | None:
+        """The photo `options.faces` names (None: no photo), which must be an upload inside the app's folder."""
+        photo = parse_faces(options.faces).photo
+        if photo is not None and not photo.resolve().is_relative_to(self.root.resolve()):
+            raise KeepError("the photo must be uploaded to this app")
+        return None if photo is None else photo.resolve()
+
     def _pipeline(self, options: PipelineOptions) -> Pipeline:
-        """The pipeline for `options`: the one kept, or a new one in its place."""
-        if self.pipeline is not None and self.pipeline.options == options:
-            return self.pipeline
+        """The pipeline for `options`: the one kept (whatever faces it chose before: a run reads them), or a new one
+        in its place."""
+        if self.pipeline is not None:
+            kept = self.pipeline.options
+            if replace(options, faces=kept.faces, identity_threshold=kept.identity_threshold) == kept:
+                self.pipeline.options = options
+                return self.pipeline
         if not options.model.startswith("preset:"):
             resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
         self._close_pipeline()
@@ -373,14 +395,17 @@ def previews(
     video: Path, output: Path, faces_log: Path, upscale: int, outdir: Path
 ) -> tuple[Path, Path, list[tuple[Path, str]]]:
     """Before/after images of the frame with the most faces (nearest the middle), and of each track's face
-    in the middle of its frames; written into `outdir`."""
+    in the middle of its frames, captioned with the track's id and whether it was restored; written into
+    `outdir`."""
     records = [json.loads(line) for line in faces_log.read_text().splitlines() if line]
     track_frames: dict[int, list[int]] = {}
     corners: dict[tuple[int, int], np.ndarray] = {}
+    restored: dict[int, bool] = {}
     for record in records:
         for face in record["faces"]:
             track_frames.setdefault(face["track"], []).append(record["frame"])
             corners[face["track"], record["frame"]] = np.array(face["corners"])
+            restored[face["track"]] = face.get("restored", True)  # faces not chosen are logged `false`
     middle = len(records) / 2
     shown = max(records, key=lambda r: (len(r["faces"]), -abs(r["frame"] - middle)))["frame"]
     picks = {track: frames[len(frames) // 2] for track, frames in sorted(track_frames.items())}
@@ -394,7 +419,8 @@ def previews(
         for name, rgb, scale in (("before", inputs[frame], 1), ("after", outputs[frame], upscale)):
             path = outdir / f"track{track}_{name}.png"
             write_image(path, crop_face(rgb, corners[track, frame] * scale, FACE_CROP))
-            faces.append((path, f"track {track} {name} (frame {frame})"))
+            status = "restored" if restored[track] else "left as it is"
+            faces.append((path, f"track {track} {name} ({status}, frame {frame})"))
     return before, after, faces
 
 
@@ -415,12 +441,18 @@ def run_notes(options: PipelineOptions, summary: dict) -> list[str]:
             f"{len(summary['short_tracks'])} face track(s) seen in fewer than {summary['min_track']} frames were left "
             "as they were (most such tracks are the detector's false positives)."
         )
+    choice = summary["choice"]
+    if choice.get("photo_faces", 1) > 1:
+        lines.append(f"The photo shows {choice['photo_faces']} faces: the largest was taken as the person.")
+    if choice["note"]:
+        lines.append(f"{choice['note']}.")
     return lines
 
 
 def summary_markdown(summary: dict, notes: list[str]) -> str:
-    """The run summary as Markdown: tracks, frames, what `auto` chose, seconds per stage."""
-    tracks = ", ".join(f"track {t}: {n} frames" for t, n in summary["track_frames"].items())
+    """The run summary as Markdown: tracks (restored or not, their identity distance to the photo), frames, what
+    `auto` chose, seconds per stage."""
+    tracks = ", ".join(_track_text(entry, summary["choice"]["faces"]) for entry in summary["track_list"])
     stages = [f"| {stage} | {summary['timings'][stage]:.2f} |" for stage in STAGES if summary["timings"][stage] > 0]
     return "\n".join(
         [
@@ -436,3 +468,12 @@ def summary_markdown(summary: dict, notes: list[str]) -> str:
             *stages,
         ]
     )
+
+
+def _track_text(entry: dict, faces: str) -> str:
+    text = f"track {entry['track']}: {entry['frames']} frames"
+    if "distance" in entry:
+        text += f", identity distance {entry['distance']:.2f}"
+    if faces != "all":
+        text += ", restored" if entry["restored"] else ", left as it is"
+    return text

@@ -211,3 +211,19 @@ def beep_times(path: Path) -> list[float]:
                     onsets.append(t)
                 loud = t
     return onsets
+
+
+def two_person_frames(count: int, start: int = 0) -> list[np.ndarray]:
+    """`count` 352x144 frames of two real people: the sample clip's man (frames `start`...) on the left, the
+    astronaut of scikit-image's photo on the right (smaller, the camera panning slowly across the photo).
+    Detected in that order, they are tracks 0 (the astronaut, face about 48 px) and 1 (the man, about 65 px)."""
+    import cv2
+    from skimage.data import astronaut
+
+    photo = astronaut()
+    frames = []
+    for n, left in enumerate(sample_frames(count, start)):
+        x = 5 + start + n  # one pixel of the photo per frame
+        right = cv2.resize(photo[0:360, x : x + 440], (176, 144), interpolation=cv2.INTER_AREA)
+        frames.append(np.concatenate([left, right], axis=1))
+    return frames

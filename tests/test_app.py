@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
-from footage import REPO, SAMPLE, sample_frames, write_clip  # noqa: E402
+from footage import REPO, SAMPLE, sample_frames, two_person_frames, write_clip  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
@@ -408,3 +408,72 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
         time.sleep(0.2)
     if os.environ.get("KEEP_SCREENSHOTS"):
         write_image(SCREENSHOT, read_image(tmp_path / "app.png"))
+
+
+# ------------------------------------------------------------------------------------------ chosen faces
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory) -> tuple[Path, Path]:
+    """A 12-frame clip of two real people (tests/footage.py: track 0 the astronaut on the right, track 1 the
+    sample's man on the left, the larger face) and another frame of the man as the photo."""
+    folder = tmp_path_factory.mktemp("two")
+    photo = folder / "man.png"
+    write_image(photo, sample_frames(1, start=60)[0])
+    return write_clip(folder / "two.mp4", two_person_frames(12), fps=Fraction(25)), photo
+
+
+def changed_halves(source: Path, output: str | Path) -> tuple[float, float]:
+    """Mean absolute difference of the decoded output from the decoded input: left half (the man), right half."""
+    with av.open(str(source)) as a, av.open(str(output)) as b:
+        before = np.stack([f.to_ndarray(format="rgb24") for f in a.decode(video=0)]).astype(int)
+        after = np.stack([f.to_ndarray(format="rgb24") for f in b.decode(video=0)]).astype(int)
+    difference = np.abs(after - before)
+    return difference[:, :, :176].mean(), difference[:, :, 176:].mean()
+
+
+def test_the_api_restores_only_the_person_in_the_photo(server, two_people):
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    clip, photo = two_people
+    assert "Upload a photo of the person" in refusal(client, clip, faces="photo")
+    assert "track ids are 0 or more" in refusal(client, clip, faces="track ids", track_ids="0,-1")
+    video, _, faces, summary = restore(client, clip, faces="photo", photo=handle_file(str(photo)))
+    man, astronaut = changed_halves(clip, video["video"])
+    assert man > 5 and astronaut < 3 and man > 3 * astronaut  # the astronaut differs by the encoding alone
+    captions = [face["caption"].split(", frame")[0] for face in faces]
+    assert captions == [
+        "track 0 before (left as it is", "track 0 after (left as it is", "track 1 before (restored",
+        "track 1 after (restored",
+    ]  # fmt: skip
+    assert "track 1: 12 frames, identity distance 0." in summary and "left as it is" in summary
+
+
+def test_the_page_restores_only_the_largest_face_in_chromium(server, two_people, tmp_path):
+    """Upload the two-person clip, choose Faces: largest, Restore: the gallery shows both tracks, the summary
+    which one was restored, and the video the page plays changed the man's face only."""
+    url, _, _ = server
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    browser = chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clip, _ = two_people
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(str(clip))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
+        browser.find_element(By.CSS_SELECTOR, "#faces-choice input[value=largest]").click()
+        browser.find_element(By.ID, "restore-button").click()
+        wait.until(lambda b: "face track" in b.find_element(By.ID, "summary").text)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#faces img")) == 4)
+        text = browser.find_element(By.ID, "summary").text
+        assert "track 0: 12 frames, left as it is" in text and "track 1: 12 frames, restored" in text
+        source = browser.execute_script("return document.querySelector('#output-video video').src;")
+        with urllib.request.urlopen(source, timeout=30) as response:
+            played = tmp_path / "played.mp4"
+            played.write_bytes(response.read())
+        assert "Traceback" not in browser.page_source
+    finally:
+        browser.quit()
+    man, astronaut = changed_halves(clip, played)
+    assert man > 5 and astronaut < 3 and man > 3 * astronaut

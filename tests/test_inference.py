@@ -156,12 +156,12 @@ def test_bad_input_is_a_clear_message(case, message, tmp_path, capsys):
 
 
 def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys(capsys):
-    """At most 18 options (issue 17), every option that names a choice lists them; the flags of earlier
+    """At most 19 options (18, and --faces), every option that names a choice lists them; the flags of earlier
     versions still work as their `--set` keys, each with a warning."""
     from inference import build_parser, former_options
 
     options = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
-    assert len(options) <= 18
+    assert len(options) <= 19  # 18 of issue 17, and --faces
     assert all(options[name].choices for name in ("precision", "detector", "flow", "bg_upsampler"))
     assert set(options["precision"].choices) == {"auto", "fp32", "tf32", "bf16", "fp16"}
     overrides = former_options(["--crf", "0", "--fp16", "--overlap=off", "--save_faces"])

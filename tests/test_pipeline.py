@@ -117,7 +117,7 @@ def test_track_state_lives_while_the_tracker_keeps_the_track():
     push(6, {}, set())
     push(7, {}, set())
     assert 3 not in stage.streams
-    assert stage.stats()["track_frames"] == {3: 3}
+    assert stage.stats()["restored_frames"] == {3: 3}
 
 
 # ------------------------------------------------------------------------------------------ detection

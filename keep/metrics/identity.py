@@ -25,9 +25,13 @@ from ..errors import KeepError
 from ..face.dlib_models import dlib_model_path, import_dlib
 from .landmarks import face_rectangle
 
+# dlib's own rule for its descriptors: two faces whose descriptors lie less than 0.6 apart (Euclidean) are the
+# same person (99.38% on LFW with this threshold). `keep.pipeline.choice` matches faces to a photo with it.
+DLIB_SAME_PERSON = 0.6
+
 
 class DlibIdentity:
-    """Aligned face `(H, W, 3)` uint8 RGB -> unit-norm 128-D embedding."""
+    """Aligned face `(H, W, 3)` uint8 RGB -> unit-norm 128-D embedding (`descriptor`: dlib's own, unscaled)."""
 
     name = "dlib ResNet face recognition v1 (128-D)"
 
@@ -36,12 +40,16 @@ class DlibIdentity:
         self._shape = dlib.shape_predictor(dlib_model_path("shape_predictor_5_face_landmarks.dat"))
         self._net = dlib.face_recognition_model_v1(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
+    def descriptor(self, img: np.ndarray) -> np.ndarray:
+        """dlib's 128-D descriptor as it computes it (norm about 1.4), the space `DLIB_SAME_PERSON` is set in."""
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise KeepError(f"identity embedding needs an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
         img = np.ascontiguousarray(img)
         shape = self._shape(img, face_rectangle(*img.shape[:2]))
-        embedding = np.asarray(self._net.compute_face_descriptor(img, shape), dtype=np.float64)
+        return np.asarray(self._net.compute_face_descriptor(img, shape), dtype=np.float64)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        embedding = self.descriptor(img)
         return embedding / max(np.linalg.norm(embedding), 1e-12)
 
 

@@ -220,12 +220,22 @@ def report(summary: dict) -> None:
         count = summary["exif_turned"]
         what = "turned upright by its" if count == 1 else f"{count} images turned upright by their"
         print(f"{summary['input']}: {what} EXIF orientation", flush=True)
-    if summary["faces"] == 0:
-        print(f"warning: no face found in {summary['input']}; the output is the input re-encoded", file=sys.stderr)
-    dropped = summary["streams"]["not_kept"]
+    if summary["tracks"] == 0:
+        found = "no face found" if not summary["short_tracks"] else "only tracks shorter than --set min_track found"
+        print(f"warning: {found} in {summary['input']}; the output is the input re-encoded", file=sys.stderr)
+    choice, dropped = summary["choice"], summary["streams"]["not_kept"]
+    if choice["note"]:
+        print(f"warning: {summary['input']}: {choice['note']}", file=sys.stderr)
+    chosen = ""
+    if choice["faces"] != "all":
+        chosen = f", restored {_tracks(choice['restored_tracks'])} (--faces {choice['faces']})"
     print(
-        f"done: {summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks "
+        f"done: {summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks{chosen} "
         f"(detector {summary['detector']}), {summary['seconds']:.1f} s ({summary['frames_per_second']:.2f} frames/s)"
         f" -> {summary['output']}" + (f" (not kept: {'; '.join(dropped)})" if dropped else ""),
         flush=True,
     )
+
+
+def _tracks(ids: list[int]) -> str:
+    return "no track" if not ids else f"track {ids[0]}" if len(ids) == 1 else "tracks " + ", ".join(map(str, ids))

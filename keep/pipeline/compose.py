@@ -1,7 +1,8 @@
 """Stage 4, paste: the output frame = the background (upsampled to `--upscale`) with every restored face
 blended back through its inverse alignment (face-parsing or feathered mask), optionally outlined.
 
-At `--upscale 1` with the default background, pixels outside every face are the input's, bit for bit.
+At `--upscale 1` with the default background, pixels outside every restored face are the input's, bit for
+bit; so are faces left alone (`--faces`), which are only logged (`"restored": false`).
 `--face_upsample` upsamples each restored crop by `--upscale` with the face upsampler (Real-ESRGAN)
 before pasting, so a face larger than the network's crop in the output is not merely interpolated.
 """
@@ -92,8 +93,9 @@ class ComposeStage(Stage):
     def push(self, frame: RestoredFrame) -> list[Composed]:
         out, records = self.compose(self.pool[frame.slot], frame)
         self.release(frame.slot)
-        self.faces += len(frame.faces)
-        self.frames_with_face += bool(frame.faces)
+        restored = sum(item.face is not None for item in frame.faces)
+        self.faces += restored
+        self.frames_with_face += bool(restored)
         return [Composed(frame.index, frame.pts, out, records)]
 
     def compose(self, rgb: np.ndarray, frame: RestoredFrame) -> tuple[np.ndarray, list[dict]]:
@@ -104,6 +106,10 @@ class ComposeStage(Stage):
         records = []
         with self.timer("paste"):
             for item in frame.faces:
+                if item.face is None:  # not chosen (--faces): left as it is
+                    corners = crop_corners(item.matrix, self.size).round(2).tolist()
+                    records.append({"track": item.track, "corners": corners, "restored": False})
+                    continue
                 if item.matrix is None:  # --has_aligned: the restored crop is the whole frame
                     out = cv2.resize(item.face, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_CUBIC)
                     continue
@@ -117,7 +123,7 @@ class ComposeStage(Stage):
                 records.append({"track": item.track, "corners": crop_corners(item.matrix, self.size).round(2).tolist()})
             if self.draw_box:
                 for item in frame.faces:
-                    if item.matrix is not None:
+                    if item.matrix is not None and item.face is not None:
                         draw_box(out, crop_corners(item.matrix, self.size) * u, item.track)
         return out, records
 

@@ -7,6 +7,10 @@ detected in fewer than `min_track` frames are not restored either (`short_tracks
 three-frame false positives; `keep.face.tracker.TrackSmoother` decides within its look-ahead).
 Detectors that have `detect_batch(list of frames) -> list of detections per frame` get `batch` frames
 at a time; others are called frame by frame.
+
+Which faces go on to be restored is the job's `FacePlan` (`--faces`, keep.pipeline.choice): the others go on
+as faces left alone. After a survey pass the plan replays the survey's records instead of detecting again.
+Every track found is counted here (`found_tracks`: frames, first, last), restored or not.
 """
 
 from __future__ import annotations
@@ -87,16 +91,36 @@ class FaceStage(Stage):
         self.smoother = self._smoother()
         self.pending: list[FrameRef] = []
         self.small_faces_skipped = 0
+        self.found = FoundTracks()
+        self.plan = job.faces
+        self.replay = self.plan.replay() if self.plan is not None and self.plan.records is not None else None
 
     def push(self, frame: FrameRef) -> list[FaceFrame]:
+        if self.replay is not None:
+            with self.timer("track"):
+                return [self._emit(self.replay.frame(frame))]
         self.pending.append(frame)
         return self._detect_pending() if len(self.pending) >= self.batch else []
 
     def finish(self) -> list[FaceFrame]:
-        out = self._detect_pending()
+        self._close_replay()
+        out = self._detect_pending() if self.pending else []
         for index, (slot, pts, live), faces in self.smoother.flush():
-            out.append(FaceFrame(index, slot, pts, faces, live))
+            out.append(self._emit(FaceFrame(index, slot, pts, faces, live)))
         return out
+
+    def abort(self) -> None:
+        self._close_replay()
+
+    def _close_replay(self) -> None:
+        replay, self.replay = getattr(self, "replay", None), None
+        if replay is not None:
+            replay.close()
+
+    def _emit(self, frame: FaceFrame) -> FaceFrame:
+        """Count the frame's tracks; split its faces by the plan (chosen / left alone)."""
+        self.found.add(frame)
+        return frame if self.plan is None else self.plan.split(frame)
 
     def _detect_pending(self) -> list[FaceFrame]:
         frames = [self.pool[frame.slot] for frame in self.pending]
@@ -115,7 +139,7 @@ class FaceStage(Stage):
                 live = frozenset(self.tracker.tracks)
                 ready = list(self.smoother.push(frame.index, (frame.slot, frame.pts, live), observations))
             for index, (slot, pts, ready_live), faces in ready:
-                out.append(FaceFrame(index, slot, pts, faces, ready_live))
+                out.append(self._emit(FaceFrame(index, slot, pts, faces, ready_live)))
         self.pending = []
         return out
 
@@ -124,7 +148,10 @@ class FaceStage(Stage):
 
     def stats(self) -> dict:
         short = self.smoother.short_tracks()  # tracks never given out: {id: frames detected}
-        return {"small_faces_skipped": self.small_faces_skipped, "short_tracks": dict(sorted(short.items()))}
+        return {
+            "small_faces_skipped": self.small_faces_skipped, "short_tracks": dict(sorted(short.items())),
+            "found_tracks": self.found.tracks,
+        }  # fmt: skip
 
 
 class WholeFrameStage(Stage):
@@ -133,8 +160,26 @@ class WholeFrameStage(Stage):
     def info(self) -> dict:
         return {"detector": None}
 
+    def start(self, job: Job, slots: Slots) -> None:
+        self.found = FoundTracks()
+
     def push(self, frame: FrameRef) -> list[FaceFrame]:
-        return [FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))]
+        out = FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))
+        self.found.add(out)
+        return [out]
 
     def stats(self) -> dict:
-        return {"small_faces_skipped": 0, "short_tracks": {}}
+        return {"small_faces_skipped": 0, "short_tracks": {}, "found_tracks": self.found.tracks}
+
+
+class FoundTracks:
+    """Every track's faces counted: `tracks` = {track: [frames, first frame, last frame]}."""
+
+    def __init__(self):
+        self.tracks: dict[int, list[int]] = {}
+
+    def add(self, frame: FaceFrame) -> None:
+        for track in frame.faces:
+            counts = self.tracks.setdefault(int(track), [0, frame.index, frame.index])
+            counts[0] += 1
+            counts[2] = frame.index

@@ -42,13 +42,14 @@ class FaceFrame:
     pts: int | None
     faces: dict[int, np.ndarray | None]
     live: frozenset[int]  # tracks the tracker still keeps after this frame (their restorer state is kept)
+    left: dict[int, np.ndarray] = field(default_factory=dict)  # faces of tracks not chosen (`--faces`): left alone
 
 
 @dataclass
 class RestoredFace:
     track: int
     matrix: np.ndarray | None  # (2, 3) frame -> aligned crop; None: the crop is the whole frame
-    face: np.ndarray  # (S, S, 3) uint8 restored crop
+    face: np.ndarray | None  # (S, S, 3) uint8 restored crop; None: a face not chosen, left as it is
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Job:
     pool: FramePool
     encode: Any
     reader: Any = None  # the reader the main process opened, where the decode stage runs in that process
+    faces: Any = None  # which tracks to restore (`keep.pipeline.choice.FacePlan`); None: every face
+    survey: Any = None  # a survey pass instead of a restoration (`keep.pipeline.survey.SurveyJob`)
 
 
 @dataclass

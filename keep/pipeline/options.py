@@ -14,11 +14,12 @@ from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, Range, check
 from ..devices import PRECISION_CHOICES
 from ..errors import KeepError
 from ..face.detectors import DETECT_SIZE
+from ..metrics.identity import DLIB_SAME_PERSON
 
 # Seconds are accumulated per step of each stage under these names (the summary's and the benchmark's `timings`).
 STAGE_TIMERS = {
     "decode": ("decode",),
-    "faces": ("detect", "track"),
+    "faces": ("detect", "track", "survey"),
     "restore": ("align", "flow", "network"),
     "compose": ("background", "paste"),
     "encode": ("encode",),
@@ -45,6 +46,8 @@ class PipelineOptions:
     """What a restoration run does, one field per option (docs/inference.md has the table of `--set` keys)."""
 
     model: str = "keep"
+    faces: str = "all"  # which faces to restore: all | largest | track ids "0,2" | a photo of the person (choice.py)
+    identity_threshold: NonNegativeFloat = DLIB_SAME_PERSON  # --faces PHOTO: tracks closer than this are the person
     detector: str = "auto"
     detect_size: NonNegativeInt = DETECT_SIZE  # retinaface_mobilenet: larger frames detected shrunk (0: never)
     mask: str = "auto"  # paste-back mask: auto (face parsing if available, else feather) | parsenet | feather
@@ -111,6 +114,10 @@ class PipelineOptions:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise KeepError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(valid)}")
+        from .choice import parse_faces
+
+        if parse_faces(self.faces).kind != "all" and self.has_aligned:
+            raise KeepError(f"--faces {self.faces} chooses among detected faces; --has_aligned restores whole frames")
 
 
 def stage_groups(options: PipelineOptions) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -120,3 +127,15 @@ def stage_groups(options: PipelineOptions) -> tuple[tuple[str, tuple[str, ...]],
     if name == "auto":
         name = "gpu" if str(options.device).startswith("cuda") else "cpu"
     return STAGE_GROUPS[name]
+
+
+def survey_groups(options: PipelineOptions) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The survey pass's grouping (`--faces largest | PHOTO`): this run's groups cut after the faces stage, the
+    survey stage in the main group (where the identity model runs); detection runs where it runs when restoring."""
+    groups = []
+    for name, stages in stage_groups(options):
+        kept = tuple(stage for stage in stages if stage in ("decode", "faces"))
+        kept += ("survey",) if name == "main" else ()
+        if kept:
+            groups.append((name, kept))
+    return tuple(groups)

@@ -9,12 +9,19 @@ workers: `runner`), give the stages a frame pool sized for the input, stream eve
 decode -> faces -> restore -> compose -> encode, rename the finished output into place and write the summary
 (frames, faces, per-track frame counts, skipped small faces, seconds per stage). The progress bar counts
 restored frames.
+
+`--faces largest` and `--faces PHOTO` need whole tracks before the choice is known: a survey pass runs first
+(decode -> faces -> survey, its own runner, built on first use: `survey_groups`), recording every face; the
+restoring pass then replays those records instead of detecting again, and the network sees only the chosen
+tracks (keep.pipeline.choice, keep.pipeline.survey; docs/inference.md, "Restoring chosen faces").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +33,7 @@ from ..errors import KeepError
 from ..model import load_model
 from ..restorer import Restorer
 from ..video.io import open_input
+from .choice import FacePlan, choose, describe, face_choice
 from .compose import ComposeSpec
 from .decode import DecodeSpec
 from .encode import EncodeJob, EncodeSpec
@@ -41,9 +49,11 @@ from .inputs import (
     write_error,
 )
 from .items import FramePool, Job
-from .options import STAGES, PipelineOptions, stage_groups
+from .options import STAGES, PipelineOptions, stage_groups, survey_groups
 from .restore import RestoreSpec
 from .runner import Runner
+from .stage import merge_stats
+from .survey import SurveyJob, SurveySpec
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ def stage_specs(options: PipelineOptions, model: Restorer) -> dict:
             draw_box=options.draw_box,
         ),
         "encode": EncodeSpec(),
+        "survey": SurveySpec(),
     }  # fmt: skip
 
 
@@ -75,6 +86,8 @@ class Pipeline:
         self.precision = resolve_precision(options.precision, options.device)
         self.model: Restorer | None = None
         self.runner: Runner | None = None
+        self.survey_runner: Runner | None = None  # the survey pass's (decode -> faces -> survey), on first use
+        self.built: dict = {}  # the stages built in this process, by spec: both runners' (one detector, not two)
 
     def __enter__(self) -> Pipeline:
         return self
@@ -82,8 +95,9 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def build(self) -> None:
-        """Load the network and start the stage workers (the first run does it if it was not done before)."""
+    def build(self, *, survey: bool = False) -> None:
+        """Load the network and start the stage workers (the first run does it if it was not done before);
+        survey: also the survey pass's (kept while the runs need them: else its workers are stopped)."""
         opts = self.options
         if self.model is None:
             self.model = load_model(
@@ -93,12 +107,23 @@ class Pipeline:
         if self.runner is None:  # also after a failed run, which stopped the workers
             specs = stage_specs(opts, self.model)
             groups = [(name, [specs[stage] for stage in stages]) for name, stages in stage_groups(opts)]
-            self.runner = Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device)
+            self.runner = Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built)
+        if not survey and self.survey_runner is not None:
+            self.survey_runner.close()
+            self.survey_runner = None
+        if survey and self.survey_runner is None:
+            specs = stage_specs(opts, self.model)
+            groups = [(name, [specs[stage] for stage in stages]) for name, stages in survey_groups(opts)]
+            self.survey_runner = Runner(
+                groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built
+            )
 
     def close(self) -> None:
-        if self.runner is not None:
-            self.runner.close()
-            self.runner = None
+        for runner in (self.runner, self.survey_runner):
+            if runner is not None:
+                runner.close()
+        self.runner = self.survey_runner = None
+        self.built.clear()
 
     def run(
         self,
@@ -107,40 +132,77 @@ class Pipeline:
         *,
         progress: bool = True,
         on_restored: Callable[[int], None] | None = None,
+        on_surveyed: Callable[[int], None] | None = None,
     ) -> dict:
         """Restore one input into `outdir`; returns its summary (also written as JSON for videos).
 
         progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
-        restored so far, after each one.
+        restored so far, after each one; on_surveyed: the same for the survey pass (`--faces largest | PHOTO`).
         """
         item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
         outdir = Path(outdir)
         check_outputs([item], None, outdir, save_frames=self.options.save_frames, save_faces=self.options.save_faces,
                       container=self.options.container)  # fmt: skip
+        face_choice(self.options)  # a photo without a face fails before anything is written (it is cached)
         make_output_folder(outdir)
         out = outputs_of(item, outdir, self.options.container)
-        return self.restore(item, out, progress=progress, on_restored=on_restored)
+        return self.restore(item, out, progress=progress, on_restored=on_restored, on_surveyed=on_surveyed)
 
     def restore(
-        self, item: Input, out: Outputs, *, progress: bool = True, on_restored: Callable[[int], None] | None = None
+        self,
+        item: Input,
+        out: Outputs,
+        *,
+        progress: bool = True,
+        on_restored: Callable[[int], None] | None = None,
+        on_surveyed: Callable[[int], None] | None = None,
     ) -> dict:
         """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
         whose folder exists."""
+        choice, reference = face_choice(self.options)
         reader = open_input(item.source, fps=self.options.fps)  # the one open of the input in this process
         try:
-            self.build()
+            self.build(survey=choice.needs_survey)
         except BaseException:
             reader.close()
             raise
         start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
+        plan = None if choice.kind == "all" else FacePlan(choice.ids)  # track ids: known before the first frame
+        survey = selection = records = None
+        try:
+            if choice.needs_survey:
+                records = _records_file()
+                survey = self._survey(item, reader, SurveyJob(records, reference is not None), progress, on_surveyed)
+                selection = choose(choice, survey["survey"], reference, self.options.identity_threshold)
+                live = {track: survey["survey"][track]["live"] for track in selection.chosen}
+                plan = FacePlan(selection.chosen, records, live)
+                reader = open_input(item.source, fps=self.options.fps)  # the restoring pass decodes again
+            stats = self._restore_pass(item, out, reader, plan, progress, on_restored)
+        finally:
+            if records is not None:
+                records.unlink(missing_ok=True)
+        if survey is not None:  # both passes' seconds; what only the survey counted
+            stats = merge_stats({"timings": survey["timings"]}, stats)
+            stats["small_faces_skipped"] = survey["small_faces_skipped"]
+        chosen = describe(choice, stats, survey, selection, reference, self.options.identity_threshold)
+        summary = self._summary(item, out.main, reader, stats, chosen, time.perf_counter() - start)
+        if reader.kind != "image":  # written after the output is in place: it marks the output finished
+            write_atomically(out.summary, json.dumps(summary, indent=2))
+        return summary
+
+    def _restore_pass(
+        self, item: Input, out: Outputs, reader, plan: FacePlan | None, progress: bool, on_restored
+    ) -> dict:
+        """Every frame through the restoring stages into a partial file, moved into place once complete."""
         partial = out.partial(new_run_token())
-        job = Job(item.source, self.options.fps, self._pool(reader), self._encode_job(item, out, reader, partial))
+        pool = self._pool(self.runner, reader)
+        job = Job(item.source, self.options.fps, pool, self._encode_job(item, out, reader, partial), faces=plan)
         if self.runner.source_in_process:
             job.reader = reader  # the decode stage reads on from it
         else:
             reader.close()
         try:
-            stats = self._stream(job, item.stem, reader.num_frames, progress, on_restored)
+            stats = self._stream(self.runner, job, item.stem, reader.num_frames, progress, on_restored)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -153,39 +215,45 @@ class Pipeline:
             raise write_error(out.main, exc) from None
         finally:
             partial.unlink(missing_ok=True)
-        summary = self._summary(item, out.main, reader, stats, time.perf_counter() - start)
-        if reader.kind != "image":  # written after the output is in place: it marks the output finished
-            write_atomically(out.summary, json.dumps(summary, indent=2))
-        return summary
+        return stats
 
-    def _stream(
-        self, job: Job, name: str, frames: int | None, progress: bool, on_restored: Callable[[int], None] | None
-    ) -> dict:
-        """Every frame through the stages, with the progress bar; stats of every stage."""
+    def _survey(self, item: Input, reader, survey: SurveyJob, progress: bool, on_surveyed) -> dict:
+        """The survey pass over the input (decode -> faces -> survey); what it counted, `survey` per track."""
+        runner = self.survey_runner
+        job = Job(item.source, self.options.fps, self._pool(runner, reader), None, survey=survey)
+        if runner.source_in_process:
+            job.reader = reader
+        try:
+            return self._stream(runner, job, f"{item.stem} (faces)", reader.num_frames, progress, on_surveyed)
+        finally:
+            reader.close()
+
+    def _stream(self, runner: Runner, job: Job, name: str, frames: int | None, progress: bool, on_frame) -> dict:
+        """Every frame through `runner`'s stages, with the progress bar; stats of every stage."""
         bar = tqdm(
             total=frames, unit="frame", desc=name, dynamic_ncols=True, leave=False,
             disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, pipes)
         )  # fmt: skip
-        restored = [0]
+        done = [0]
 
         def advance(count: int) -> None:
             bar.update(count)
-            restored[0] += count
-            if on_restored is not None:
-                on_restored(restored[0])
+            done[0] += count
+            if on_frame is not None:
+                on_frame(done[0])
 
         try:
-            return self.runner.run(job, advance)
+            return runner.run(job, advance)
         except BaseException:
-            if self.runner.stopped:
-                self.runner = None  # its workers are stopped; the next run starts new ones
+            if runner.stopped:  # its workers are stopped: so are the other runner's; the next run starts new ones
+                self.close()
             raise
         finally:
             bar.close()
 
-    def _pool(self, reader) -> FramePool:
-        shared = self.runner.mode == "processes"
-        return FramePool(self.runner.pool_size(), reader.height, reader.width, shared=shared)
+    def _pool(self, runner: Runner, reader) -> FramePool:
+        shared = runner.mode == "processes"
+        return FramePool(runner.pool_size(), reader.height, reader.width, shared=shared)
 
     def _encode_job(self, item: Input, out: Outputs, reader, partial: Path) -> EncodeJob:
         """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
@@ -198,11 +266,11 @@ class Pipeline:
             faces_log=out.faces_log if opts.save_faces else None,
         )  # fmt: skip
 
-    def _summary(self, item: Input, output: Path, reader, stats: dict, elapsed: float) -> dict:
-        tracks, frames, info = stats["track_frames"], stats["frames"], self.runner.info
-        for track, count in tracks.items():
-            first, last = stats["track_spans"][track]
-            log.info("%s: track %d: a face in %d of %d frames (%d-%d)", item.stem, track, count, frames, first, last)
+    def _summary(self, item: Input, output: Path, reader, stats: dict, chosen: dict, elapsed: float) -> dict:
+        frames, info = stats["frames"], self.runner.info
+        tracks = {track: counts[0] for track, counts in sorted(stats["found_tracks"].items())}
+        for line in chosen.pop("lines"):
+            log.info("%s: %s", item.stem, line)
         if stats["small_faces_skipped"]:
             log.info(
                 "%s: %d faces smaller than --min_face %g px skipped",
@@ -219,15 +287,16 @@ class Pipeline:
             "input": str(item.source),
             "output": str(output),
             "frames": frames,
-            "faces": stats["faces"],
+            "faces": stats["faces"],  # faces restored
             "frames_with_face": stats["frames_with_face"],
-            "tracks": len(tracks),
+            "tracks": len(tracks),  # every track found, restored or not (`choice`)
             "track_frames": tracks,
             "longest_track_coverage": max(tracks.values(), default=0) / frames,
             "small_faces_skipped": stats["small_faces_skipped"],
             "min_face": self.options.min_face,
             "short_tracks": {int(t): n for t, n in stats["short_tracks"].items()},  # {id: frames detected}: left alone
             "min_track": self.options.min_track,
+            **chosen,  # `choice` (--faces: what was restored, and why) and `track_list` (each track)
             "detector": info["detector"],
             "flow": info["flow"],  # what `--flow auto` chose (keep.flow.choose_auto)
             "mask": info["mask"],
@@ -253,6 +322,13 @@ class Pipeline:
             # seconds each stage group spent blocked on its queues (overlapped runs): which one binds
             "waits": {k.removeprefix("wait "): round(v, 4) for k, v in timings.items() if k.startswith("wait ")},
         }
+
+
+def _records_file() -> Path:
+    """A new, empty file for a survey's face records, in the temporary folder (removed after the input)."""
+    handle, name = tempfile.mkstemp(prefix="keep-faces-", suffix=".records")
+    os.close(handle)
+    return Path(name)
 
 
 def _kind(path: Path) -> str:

@@ -5,7 +5,8 @@ fidelity are the model's, `keep.restorer.Restorer`).
 
 A track's state is kept while the tracker keeps the track, even through a window where it has no face
 (issue #12), and dropped when the tracker drops it. Memory: one window of aligned crops plus one state
-per live track.
+per live track. Faces left alone (`--faces`) never reach the network: they go on with their alignment
+only, so the paste stage can log where they are.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ class RestoreStage(Stage):
         self.streams = StreamingRestorer(
             self.model, window=self.window, gain_context=self.gain_context, timer=self.timer
         )
-        self.chunk: list[tuple[FaceFrame, dict[int, tuple[np.ndarray | None, np.ndarray]]]] = []
+        # per frame: {track: (alignment matrix, aligned crop; None for a face left alone)}
+        self.chunk: list[tuple[FaceFrame, dict[int, tuple[np.ndarray | None, np.ndarray | None]]]] = []
         self.track_frames: Counter[int] = Counter()
-        self.track_span: dict[int, tuple[int, int]] = {}
 
     def push(self, frame: FaceFrame) -> list[RestoredFrame]:
         with self.timer("align"):
@@ -73,6 +74,8 @@ class RestoreStage(Stage):
                 else:
                     matrix = estimate_affine(landmarks, self.size)
                     aligned[track] = (matrix, align_face(rgb, matrix, self.size))
+            for track, landmarks in frame.left.items():
+                aligned[track] = (estimate_affine(landmarks, self.size), None)
         self.chunk.append((frame, aligned))
         return self._restore_chunk() if len(self.chunk) == self.window else []
 
@@ -81,11 +84,10 @@ class RestoreStage(Stage):
 
     def _restore_chunk(self) -> list[RestoredFrame]:
         per_track: dict[int, list[np.ndarray]] = defaultdict(list)
-        for frame, aligned in self.chunk:
+        for _, aligned in self.chunk:
             for track, (_, crop) in aligned.items():
-                per_track[track].append(crop)
-                first, _ = self.track_span.get(track, (frame.index, frame.index))
-                self.track_span[track] = (first, frame.index)
+                if crop is not None:
+                    per_track[track].append(crop)
         restored: dict[int, list[np.ndarray]] = {}
         if per_track:
             device = self.model.device  # move uint8 crops: 4x fewer bytes than float
@@ -97,7 +99,10 @@ class RestoreStage(Stage):
         out, used = [], Counter()
         for frame, aligned in self.chunk:
             faces = []
-            for track, (matrix, _) in aligned.items():
+            for track, (matrix, crop) in aligned.items():
+                if crop is None:
+                    faces.append(RestoredFace(track, matrix, None))
+                    continue
                 faces.append(RestoredFace(track, matrix, restored[track][used[track]]))
                 used[track] += 1
             out.append(RestoredFrame(frame.index, frame.slot, frame.pts, faces))
@@ -106,7 +111,4 @@ class RestoreStage(Stage):
         return out
 
     def stats(self) -> dict:
-        return {
-            "track_frames": {int(t): n for t, n in sorted(self.track_frames.items())},
-            "track_spans": {int(t): list(span) for t, span in sorted(self.track_span.items())},
-        }
+        return {"restored_frames": {int(t): n for t, n in sorted(self.track_frames.items())}}

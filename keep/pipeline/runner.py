@@ -177,10 +177,14 @@ class Runner:
     processes or threads (`mode`), or every stage in the calling thread (`mode="off"`).
 
     The stages are built once (each worker builds its own from its specs, which hold only their settings);
-    `info` says what was built (detector, mask, flow, ...). After a failure the workers are stopped
-    (`stopped`) and the runner cannot be used again."""
+    `info` says what was built (detector, mask, flow, ...). `built` ({spec: stage}) lends the stages of this
+    process to another runner of the same process (the survey pass's and the restoring pass's detector), which
+    runs its inputs at other times. After a failure the workers are stopped (`stopped`) and the runner cannot be
+    used again."""
 
-    def __init__(self, groups: Sequence[tuple[str, Sequence]], *, mode: str, window: int, device: str):
+    def __init__(
+        self, groups: Sequence[tuple[str, Sequence]], *, mode: str, window: int, device: str, built: dict | None = None
+    ):
         self.names = [name for name, _ in groups]
         if "main" not in self.names:
             raise StageError(f"no 'main' group among {self.names}")
@@ -192,7 +196,11 @@ class Runner:
         self.source = None  # the input being restored (named when a worker is lost)
         self.workers: dict[str, Any] = {}
         in_process = [(name, specs) for name, specs in groups if name == "main" or not self.overlapped]
-        self.chains = {name: Chain(spec.build() for spec in specs) for name, specs in in_process}
+        built = {} if built is None else built
+        for spec in (spec for _, specs in in_process for spec in specs):
+            if spec not in built:
+                built[spec] = spec.build()
+        self.chains = {name: Chain(built[spec] for spec in specs) for name, specs in in_process}
         self.info = {key: value for chain in self.chains.values() for key, value in chain.info().items()}
         self.held = sum(chain.held for chain in self.chains.values())
         if self.overlapped:
