@@ -335,6 +335,18 @@ def chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
+def log_in(browser, wait) -> None:
+    """The page's login form, filled in: the app shows nothing before it."""
+    from selenium.webdriver.common.by import By
+
+    password = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=password]"))[0]
+    assert "log in" in browser.find_element(By.TAG_NAME, "body").text
+    assert not browser.find_elements(By.ID, "input-video")  # nothing of the app before the login
+    browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys(AUTH[0])
+    password.send_keys(AUTH[1])
+    browser.find_element(By.XPATH, "//button[normalize-space()='Login']").click()
+
+
 def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server, tmp_path):
     """Open the page: a login form, not the app; log in. Upload the sample, press Restore, wait for the
     output, check that its video plays; then a long clip, Restore, Cancel: its workers end and no error
@@ -353,12 +365,7 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
     try:
         browser.get(url)
         wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
-        password = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "input[type=password]"))[0]
-        assert "log in" in browser.find_element(By.TAG_NAME, "body").text
-        assert not browser.find_elements(By.ID, "input-video")  # nothing of the app before the login
-        browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys(AUTH[0])
-        password.send_keys(AUTH[1])
-        browser.find_element(By.XPATH, "//button[normalize-space()='Login']").click()
+        log_in(browser, wait)
         limits = wait.until(lambda b: b.find_elements(By.ID, "limits"))[0]
         assert f"up to {MAX_UPLOAD_MB} MB" in limits.text
 
@@ -432,11 +439,11 @@ def changed_halves(source: Path, output: str | Path) -> tuple[float, float]:
 
 def test_the_api_restores_only_the_person_in_the_photo(server, two_people):
     url, _, _ = server
-    client = Client(url, verbose=False)
+    api = client(url)
     clip, photo = two_people
-    assert "Upload a photo of the person" in refusal(client, clip, faces="photo")
-    assert "track ids are 0 or more" in refusal(client, clip, faces="track ids", track_ids="0,-1")
-    video, _, faces, summary = restore(client, clip, faces="photo", photo=handle_file(str(photo)))
+    assert "Upload a photo of the person" in refusal(api, clip, faces="photo")
+    assert "track ids are 0 or more" in refusal(api, clip, faces="track ids", track_ids="0,-1")
+    video, _, faces, summary = restore(api, clip, faces="photo", photo=handle_file(str(photo)))
     man, astronaut = changed_halves(clip, video["video"])
     assert man > 5 and astronaut < 3 and man > 3 * astronaut  # the astronaut differs by the encoding alone
     captions = [face["caption"].split(", frame")[0] for face in faces]
@@ -460,6 +467,7 @@ def test_the_page_restores_only_the_largest_face_in_chromium(server, two_people,
     try:
         browser.get(url)
         wait = WebDriverWait(browser, JOB_TIMEOUT_S, poll_frequency=0.2)
+        log_in(browser, wait)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(str(clip))
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
         browser.find_element(By.CSS_SELECTOR, "#faces-choice input[value=largest]").click()
@@ -469,7 +477,9 @@ def test_the_page_restores_only_the_largest_face_in_chromium(server, two_people,
         text = browser.find_element(By.ID, "summary").text
         assert "track 0: 12 frames, left as it is" in text and "track 1: 12 frames, restored" in text
         source = browser.execute_script("return document.querySelector('#output-video video').src;")
-        with urllib.request.urlopen(source, timeout=30) as response:
+        cookies = "; ".join(f"{c['name']}={c['value']}" for c in browser.get_cookies())  # the login's session
+        request = urllib.request.Request(source, headers={"Cookie": cookies})
+        with urllib.request.urlopen(request, timeout=30) as response:
             played = tmp_path / "played.mp4"
             played.write_bytes(response.read())
         assert "Traceback" not in browser.page_source
