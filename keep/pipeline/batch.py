@@ -178,6 +178,8 @@ def report(summary: dict) -> None:
         print(f"warning: {summary['stopped']}; restored the {summary['frames']} frames that decoded", file=sys.stderr)
     if summary["resized"]:
         print(f"warning: {summary['input']}: {summary['resized']}", file=sys.stderr)
+    if summary["colour"]["fallback"]:
+        print(f"warning: {summary['input']}: {summary['colour']['fallback']}", file=sys.stderr)
     if summary["faces"] == 0:
         print(f"warning: no face found in {summary['input']}; the output is the input re-encoded", file=sys.stderr)
     dropped = summary["streams"]["not_kept"]
