@@ -211,15 +211,13 @@ def signal_from_planes(planes: list[np.ndarray], colour: Colour) -> np.ndarray:
     """Planes (Y, Cb, Cr) -> R'G'B' `(H, W, 3)` float32 in [0, 1] (chroma upsampled bilinearly)."""
     if colour.is_rgb:
         return planes[0].astype(np.float32) / float((1 << colour.bits) - 1)
-    y = planes[0]
-    height, width = y.shape
-    chroma = np.stack(planes[1:], axis=-1).astype(np.float32)
-    if chroma.shape[:2] != (height, width):
-        chroma = cv2.resize(chroma, (width, height), interpolation=cv2.INTER_LINEAR)
-    ycc = np.concatenate([y.astype(np.float32)[..., None], chroma], axis=-1)
+    height, width = planes[0].shape
+    chroma = [cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in planes[1:]]
+    ycc = cv2.merge([plane.astype(np.float32) for plane in (planes[0], *chroma)])
     forward = rgb_to_ycbcr_matrix(colour)
-    inverse = np.linalg.inv(forward[:, :3]).astype(np.float32)
-    rgb = (ycc - forward[:, 3].astype(np.float32)) @ inverse.T
+    inverse = np.linalg.inv(forward[:, :3])
+    affine = np.concatenate([inverse, -(inverse @ forward[:, 3:])], axis=1)  # code values -> R'G'B'
+    rgb = cv2.transform(ycc, affine.astype(np.float32))
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
@@ -271,34 +269,36 @@ HLG_C = 0.5 - HLG_A * np.log(4 * HLG_A)
 def hlg_to_scene(signal: np.ndarray) -> np.ndarray:
     """ITU-R BT.2100 HLG inverse OETF: signal in [0, 1] -> scene light in [0, 1]."""
     signal = np.clip(signal, 0, 1)
-    low = signal * signal / 3
     high = (np.exp((np.maximum(signal, 0.5) - HLG_C) / HLG_A) + HLG_B) / 12
-    return np.where(signal <= 0.5, low, high)
+    return np.where(signal <= 0.5, signal * signal / 3, high)
 
 
 def scene_to_hlg(scene: np.ndarray) -> np.ndarray:
     scene = np.clip(scene, 0, 1)
-    low = np.sqrt(3 * scene)
     high = HLG_A * np.log(np.maximum(12 * scene - HLG_B, 1e-6)) + HLG_C
-    return np.where(scene <= 1 / 12, low, high)
+    return np.where(scene <= 1 / 12, np.sqrt(3 * scene), high)
 
 
-HLG_LUMA = np.array([0.2627, 0.6780, 0.0593], np.float32)  # BT.2100's luminance of BT.2020 scene light
+def to_light(signal: np.ndarray, kind: str) -> np.ndarray:
+    """Signal in [0, 1] -> relative display light, 1 = SDR white = HDR reference white (203 cd/m2).
+
+    PQ: its EOTF. HLG: on the nominal 1000 cd/m2 display, BT.2100's OOTF (gamma 1.2) applied per channel (the
+    standard applies it to the luminance; per channel keeps this a function of one value, a lookup table, and
+    exactly invertible). SDR: BT.1886's gamma 2.4."""
+    if kind == "pq":
+        return pq_to_nits(signal) / REFERENCE_WHITE
+    if kind == "hlg":
+        return HLG_PEAK * np.power(hlg_to_scene(signal), 1.2) / REFERENCE_WHITE
+    return np.power(np.clip(signal, 0, 1), SDR_GAMMA)
 
 
-def hlg_to_nits(signal: np.ndarray) -> np.ndarray:
-    """HLG signal -> display light (cd/m2) on the nominal 1000 cd/m2 display: BT.2100's OOTF, gamma 1.2 on
-    the luminance."""
-    scene = hlg_to_scene(signal)
-    luminance = np.maximum(scene @ HLG_LUMA, 1e-12)[..., None]
-    return HLG_PEAK * np.power(luminance, 0.2) * scene
-
-
-def nits_to_hlg(nits: np.ndarray) -> np.ndarray:
-    light = np.maximum(nits, 0) / HLG_PEAK
-    luminance = np.maximum(light @ HLG_LUMA, 1e-12)[..., None]
-    scene = light / np.power(luminance, 0.2 / 1.2)
-    return scene_to_hlg(scene)
+def from_light(light: np.ndarray, kind: str) -> np.ndarray:
+    """The inverse of `to_light`."""
+    if kind == "pq":
+        return nits_to_pq(light * REFERENCE_WHITE)
+    if kind == "hlg":
+        return scene_to_hlg(np.power(np.maximum(light, 0) * REFERENCE_WHITE / HLG_PEAK, 1 / 1.2))
+    return np.power(np.clip(light, 0, 1), 1 / SDR_GAMMA)
 
 
 def compress(light: np.ndarray) -> np.ndarray:
@@ -327,36 +327,49 @@ def gamut_matrix(source: int, target: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- the networks' view
-def view_from_signal(signal: np.ndarray, colour: Colour) -> np.ndarray:
-    """The input's R'G'B' `(H, W, 3)` in [0, 1] -> the networks' 8-bit SDR BT.709 R'G'B' (see the module)."""
-    kind = colour.transfer_kind
-    if kind == "pq":
-        light = pq_to_nits(signal) / REFERENCE_WHITE
-    elif kind == "hlg":
-        light = hlg_to_nits(signal) / REFERENCE_WHITE
-    else:
-        light = np.power(signal, SDR_GAMMA)
-    if colour.primaries == BT2020:
-        light = light @ gamut_matrix(BT2020, BT709).T
+SIGNAL_STEPS = 16384  # the view's first table: input signal -> light (16 steps per 10-bit code value)
+LIGHT_STEPS = 65536  # its second table: light -> 8-bit SDR, uniform in sqrt(light) (fine steps in the dark)
+
+
+def sdr_from_light(light: np.ndarray, kind: str) -> np.ndarray:
+    """Relative light (BT.709 primaries) -> the networks' 8-bit R'G'B': HDR highlights compressed (`compress`),
+    SDR clipped to white; BT.1886's inverse gamma."""
     light = compress(np.maximum(light, 0)) if kind != "sdr" else np.clip(light, 0, 1)
     return np.clip(np.rint(255 * np.power(light, 1 / SDR_GAMMA)), 0, 255).astype(np.uint8)
 
 
+@cache
+def _view_tables(kind: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(signal -> light table, sqrt(light / top) -> 8-bit table, top: the brightest light) of `view_from_signal`."""
+    light = to_light(np.linspace(0, 1, SIGNAL_STEPS), kind).astype(np.float32)
+    top = float(light[-1])
+    sdr = sdr_from_light(np.square(np.linspace(0, 1, LIGHT_STEPS)) * top, kind)
+    return light, sdr, top
+
+
+def view_from_signal(signal: np.ndarray, colour: Colour) -> np.ndarray:
+    """The input's R'G'B' `(H, W, 3)` float32 in [0, 1] -> the networks' 8-bit SDR BT.709 R'G'B': to light
+    (`to_light`), BT.2020 to BT.709 primaries in light (colours outside BT.709 clipped), to SDR
+    (`sdr_from_light`). Two lookup tables around the one 3x3 product: 1080p in tens of milliseconds."""
+    to_light_table, to_sdr_table, top = _view_tables(colour.transfer_kind)
+    light = to_light_table[np.rint(signal * (SIGNAL_STEPS - 1)).astype(np.int32)]
+    if colour.primaries == BT2020:
+        light = cv2.transform(light, gamut_matrix(BT2020, BT709))
+    np.clip(light, 0, top, out=light)
+    index = np.rint(np.sqrt(light * (1 / top)) * (LIGHT_STEPS - 1)).astype(np.int32)
+    return to_sdr_table[index]
+
+
 def signal_from_view(rgb: np.ndarray, colour: Colour) -> np.ndarray:
-    """The inverse of `view_from_signal`: 8-bit SDR R'G'B' -> the input's R'G'B' in [0, 1], float32."""
+    """The inverse of `view_from_signal` (exact functions, no tables): 8-bit SDR R'G'B' -> the input's R'G'B' in
+    [0, 1], float32."""
     light = np.power(rgb.astype(np.float32) / 255, SDR_GAMMA)
     kind = colour.transfer_kind
     if kind != "sdr":
-        light = expand(light)
+        light = np.minimum(expand(light), _view_tables(kind)[2])  # no brighter than the input can be
     if colour.primaries == BT2020:
         light = light @ gamut_matrix(BT709, BT2020).T
-    if kind == "pq":
-        signal = nits_to_pq(light * REFERENCE_WHITE)
-    elif kind == "hlg":
-        signal = nits_to_hlg(light * REFERENCE_WHITE)
-    else:
-        signal = np.power(np.clip(light, 0, 1), 1 / SDR_GAMMA)
-    return np.clip(signal, 0, 1).astype(np.float32)
+    return np.clip(from_light(light, kind), 0, 1).astype(np.float32)
 
 
 def view(planes: list[np.ndarray], colour: Colour) -> np.ndarray:

@@ -364,7 +364,7 @@ class VideoWriter:
         context.thread_count = threads
         context.colorspace, context.color_range = out.matrix, out.range
         context.color_primaries, context.color_trc = out.primaries, out.transfer
-        if encoding.codec == HEVC and self._container.format.name.startswith("mov"):
+        if encoding.codec == HEVC and self._container.format.name in ("mp4", "mov"):
             context.codec_tag = "hvc1"  # Apple's players play HEVC in MP4 only under this tag
         self._fields = None
         if out.field_order is not None:  # interlaced: coded as such, each frame flagged with the field order
