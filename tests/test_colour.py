@@ -2,16 +2,18 @@
 decodes both, in its own matrix, range, depth, HDR side data and field order; the networks see 8-bit SDR
 RGB. End to end through `inference.py` subprocesses on carphone footage, plus the conversions themselves.
 
-Codec noise: the 8-bit clips are restored at crf 0 (lossless H.264), where the codec adds none, so away
+Codec noise: the clips are restored at crf 0. For H.264 that is lossless, the codec adds no noise, so away
 from the faces the output must equal the input exactly, as a player decodes both and as stored; the writer
 before (BT.601 limited range, untagged) misses that by 1.7 levels on average on the BT.709 clip (5 at the 99th
-percentile; carphone is pale: saturated colours err more) and by 9 on the full-range clip's Y'. The 10-bit
-clips are restored at crf 18 (x265 has no lossless crf): the bound is mean under 4 and 99th percentile at most
-16 10-bit levels away from the faces (x265 at crf 18, `ultrafast`, gives about 1-2 and 6-8 on these clips).
+percentile; carphone is pale: saturated colours err more) and by 9 on the full-range clip's Y'. x265 has no
+lossless crf: for the 10-bit clips the bound is a mean under 4 and a 99th percentile of at most 16 10-bit
+levels away from the faces (x265 at crf 18, `ultrafast`, gives about 1-2 and 6-8 on these clips; a wrong
+transfer or matrix is off by tens to hundreds).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -33,16 +35,6 @@ from keep.video.io import rgb_to_yuv420p
 REPO = Path(__file__).resolve().parent.parent
 RUN = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--threads", "1"]
 EXACT, NOISE_10 = (0, 0), (4.0, 16)  # (mean, 99th percentile) of |output - input| away from faces
-
-
-def restore(clip: Path, out: Path, *settings: str, timeout: int = 300) -> tuple[dict, str]:
-    """`inference.py` on `clip` as a user runs it (a subprocess under a timeout): its summary and stderr."""
-    env = {**os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(REPO / "inference.py"), "-i", str(clip), "-o", str(out), *RUN, "--set",
-               "save_faces=true", "preset=ultrafast", *settings]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((out / f"{clip.stem}_summary.json").read_text()), result.stderr
 
 
 def face_boxes(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> list[np.ndarray]:
@@ -88,93 +80,135 @@ def tags(path: Path) -> tuple[int, int, int, int, str]:
 
 
 # -------------------------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("case", ["bt709_hd", "full_range"])
-def test_background_is_the_input_as_a_player_decodes_it(case, tmp_path):
+X264_HDR = {"x264-params": HDR_PARAMS.replace("log-level=error:", "").replace("master-display", "mastering-display")
+            .replace("max-cll", "cll")}  # fmt: skip
+
+
+class Restored:
+    """One `inference.py` run (a subprocess under a timeout, as a user runs it) over a folder of the clips
+    below, at crf 0, with `--save_frames` and the face log: one start and one model load for all of them."""
+
+    def __init__(self, folder: Path):
+        self.inputs, self.out = folder / "in", folder / "out"
+        if (folder / "stderr.txt").is_file():  # another test worker ran it
+            self.stderr = (folder / "stderr.txt").read_text()
+            return
+        self.inputs.mkdir(exist_ok=True)
+        hevc = {"codec": "libx265", "options": {"x265-params": HDR_PARAMS, "preset": "ultrafast"}}
+        write_clip(self.inputs / "bt709_hd.mp4", frames_of((1280, 720)), colour=BT709_HD)
+        write_clip(self.inputs / "full_range.mp4", frames_of((352, 288)), colour=FULL_RANGE)
+        write_clip(self.inputs / "hlg.mp4", frames_of((320, 256)), colour=HLG, **hevc)
+        write_clip(self.inputs / "pq.mkv", frames_of((320, 256)), colour=PQ, **hevc)
+        write_clip(self.inputs / "tv.mkv", frames_of((352, 288)), field_order="bb")
+        write_clip(self.inputs / "tv_hlg.mkv", frames_of((352, 288)), field_order="tt", colour=HLG, options=X264_HDR)
+        env = {**os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, str(REPO / "inference.py"), "-i", str(self.inputs), "-o", str(self.out), *RUN,
+                   "--save_frames", "--set", "save_faces=true", "crf=0", "preset=ultrafast"]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        self.stderr = result.stderr
+        (folder / "stderr.txt").write_text(result.stderr)
+
+    def clip(self, name: str) -> tuple[Path, Path, dict]:
+        """(input, output, summary) of one clip."""
+        stem = Path(name).stem
+        return self.inputs / name, self.out / name, json.loads((self.out / f"{stem}_summary.json").read_text())
+
+    def faces(self, name: str, shape: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per frame, the pixels near a face (its crop's box, the face log's corners, + 4 px) and the others."""
+        near = face_boxes(self.out / f"{Path(name).stem}_faces.jsonl", shape)
+        return near, [~n for n in near]
+
+    def warnings(self, name: str) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("warning:") and name in line]
+
+
+@pytest.fixture(scope="module")
+def restored(tmp_path_factory) -> Restored:
+    """The run, once per test session: test workers (pytest-xdist) share it through their common temporary
+    folder, the first to come makes it while the others wait on its lock."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "colour_run"
+    folder.mkdir(exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return Restored(folder)
+
+
+@pytest.mark.parametrize("name", ["bt709_hd.mp4", "full_range.mp4"])
+def test_background_is_the_input_as_a_player_decodes_it(name, restored):
     """A BT.709 1280x720 clip and a full-range (pc) BT.601 clip: the output carries the input's tags, and away
     from the faces it is the input (lossless: exactly), as a player decodes both and as stored (Y'). The old
     writer (BT.601 limited range, untagged) fails the bound: in the player's RGB for the HD clip (players
     decode untagged HD as BT.709), in the stored values for the full-range one (squeezed into 16-235)."""
-    colour, size = {"bt709_hd": (BT709_HD, (1280, 720)), "full_range": (FULL_RANGE, (352, 288))}[case]
-    clip = write_clip(tmp_path / f"{case}.mp4", frames_of(size), colour=colour)
-    summary, _ = restore(clip, tmp_path / "out", "crf=0")
-    output = tmp_path / "out" / clip.name
-    assert tags(output) == tags(clip) == tuple(colour[k] for k in ("colorspace", "color_range", "color_primaries",
-                                                                   "color_trc", "pix_fmt"))  # fmt: skip
+    clip, output, summary = restored.clip(name)
+    colour = BT709_HD if name.startswith("bt709") else FULL_RANGE
+    expected = tuple(colour[k] for k in ("colorspace", "color_range", "color_primaries", "color_trc", "pix_fmt"))
+    assert tags(output) == tags(clip) == expected and restored.warnings(name) == []
     assert summary["faces"] == 4 and summary["colour"]["output"]["matrix"] == C.MATRICES[colour["colorspace"]]
-    near = face_boxes(tmp_path / "out" / f"{case}_faces.jsonl", size[::-1])
-    far = [~n for n in near]
-    shown, restored = player_frames(clip), player_frames(output)
-    assert within(differences(shown, restored, far), EXACT)
-    assert differences(shown, restored, near).mean() > 5  # the (random) network changed the faces
-    stored, rewritten = (np.stack([f.planes[0] for f in open_input(p)]) for p in (clip, output))
-    assert within(differences(list(stored), list(rewritten), far), EXACT)
-    # what the writer did before: the frames as RGB, to BT.601 limited range, untagged
-    old = [rgb_to_yuv420p(rgb) for rgb in shown]
-    if case == "bt709_hd":
+    shown, result = player_frames(clip), player_frames(output)
+    near, far = restored.faces(name, shown[0].shape[:2])
+    assert within(differences(shown, result, far), EXACT)
+    assert differences(shown, result, near).mean() > 5  # the (random) network changed the faces
+    stored, rewritten = ([f.planes[0] for f in open_input(p)] for p in (clip, output))
+    assert within(differences(stored, rewritten, far), EXACT)
+    old = [rgb_to_yuv420p(rgb) for rgb in shown]  # what the writer did before: RGB to BT.601 limited, untagged
+    if name.startswith("bt709"):
         player = [av.VideoFrame.from_ndarray(y, format="yuv420p").reformat(format="rgb24", src_colorspace="ITU709")
                   for y in old]  # fmt: skip
         assert not within(differences(shown, [f.to_ndarray() for f in player], far), EXACT)
     else:
-        assert not within(differences(list(stored), [y[: size[1]] for y in old], far), EXACT)
+        assert not within(differences(stored, [y[: len(stored[0])] for y in old], far), EXACT)
 
 
-@pytest.mark.parametrize("transfer", ["hlg", "pq"])
-def test_hdr_keeps_depth_tags_and_side_data(transfer, tmp_path):
+@pytest.mark.parametrize("name", ["hlg.mp4", "pq.mkv"])
+def test_hdr_keeps_depth_tags_and_side_data(name, restored):
     """HLG (MP4) and PQ (Matroska) 10-bit HEVC with a mastering display and content light levels: 10-bit HEVC
     out with the same transfer, primaries, matrix, range and side data; the face restored, the background the
-    input's within 10-bit codec noise. Worker processes (the default): 16-bit planes in shared memory."""
-    colour, suffix = (HLG, ".mp4") if transfer == "hlg" else (PQ, ".mkv")
-    clip = write_clip(tmp_path / f"{transfer}{suffix}", frames_of((320, 256)), codec="libx265", colour=colour,
-                      options={"x265-params": HDR_PARAMS, "preset": "ultrafast"})  # fmt: skip
-    extra = ["--save_frames"] if transfer == "hlg" else []
-    summary, stderr = restore(clip, tmp_path / "out", *extra)
-    output = tmp_path / "out" / clip.name
-    assert "warning" not in stderr and summary["colour"]["fallback"] is None
-    assert tags(output) == tags(clip) == (9, 1, 9, colour["color_trc"], "yuv420p10le")
+    input's within 10-bit codec noise; `--save_frames` writes 16-bit PNGs. Worker processes (the default):
+    16-bit planes in shared memory."""
+    clip, output, summary = restored.clip(name)
+    assert restored.warnings(name) == [] and summary["colour"]["fallback"] is None
+    assert tags(output) == tags(clip) == (9, 1, 9, (HLG if name.startswith("hlg") else PQ)["color_trc"], "yuv420p10le")
+    assert summary["colour"]["output"] | {"codec": None} == summary["colour"]["input"] | {"codec": None}
     with av.open(str(clip)) as source, av.open(str(output)) as result:
         stream = result.streams.video[0]
         assert stream.codec_context.name == "hevc" and stream.codec_context.profile == "Main 10"
-        if suffix == ".mp4":
-            assert stream.codec_context.codec_tag == "hvc1"
-        kinds = (av.sidedata.sidedata.Type.MASTERING_DISPLAY_METADATA, av.sidedata.sidedata.Type.CONTENT_LIGHT_LEVEL)
-        side = [
-            {d.type: bytes(d) for d in next(c.decode(video=0)).side_data if d.type in kinds} for c in (source, result)
-        ]
-        assert len(side[0]) == 2 and side[0] == side[1]
-    assert summary["colour"]["output"] | {"codec": None} == summary["colour"]["input"] | {"codec": None}
-    near = face_boxes(tmp_path / "out" / f"{transfer}_faces.jsonl", (256, 320))
-    far = [~n for n in near]
-    shown, restored = player_frames(clip), player_frames(output)  # 16-bit R'G'B': 64 per 10-bit level
-    assert shown[0].dtype == restored[0].dtype == np.uint16
-    assert within(differences(shown, restored, far, unit=64), NOISE_10)
-    assert differences(shown, restored, near, unit=64).mean() > 20
-    if extra:  # --save_frames: 16-bit PNGs of what a player shows
-        png = cv2.imread(str(tmp_path / "out" / transfer / "frames" / "000000.png"), cv2.IMREAD_UNCHANGED)
-        assert png.dtype == np.uint16 and np.abs(png[..., ::-1].astype(int) - restored[0]).max() <= 1
+        assert stream.codec_context.codec_tag == "hvc1" or name.endswith(".mkv")  # MP4: the tag Apple's players need
+        first = [next(c.decode(video=0)) for c in (source, result)]
+    kinds = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
+    side = [{d.type.name: bytes(d) for d in frame.side_data if d.type.name in kinds} for frame in first]
+    assert len(side[0]) == 2 and side[0] == side[1]
+    shown, result = player_frames(clip), player_frames(output)  # 16-bit R'G'B': 64 per 10-bit level
+    assert shown[0].dtype == result[0].dtype == np.uint16
+    near, far = restored.faces(name, (256, 320))
+    assert within(differences(shown, result, far, unit=64), NOISE_10)
+    assert differences(shown, result, near, unit=64).mean() > 20
+    png = cv2.imread(str(restored.out / Path(name).stem / "frames" / "000000.png"), cv2.IMREAD_UNCHANGED)
+    # before encoding, as FFmpeg's scaler shows the planes (it sites a decoded frame's chroma as the decoder says,
+    # these frames' as centred: 0.5 level apart on average)
+    assert png.dtype == np.uint16 and within(differences([png[..., ::-1]], shown[:1], far[:1], unit=64), NOISE_10)
 
 
-@pytest.mark.parametrize("order, colour", [("bb", None), ("tt", HLG)])
-def test_interlaced_keeps_its_field_order(order, colour, tmp_path):
+@pytest.mark.parametrize("name", ["tv.mkv", "tv_hlg.mkv"])
+def test_interlaced_keeps_its_field_order(name, restored):
     """Interlaced input is encoded interlaced, its field order kept (what players deinterlace by). 8-bit bottom
     field first; 10-bit HLG top field first takes the documented fallback (H.264 High 10: x265 would code fields
     as separate pictures): one warning line, the summary's `colour.fallback`, tags and side data kept."""
-    options = {"x264-params": HDR_PARAMS.replace("log-level=error:", "").replace("master-display", "mastering-display")
-               .replace("max-cll", "cll")} if colour else {}  # fmt: skip
-    clip = write_clip(tmp_path / "tv.mkv", frames_of((352, 288)), field_order=order, colour=colour, options=options)
-    summary, stderr = restore(clip, tmp_path / "out")
-    output = tmp_path / "out" / "tv.mkv"
+    clip, output, summary = restored.clip(name)
+    order = "bb" if name == "tv.mkv" else "tt"
     assert field_orders(clip) == field_orders(output) == [order] * 4
     assert summary["colour"]["output"]["field_order"] == order and summary["faces"] == 4
-    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
-    if colour is None:
+    warnings = restored.warnings(name)
+    if order == "bb":
         assert warnings == [] and summary["colour"]["fallback"] is None
-    else:
-        assert len(warnings) == 1 and "H.264 High 10" in warnings[0] and "interlaced" in warnings[0]
-        assert "H.264 High 10" in summary["colour"]["fallback"]
-        assert tags(output) == tags(clip) == (9, 1, 9, 18, "yuv420p10le")
-        with av.open(str(output)) as container:
-            frame = next(container.decode(video=0))
-            assert {d.type.name for d in frame.side_data} >= {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
+        return
+    assert len(warnings) == 1 and "H.264 High 10" in warnings[0] and "interlaced" in warnings[0]
+    assert "H.264 High 10" in summary["colour"]["fallback"]
+    assert tags(output) == tags(clip) == (9, 1, 9, 18, "yuv420p10le")
+    with av.open(str(output)) as container:
+        frame = next(container.decode(video=0))
+        assert {d.type.name for d in frame.side_data} >= {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
 
 
 # ------------------------------------------------------------------------------------------- conversions
