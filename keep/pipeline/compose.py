@@ -20,7 +20,7 @@ import numpy as np
 from ..background import Upsampler
 from ..face.align import crop_corners, draw_box, paste_face, track_color
 from ..face.parsing import Masker
-from ..video.colour import SRGB, Colour, planes_from_view, values_from_view
+from ..video.colour import SRGB, Colour, codes_from_view, planes_from_view
 from .items import Composed, Job, RestoredFrame
 from .stage import Slots, Stage
 
@@ -123,7 +123,7 @@ class ComposeStage(Stage):
                     face = self.face_upsampler(face, u)  # (S*u, S*u, 3)
                     mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
                     matrix = matrix * (face.shape[0] / self.size)  # frame -> upsampled crop
-                paste_planes(out, face_values(face, colour), matrix, mask, colour, u)
+                paste_planes(out, codes_from_view(face, colour), matrix, mask, colour, u)
                 records.append({"track": item.track, "corners": crop_corners(item.matrix, self.size).round(2).tolist()})
             if self.draw_box:
                 for item in frame.faces:
@@ -140,15 +140,6 @@ class ComposeStage(Stage):
 
     def stats(self) -> dict:
         return {"faces": self.faces, "frames_with_face": self.frames_with_face}
-
-
-def face_values(face: np.ndarray, colour: Colour) -> np.ndarray:
-    """A restored face `(S, S, 3)` uint8 RGB -> its values in `colour`, full resolution `(S, S, 3)` of the planes'
-    type: (Y, Cb, Cr), or (R, G, B) for RGB frames."""
-    values = values_from_view(face, colour)
-    if values.dtype == colour.dtype:
-        return values
-    return np.clip(np.rint(values), 0, (1 << colour.bits) - 1).astype(colour.dtype)
 
 
 def paste_planes(
@@ -169,7 +160,7 @@ def draw_planes(planes: list[np.ndarray], corners: np.ndarray, track: int, colou
         draw_box(planes[0], corners, track)
         return
     rgb = np.array([[track_color(track)]], np.uint8)
-    values = face_values(rgb, colour)[0, 0]
+    values = codes_from_view(rgb, colour)[0, 0]
     thickness = max(1, round(min(planes[0].shape[:2]) / 360))
     for k, plane in enumerate(planes):
         step = colour.chroma_step if k else 1

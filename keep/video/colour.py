@@ -221,12 +221,17 @@ def signal_from_planes(planes: list[np.ndarray], colour: Colour) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
-def values_from_signal(rgb: np.ndarray, colour: Colour) -> np.ndarray:
-    """R'G'B' `(H, W, 3)` in [0, 1] -> code values `(H, W, 3)` float32 at full resolution (Y, Cb, Cr, or R, G, B)."""
+def values_from_signal(rgb: np.ndarray, colour: Colour, scale: float = 1.0) -> np.ndarray:
+    """R'G'B' `(H, W, 3)` in [0, `scale`] -> code values `(H, W, 3)` at full resolution (Y, Cb, Cr, or R, G, B),
+    float32; uint8 input with `colour.bits` 8 gives uint8 (rounded by OpenCV)."""
     if colour.is_rgb:
-        return rgb.astype(np.float32) * float((1 << colour.bits) - 1)
-    forward = rgb_to_ycbcr_matrix(colour).astype(np.float32)
-    return rgb.astype(np.float32) @ forward[:, :3].T + forward[:, 3]
+        forward = np.concatenate([np.eye(3) * ((1 << colour.bits) - 1), np.zeros((3, 1))], axis=1)
+    else:
+        forward = rgb_to_ycbcr_matrix(colour)
+    forward = forward / [scale, scale, scale, 1]
+    if rgb.dtype != np.uint8 or colour.bits > 8:
+        rgb = rgb.astype(np.float32)
+    return cv2.transform(rgb, forward.astype(np.float32))
 
 
 def planes_from_values(values: np.ndarray, colour: Colour) -> list[np.ndarray]:
@@ -327,69 +332,88 @@ def gamut_matrix(source: int, target: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- the networks' view
-SIGNAL_STEPS = 16384  # the view's first table: input signal -> light (16 steps per 10-bit code value)
-LIGHT_STEPS = 65536  # its second table: light -> 8-bit SDR, uniform in sqrt(light) (fine steps in the dark)
+LIGHT_STEPS = 65536  # steps of `signal_from_view`'s second table, uniform in sqrt(light) (fine in the dark)
 
 
 def sdr_from_light(light: np.ndarray, kind: str) -> np.ndarray:
-    """Relative light (BT.709 primaries) -> the networks' 8-bit R'G'B': HDR highlights compressed (`compress`),
-    SDR clipped to white; BT.1886's inverse gamma."""
-    light = compress(np.maximum(light, 0)) if kind != "sdr" else np.clip(light, 0, 1)
-    return np.clip(np.rint(255 * np.power(light, 1 / SDR_GAMMA)), 0, 255).astype(np.uint8)
+    """Relative light `(H, W, 3)` float32 (BT.709 primaries) -> the networks' 8-bit R'G'B': HDR highlights
+    compressed (`compress`, as min(x, k + (1 - k) t / (t + 1 - k)), t = max(x - k, 0): equal below the knee),
+    SDR clipped to white; BT.1886's inverse gamma. OpenCV's threaded element-wise operations (numpy's take
+    several times as long at 1080p)."""
+    light = cv2.threshold(light, 0, 0, cv2.THRESH_TOZERO)[1]
+    if kind == "sdr":
+        light = cv2.min(light, 1.0)
+    else:
+        over = cv2.threshold(cv2.subtract(light, (KNEE,) * 3 + (0,)), 0, 0, cv2.THRESH_TOZERO)[1]
+        ratio = cv2.divide(over, cv2.add(over, (1 - KNEE,) * 3 + (0,)), scale=1 - KNEE)
+        light = cv2.min(light, cv2.add(ratio, (KNEE,) * 3 + (0,)))
+    return cv2.convertScaleAbs(cv2.pow(light, 1 / SDR_GAMMA), alpha=255)  # rounded, within 0-255
 
 
 @cache
-def _view_tables(kind: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(signal -> light table, sqrt(light / top) -> 8-bit table, top: the brightest light) of `view_from_signal`."""
-    light = to_light(np.linspace(0, 1, SIGNAL_STEPS), kind).astype(np.float32)
-    top = float(light[-1])
-    sdr = sdr_from_light(np.square(np.linspace(0, 1, LIGHT_STEPS)) * top, kind)
-    return light, sdr, top
+def _view_table(kind: str) -> tuple[np.ndarray, float]:
+    """(16-bit signal -> light table, top: the brightest light) of `view_from_signal`."""
+    light = to_light(np.arange(65536) / 65535, kind).astype(np.float32)
+    return light, float(light[-1])
 
 
 def view_from_signal(signal: np.ndarray, colour: Colour) -> np.ndarray:
-    """The input's R'G'B' `(H, W, 3)` float32 in [0, 1] -> the networks' 8-bit SDR BT.709 R'G'B': to light
-    (`to_light`), BT.2020 to BT.709 primaries in light (colours outside BT.709 clipped), to SDR
-    (`sdr_from_light`). Two lookup tables around the one 3x3 product: 1080p in tens of milliseconds."""
-    to_light_table, to_sdr_table, top = _view_tables(colour.transfer_kind)
-    light = to_light_table[np.rint(signal * (SIGNAL_STEPS - 1)).astype(np.int32)]
+    """The input's R'G'B' `(H, W, 3)` uint16 (0-65535: FFmpeg's `rgb48`) -> the networks' 8-bit SDR BT.709 R'G'B':
+    to light (`to_light`, a table), BT.2020 to BT.709 primaries in light (colours outside BT.709 clipped), to
+    SDR (`sdr_from_light`)."""
+    light = _view_table(colour.transfer_kind)[0][signal]
     if colour.primaries == BT2020:
         light = cv2.transform(light, gamut_matrix(BT2020, BT709))
-    np.clip(light, 0, top, out=light)
-    index = np.rint(np.sqrt(light * (1 / top)) * (LIGHT_STEPS - 1)).astype(np.int32)
-    return to_sdr_table[index]
+    return sdr_from_light(light, colour.transfer_kind)
+
+
+@cache
+def _inverse_tables(kind: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(8-bit -> light table, sqrt(light / top) -> signal table, top) of `signal_from_view`."""
+    light = np.power(np.arange(256) / 255, SDR_GAMMA)
+    top = _view_table(kind)[1]
+    if kind != "sdr":
+        light = np.minimum(expand(light), top)  # no brighter than the input can be
+    signal = from_light(np.square(np.linspace(0, 1, LIGHT_STEPS)) * top, kind)
+    return light.astype(np.float32), np.clip(signal, 0, 1).astype(np.float32), top
 
 
 def signal_from_view(rgb: np.ndarray, colour: Colour) -> np.ndarray:
-    """The inverse of `view_from_signal` (exact functions, no tables): 8-bit SDR R'G'B' -> the input's R'G'B' in
-    [0, 1], float32."""
-    light = np.power(rgb.astype(np.float32) / 255, SDR_GAMMA)
-    kind = colour.transfer_kind
-    if kind != "sdr":
-        light = np.minimum(expand(light), _view_tables(kind)[2])  # no brighter than the input can be
-    if colour.primaries == BT2020:
-        light = light @ gamut_matrix(BT709, BT2020).T
-    return np.clip(from_light(light, kind), 0, 1).astype(np.float32)
+    """The inverse of `view_from_signal`: 8-bit SDR R'G'B' -> the input's R'G'B' in [0, 1], float32 (`expand`,
+    BT.709 to BT.2020 primaries, `from_light`; a table each side of the 3x3 product)."""
+    to_light_table, to_signal_table, top = _inverse_tables(colour.transfer_kind)
+    light = to_light_table[rgb]
+    if colour.primaries == BT2020:  # all its coefficients are positive and its rows sum to 1: stays in [0, top]
+        light = cv2.transform(light, gamut_matrix(BT709, BT2020))
+    index = np.rint(np.sqrt(np.clip(light, 0, top) * (1 / top)) * (LIGHT_STEPS - 1)).astype(np.int32)
+    return to_signal_table[index]
 
 
 def view(planes: list[np.ndarray], colour: Colour) -> np.ndarray:
-    """Planes in `colour` -> the networks' view `(H, W, 3)` uint8 RGB."""
+    """Planes in `colour` -> the networks' view `(H, W, 3)` uint8 RGB (the reader converts with FFmpeg's
+    scaler instead: `keep.video.pictures.network_view`)."""
     signal = signal_from_planes(planes, colour)
     if not colour.linear_view:
         return np.clip(np.rint(signal * 255), 0, 255).astype(np.uint8)
-    return view_from_signal(signal, colour)
+    return view_from_signal(np.rint(signal * 65535).astype(np.uint16), colour)
 
 
 def values_from_view(rgb: np.ndarray, colour: Colour) -> np.ndarray:
-    """The networks' view `(H, W, 3)` uint8 (a restored face) -> code values of `colour` at full resolution,
-    float32 `(H, W, 3)`: what is pasted into the planes."""
+    """The networks' view `(H, W, 3)` uint8 (a restored face) -> code values of `colour` at full resolution
+    `(H, W, 3)`: float32, or uint8 for 8-bit SDR colour (rounded)."""
     if colour.is_rgb and colour.bits == 8:
         return rgb
     if colour.linear_view:
-        signal = signal_from_view(rgb, colour)
-    else:
-        signal = rgb.astype(np.float32) / 255
-    return values_from_signal(signal, colour)
+        return values_from_signal(signal_from_view(rgb, colour), colour)
+    return values_from_signal(rgb, colour, scale=255.0)
+
+
+def codes_from_view(rgb: np.ndarray, colour: Colour) -> np.ndarray:
+    """`values_from_view` rounded to the planes' integers (what a restored face is pasted as)."""
+    values = values_from_view(rgb, colour)
+    if values.dtype == colour.dtype:
+        return values
+    return np.clip(np.rint(values), 0, (1 << colour.bits) - 1).astype(colour.dtype)
 
 
 def planes_from_view(rgb: np.ndarray, colour: Colour) -> list[np.ndarray]:

@@ -184,7 +184,7 @@ class VideoReader:
             self.size_changes.note(f"frame {index}", *shown)
             frame = frame.reformat(*self.stored_size, interpolation="BICUBIC")  # FFmpeg's scaler, as its CLI does
         planes = decoded_planes(frame, self.colour)
-        rgb = orient(network_view(frame, planes, self.colour), self.turns, self.mirror)
+        rgb = orient(network_view(frame, self.colour), self.turns, self.mirror)
         planes = tuple(orient(plane, self.turns, self.mirror, contiguous=False) for plane in planes)
         return Frame(index, rgb, frame.pts, planes)
 

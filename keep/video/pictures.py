@@ -24,7 +24,7 @@ from .colour import (
     Colour,
     HdrMetadata,
     assumed_matrix,
-    view,
+    view_from_signal,
 )
 
 FIELD_FLAGS = {"tt": "tff", "bb": "bff"}  # the field order -> FFmpeg's setfield filter mode
@@ -137,19 +137,18 @@ def decoded_planes(frame: av.VideoFrame, colour: Colour) -> list[np.ndarray]:
     return plane_arrays(converted, colour.dtype)
 
 
-def network_view(frame: av.VideoFrame, planes: list[np.ndarray], colour: Colour) -> np.ndarray:
-    """The 8-bit RGB the networks see of a decoded frame `(H, W, 3)` (stored orientation): FFmpeg's scaler
-    with the input's own matrix and range for SDR; for HDR and BT.2020, `keep.video.colour.view` of its planes."""
-    if colour.linear_view:
-        return view(planes, colour)
+def network_view(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
+    """The 8-bit RGB the networks see of a decoded frame `(H, W, 3)` (stored orientation): its R'G'B' by FFmpeg's
+    scaler with the input's own matrix and range; for HDR and BT.2020 at 16 bits, then
+    `keep.video.colour.view_from_signal`."""
     if _is_rgb(frame.format, frame.colorspace):
         return frame.to_ndarray(format="rgb24")
     source = swscale_keeping(colour)
     rgb = frame.reformat(
-        format="rgb24", src_colorspace=source["src_colorspace"], src_color_range=source["src_color_range"],
-        dst_color_range="JPEG",
-    )  # fmt: skip
-    return rgb.to_ndarray()
+        format="rgb48le" if colour.linear_view else "rgb24", src_colorspace=source["src_colorspace"],
+        src_color_range=source["src_color_range"], dst_color_range="JPEG",
+    ).to_ndarray()  # fmt: skip
+    return view_from_signal(rgb, colour) if colour.linear_view else rgb
 
 
 def frame_from_planes(planes: list[np.ndarray], colour: Colour) -> av.VideoFrame:
