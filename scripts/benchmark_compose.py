@@ -13,8 +13,9 @@ pipeline holds a video's (`video`, default: 8-bit BT.709 4:2:0 planes, pasted in
 a 10-bit HLG video's (`hdr`: HEVC output), or RGB frames (`rgb`: a folder of images, converted to 4:2:0 by
 the encoder; the only path before the pipeline kept each input's own colour). Stages run one after another
 as in `--overlap off`, timed with the pipeline's own `StageTimer`: `background` + `paste` by
-`ComposeStage` (feathered mask, `--upscale 1`), `encode` by `VideoWriter` (libx264 at `--crf` / `--preset`,
-the encoder's delayed frames included through the final flush). Prints ms/frame per stage and frames/s.
+`ComposeStage` (feathered mask, `--upscale 1`), `convert` (the pixels into the encoder's frame: RGB to 4:2:0, or
+planes copied) and `encode` by `VideoWriter` (libx264, libx265 for `hdr`, at `--crf` / `--preset`, the
+encoder's delayed frames included through the final flush). Prints ms/frame per stage and frames/s.
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ def _main(args: argparse.Namespace) -> int:
         for t, (rgb, planes) in enumerate(zip(frames, pictures, strict=True)):
             faces = [RestoredFace(k, m, align_face(rgb, m, args.crop)) for k, m in enumerate(matrices)]
             out, _ = compose.compose(rgb, RestoredFrame(t, 0, t, faces), planes=planes, colour=colour)
+            with timer("convert"):  # the pixels into the encoder's frame (RGB: to 4:2:0; planes: copied)
+                frame = writer.frame(out)
             with timer("encode"):
-                writer.write(out, t)
+                writer.write(frame, t)
         with timer("encode"):
             writer.close()
         total = time.perf_counter() - start
@@ -104,7 +107,7 @@ def _main(args: argparse.Namespace) -> int:
     print(f"{cpu_cores()} CPU cores, {threads} torch threads, load average {os.getloadavg()[0]:.1f}")
     print(f"{'stage':<11} {'ms/frame':>9} {'frames/s':>9}")
     report = {}
-    for stage in ("background", "paste", "encode"):
+    for stage in ("background", "paste", "convert", "encode"):
         seconds = timer.seconds[stage]
         report[stage] = round(1000 * seconds / args.frames, 2)
         print(f"{stage:<11} {report[stage]:9.1f} {args.frames / seconds:9.1f}")

@@ -225,12 +225,13 @@ def test_transfer_functions_and_their_reference_points():
     assert (np.diff(C.compress(light)) > 0).all() and C.compress(light).max() < 1
 
 
-@pytest.mark.parametrize("kind", ["bt709", "hlg", "pq"])
+@pytest.mark.parametrize("kind", ["bt709", "bt2020", "hlg", "pq"])
 def test_the_networks_view_round_trips(kind):
     """A carphone frame taken as the networks' view, converted into the input's colour (what a restored face
     becomes) and viewed again: within rounding (4:4:4 10-bit: mean under 0.2, 99th percentile 1 level)."""
     colour = {
         "bt709": C.Colour("yuv444p10le", 1, 1, 1, 1, 1),
+        "bt2020": C.Colour("yuv444p10le", 9, 1, 9, 14, 9),  # SDR in BT.2020: through light, no compression
         "hlg": C.Colour("yuv444p10le", 9, 1, 9, C.HLG, 9),
         "pq": C.Colour("yuv444p10le", 9, 1, 9, C.PQ, 9),
     }[kind]
@@ -268,6 +269,8 @@ def test_output_tags_follow_what_players_assume():
     hd = C.SRGB.for_output(1280, 720)
     assert (hd.matrix, hd.primaries, hd.transfer, hd.matrix_in_use) == (C.BT709,) * 4
     assert C.SRGB.for_output(175, 143).format == "yuv444p"
+    odd = C.Colour("yuv444p10le", 9, 1, 9, C.HLG, 9)  # a 4:2:0 input of odd size, held in 4:4:4
+    assert odd.for_output(175, 143).format == "yuv444p10le" and odd.for_output(350, 286).format == "yuv420p10le"
 
 
 def test_odd_sizes_and_deep_frames_in_the_pool(tmp_path):

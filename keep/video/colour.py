@@ -151,9 +151,9 @@ class Colour:
 
     def for_output(self, width: int, height: int) -> Colour:
         """The colour of the encoded video at this size: RGB frames become Y'CbCr with the matrix players
-        assume for the size (BT.601 untagged below HD, as before; BT.709 tagged from HD), 4:4:4 at odd sizes;
-        a Y'CbCr input keeps its tags, and an untagged matrix is tagged where players would assume another
-        one at the output's size (an SD input at --upscale 2)."""
+        assume for the size (BT.601 untagged below HD, as before; BT.709 tagged from HD); 4:2:0, 4:4:4 at odd
+        sizes. A Y'CbCr input keeps its tags, and an untagged matrix is tagged where players would assume
+        another one at the output's size (an SD input at --upscale 4)."""
         odd = width % 2 or height % 2
         if self.is_rgb:
             matrix = assumed_matrix(width, height)
@@ -162,6 +162,8 @@ class Colour:
         colour = self
         if self.matrix == UNSPECIFIED and assumed_matrix(width, height) != self.matrix_in_use:
             colour = replace(colour, matrix=self.matrix_in_use)
+        if self.chroma_step == 1 and not odd:  # an odd-sized input upscaled to an even size: 4:2:0 again
+            colour = replace(colour, format=self.format.replace("444", "420"))
         return colour
 
     def describe(self) -> dict:
@@ -332,46 +334,47 @@ def gamut_matrix(source: int, target: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- the networks' view
-LIGHT_STEPS = 65536  # steps of `signal_from_view`'s second table, uniform in sqrt(light) (fine in the dark)
+LIGHT_STEPS = 65536  # steps of the tables indexed by light, uniform in sqrt(light) (fine steps in the dark)
 
 
 def sdr_from_light(light: np.ndarray, kind: str) -> np.ndarray:
-    """Relative light `(H, W, 3)` float32 (BT.709 primaries) -> the networks' 8-bit R'G'B': HDR highlights
-    compressed (`compress`, as min(x, k + (1 - k) t / (t + 1 - k)), t = max(x - k, 0): equal below the knee),
-    SDR clipped to white; BT.1886's inverse gamma. OpenCV's threaded element-wise operations (numpy's take
-    several times as long at 1080p)."""
-    light = cv2.threshold(light, 0, 0, cv2.THRESH_TOZERO)[1]
-    if kind == "sdr":
-        light = cv2.min(light, 1.0)
-    else:
-        over = cv2.threshold(cv2.subtract(light, (KNEE,) * 3 + (0,)), 0, 0, cv2.THRESH_TOZERO)[1]
-        ratio = cv2.divide(over, cv2.add(over, (1 - KNEE,) * 3 + (0,)), scale=1 - KNEE)
-        light = cv2.min(light, cv2.add(ratio, (KNEE,) * 3 + (0,)))
-    return cv2.convertScaleAbs(cv2.pow(light, 1 / SDR_GAMMA), alpha=255)  # rounded, within 0-255
+    """Relative light (BT.709 primaries) -> the networks' 8-bit R'G'B': HDR highlights compressed (`compress`),
+    SDR clipped to white; BT.1886's inverse gamma."""
+    light = compress(np.maximum(light, 0)) if kind != "sdr" else np.clip(light, 0, 1)
+    return np.clip(np.rint(255 * np.power(light, 1 / SDR_GAMMA)), 0, 255).astype(np.uint8)
 
 
 @cache
-def _view_table(kind: str) -> tuple[np.ndarray, float]:
-    """(16-bit signal -> light table, top: the brightest light) of `view_from_signal`."""
+def _view_tables(kind: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """`view_from_signal`'s tables: 16-bit signal -> light, and `sdr_from_light` at the centres of `LIGHT_STEPS`
+    steps uniform in sqrt(light / top); top: the brightest light."""
     light = to_light(np.arange(65536) / 65535, kind).astype(np.float32)
-    return light, float(light[-1])
+    top = float(light[-1])
+    centres = np.square((np.arange(LIGHT_STEPS) + 0.5) / (LIGHT_STEPS - 1)) * top
+    return light, sdr_from_light(centres, kind), top
 
 
 def view_from_signal(signal: np.ndarray, colour: Colour) -> np.ndarray:
     """The input's R'G'B' `(H, W, 3)` uint16 (0-65535: FFmpeg's `rgb48`) -> the networks' 8-bit SDR BT.709 R'G'B':
-    to light (`to_light`, a table), BT.2020 to BT.709 primaries in light (colours outside BT.709 clipped), to
-    SDR (`sdr_from_light`)."""
-    light = _view_table(colour.transfer_kind)[0][signal]
+    to light (`to_light`), BT.2020 to BT.709 primaries in light (colours outside BT.709 clipped), to SDR
+    (`sdr_from_light`). A table each side of the 3x3 product, and OpenCV's threaded element-wise operations
+    between (numpy's take several times as long at 1080p)."""
+    to_light_table, to_sdr_table, top = _view_tables(colour.transfer_kind)
+    light = to_light_table[signal]
     if colour.primaries == BT2020:
         light = cv2.transform(light, gamut_matrix(BT2020, BT709))
-    return sdr_from_light(light, colour.transfer_kind)
+    root = cv2.sqrt(cv2.threshold(light, 0, 0, cv2.THRESH_TOZERO)[1])
+    root = cv2.min(root, (float(np.sqrt(top)),) * 3 + (0.0,))  # a tuple: a bare number bounds channel 0 only
+    index = np.empty(root.shape, np.uint16)
+    np.multiply(root, (LIGHT_STEPS - 1) / np.sqrt(top), out=index, casting="unsafe")  # truncated: the step
+    return to_sdr_table[index]
 
 
 @cache
 def _inverse_tables(kind: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(8-bit -> light table, sqrt(light / top) -> signal table, top) of `signal_from_view`."""
     light = np.power(np.arange(256) / 255, SDR_GAMMA)
-    top = _view_table(kind)[1]
+    top = _view_tables(kind)[2]
     if kind != "sdr":
         light = np.minimum(expand(light), top)  # no brighter than the input can be
     signal = from_light(np.square(np.linspace(0, 1, LIGHT_STEPS)) * top, kind)

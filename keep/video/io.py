@@ -388,13 +388,16 @@ class VideoWriter:
         """The input's other streams not written, each with the reason."""
         return self.streams.dropped if self.streams is not None else []
 
-    def _frame(self, image: np.ndarray | list[np.ndarray]) -> av.VideoFrame:
-        """The encoder's frame for RGB `(H, W, 3)` uint8 or planes of `self.colour`, in the output's format."""
+    def frame(self, image: np.ndarray | list[np.ndarray] | av.VideoFrame) -> av.VideoFrame:
+        """The encoder's frame for RGB `(H, W, 3)` uint8 or planes of `self.colour`, in the output's format (a
+        frame made before is returned as it is)."""
+        if isinstance(image, av.VideoFrame):
+            return image
         out = self.encoding.colour
         rgb = image if isinstance(image, np.ndarray) else image[0] if self.colour.is_rgb else None
         if rgb is None:
             frame = frame_from_planes(image, self.colour)
-            if self.colour.format != out.format:  # the 8-bit fallback
+            if self.colour.format != out.format:  # 4:4:4 at an even output size, or the 8-bit fallback
                 frame = frame.reformat(format=out.format, **swscale_keeping(out))
         elif out.format == "yuv420p":
             frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb, out.matrix_in_use), format="yuv420p")
@@ -405,8 +408,8 @@ class VideoWriter:
         tag(frame, out)
         return frame if self._fields is None else self._fields(frame)
 
-    def write(self, image: np.ndarray | list[np.ndarray], pts: int | None = None) -> None:
-        frame = self._frame(image)
+    def write(self, image: np.ndarray | list[np.ndarray] | av.VideoFrame, pts: int | None = None) -> None:
+        frame = self.frame(image)
         if pts is None:
             pts = self.frames if self._last_pts is None else self._last_pts + self.step
         elif self._last_pts is not None and pts <= self._last_pts:  # the encoder needs increasing timestamps

@@ -18,7 +18,6 @@ import numpy as np
 
 from .colour import (
     BT709,
-    MATRICES,
     SWSCALE_MATRIX,
     UNSPECIFIED,
     Colour,
@@ -90,17 +89,6 @@ def read_colour(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> Co
     transfer = _tag(frame, context, "color_trc", UNSPECIFIED)
     in_use = matrix if matrix in SWSCALE_MATRIX else assumed_matrix(frame.width, frame.height)
     return Colour(fmt, matrix, value_range, primaries, transfer, in_use, **common)
-
-
-def matrix_note(colour: Colour) -> str | None:
-    """A line for a matrix tag the conversions do not know (it is kept on the output, but the networks see
-    the input decoded with `matrix_in_use`)."""
-    if colour.matrix in (UNSPECIFIED, 0) or colour.matrix in SWSCALE_MATRIX:
-        return None
-    return (
-        f"the input's colour matrix {MATRICES.get(colour.matrix, colour.matrix)} is not supported here; "
-        f"faces were converted as {MATRICES[colour.matrix_in_use]}"
-    )
 
 
 def swscale_keeping(colour: Colour) -> dict:
