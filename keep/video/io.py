@@ -1,10 +1,13 @@
-"""Video, frame-folder and image input; H.264 output with the source's timing and other streams (issues #3, 19).
+"""Video, frame-folder and image input; H.264 / HEVC output with the source's timing, colour and other streams
+(issues #3, 19).
 
-Readers yield `Frame(index, rgb (H, W, 3) uint8, pts)` one at a time, so memory never depends on the
-video's length. Frames come upright, as players show them (a phone's rotation applied), and all at the
-first frame's size (frames of another size are scaled to it, as FFmpeg does, and counted). A decode error
-part-way through a video ends the stream and is recorded in `reader.stopped`, so the caller restores what
-decoded and says where it stopped.
+Readers yield `Frame(index, rgb (H, W, 3) uint8, pts, planes)` one at a time, so memory never depends on the
+video's length: `rgb` is what the networks see, `planes` the frame as decoded, in `reader.colour`'s pixel
+format and depth (`keep.video.colour`; views of the decoder's frame where it is already in that format).
+Frames come upright, as players show them (a phone's rotation applied), and all at the first frame's size
+(frames of another size are scaled to it, as FFmpeg does, and counted). A decode error part-way through a
+video ends the stream and is recorded in `reader.stopped`, so the caller restores what decoded and says
+where it stopped.
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ class VideoReader:
     """Decode a video file frame by frame (any codec FFmpeg reads), frames turned upright.
 
     The first frame is decoded when the reader opens: its display matrix (the rotation a phone records) and
-    its size define the upright size every frame is delivered at (`width`, `height`).
+    its size define the upright size every frame is delivered at (`width`, `height`), its colour tags, depth
+    and HDR side data the `colour` every frame's planes are held in (`keep.video.pictures.read_colour`).
     """
 
     kind = "video"
