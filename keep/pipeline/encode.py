@@ -2,7 +2,7 @@
 copied: `keep.video.io.VideoWriter`) or one image, plus the optional frame PNGs and per-frame face records.
 Everything goes to a hidden partial file of the run's own first; the pipeline moves it into place once the
 whole video is written, so an interrupted run never leaves a final-looking file. A write the system refuses
-(a full disk, a quota) is one error line that names the output (issue 19)."""
+(a full disk, a quota) is one error line that names the output."""
 
 from __future__ import annotations
 

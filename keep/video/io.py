@@ -1,5 +1,4 @@
-"""Video, frame-folder and image input; H.264 / HEVC output with the source's timing, colour and other streams
-(issues #3, 19).
+"""Video, frame-folder and image input; H.264 / HEVC output with the source's timing, colour and other streams.
 
 Readers yield `Frame(index, rgb (H, W, 3) uint8, pts, planes)` one at a time, so memory never depends on the
 video's length: `rgb` is what the networks see, `planes` the frame as decoded, in `reader.colour`'s pixel
@@ -269,7 +268,7 @@ def rgb_to_yuv420p(rgb: np.ndarray, matrix: int = BT601) -> np.ndarray:
     """RGB `(H, W, 3)` uint8 (H, W even) -> yuv420p planes `(H * 3 // 2, W)` uint8: Y, then Cb, then Cr.
 
     Limited range; BT.601 (`matrix`, FFmpeg's value: `keep.video.colour`) as swscale's default conversion that
-    `VideoWriter` used until issue #11 (luma within 1 level of it), or another matrix (BT.709 for HD frames).
+    `VideoWriter` used before (luma within 1 level of it), or another matrix (BT.709 for HD frames).
     Each chroma sample is the chroma of the mean of its 2x2 block (OpenCV's own I420 conversion takes the
     block's top-left pixel, which aliases colour edges). With OpenCV's threads, several times faster than
     PyAV's RGB frame + swscale at 1080p (docs/inference.md).
