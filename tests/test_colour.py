@@ -19,6 +19,7 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -301,3 +302,21 @@ def test_odd_sizes_and_deep_frames_in_the_pool(tmp_path):
         ((3, 4), np.uint16),
     ]
     assert (copy.planes(1)[2] == 1023).all() and (copy[1] == 7).all() and copy.colour == deep
+
+
+def test_the_encoder_follows_the_depth_and_names_what_it_cannot_keep():
+    """8 bits: H.264; deeper: HEVC with x265's HDR parameters from the side data; interlaced 10-bit: H.264 High
+    10 with x264's spelling of them, said in `fallback`; per-scene metadata (HDR10+, Dolby Vision) named."""
+    from keep.video.encoding import choose_encoding
+
+    hdr = C.HdrMetadata((0.68, 0.32, 0.265, 0.69, 0.15, 0.06, 0.3127, 0.329, 0.0001, 1000.0), (1000, 400))
+    hlg = C.Colour("yuv420p10le", 9, 1, 9, C.HLG, 9, hdr=hdr)
+    assert choose_encoding(C.Colour("yuv420p", 1, 1, 1, 1, 1), 64, 48, crf=18, preset="fast").codec == "libx264"
+    hevc = choose_encoding(hlg, 64, 48, crf=18, preset="fast")
+    assert hevc.codec == "libx265" and hevc.fallback is None and hevc.colour.format == "yuv420p10le"
+    assert HDR_PARAMS.split(":", 1)[1] in hevc.options["x265-params"]  # the same display and light levels
+    fields = choose_encoding(replace(hlg, field_order="tt"), 64, 48, crf=18, preset="fast")
+    assert fields.codec == "libx264" and "interlaced" in fields.fallback
+    assert fields.options["x264-params"] == X264_HDR["x264-params"]
+    dolby = replace(hlg, hdr=replace(hdr, dynamic=("Dolby Vision",)))
+    assert "Dolby Vision metadata is not written" in choose_encoding(dolby, 64, 48, crf=18, preset="fast").fallback

@@ -58,10 +58,12 @@ def assumed_matrix(width: int, height: int) -> int:
 
 @dataclass(frozen=True)
 class HdrMetadata:
-    """HDR side data: the mastering display (SMPTE ST 2086) and the content light levels (CTA-861.3)."""
+    """HDR side data: the mastering display (SMPTE ST 2086) and the content light levels (CTA-861.3), which the
+    output carries; `dynamic` names per-scene metadata it cannot (HDR10+, Dolby Vision)."""
 
     mastering: tuple[float, ...] | None = None  # Rx Ry Gx Gy Bx By (primaries), Wx Wy (white), min, max cd/m2
     light: tuple[int, int] | None = None  # MaxCLL, MaxFALL in cd/m2
+    dynamic: tuple[str, ...] = ()
 
     @classmethod
     def from_frame(cls, frame) -> HdrMetadata | None:
@@ -69,6 +71,7 @@ class HdrMetadata:
         from av.sidedata.sidedata import Type
 
         mastering = light = None
+        dynamic = []
         for data in frame.side_data:
             if data.type == Type.MASTERING_DISPLAY_METADATA:
                 # AVMasteringDisplayMetadata: 10 rationals (primaries R, G, B; white; min, max) + 2 presence flags
@@ -78,7 +81,11 @@ class HdrMetadata:
                     mastering = tuple(float(round(r, 6)) for r in ratios)
             elif data.type == Type.CONTENT_LIGHT_LEVEL:
                 light = tuple(int(x) for x in np.frombuffer(bytes(data), np.uint32)[:2])
-        return cls(mastering, light) if mastering or light else None
+            elif data.type in (Type.DYNAMIC_HDR_PLUS, Type.DOVI_METADATA, Type.DOVI_RPU_BUFFER):
+                dynamic.append({"DYNAMIC_HDR_PLUS": "HDR10+"}.get(data.type.name, "Dolby Vision"))
+        if not (mastering or light or dynamic):
+            return None
+        return cls(mastering, light, tuple(sorted(set(dynamic))))
 
     def x265_params(self) -> list[str]:
         """x265's `master-display` (chromaticities in 1/50000, luminance in 1/10000 cd/m2) and `max-cll`."""
@@ -180,6 +187,7 @@ class Colour:
             "field_order": self.field_order or "progressive",
             "mastering_display": list(self.hdr.mastering) if self.hdr and self.hdr.mastering else None,
             "content_light": list(self.hdr.light) if self.hdr and self.hdr.light else None,
+            "dynamic_hdr": list(self.hdr.dynamic) if self.hdr else [],
         }
 
 

@@ -9,6 +9,8 @@ of the output, chosen from the input's `Colour` (docs/inference.md, "Colour").
 - Fallbacks, each a warning line and the summary's `colour.fallback`: no libx265 in this FFmpeg, or interlaced
   10-bit input (x265 codes interlaced video as separate field pictures, which FFmpeg's wrapper does not
   feed): H.264 High 10 (libx264), which carries the same tags and HDR SEI; no 10-bit encoder at all: 8 bits.
+  Per-scene HDR metadata (HDR10+, Dolby Vision's RPU) is not written: the output keeps the base layer's
+  static metadata, and the line says what was dropped.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ def _formats(codec: str) -> set[str]:
 
 def choose_encoding(colour: Colour, width: int, height: int, *, crf: int, preset: str) -> Encoding:
     """The encoder for frames of `colour` written at `width` x `height` (`colour.for_output` gives the tags)."""
-    out = colour.for_output(width, height)
+    encoding = _encoding(colour.for_output(width, height), crf, preset)
+    if colour.hdr and colour.hdr.dynamic:  # per-scene metadata: no encoder here writes it from frames
+        lost = f"its {' and '.join(colour.hdr.dynamic)} metadata is not written (the static HDR metadata is)"
+        encoding.fallback = "; ".join(filter(None, (encoding.fallback, lost)))
+    return encoding
+
+
+def _encoding(out: Colour, crf: int, preset: str) -> Encoding:
     options = {"crf": str(crf), "preset": preset}
     if out.bits == 8:
         return Encoding(H264, out, options)
