@@ -48,14 +48,15 @@ EXIF_ORIENTATIONS = {
 }  # fmt: skip
 
 
-def orient(rgb: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
-    """Stored pixels `(H, W, ...)` turned `turns` quarter turns counter-clockwise, then mirrored left-right when
-    `mirror` (contiguous): a video's display matrix or a photo's EXIF orientation applied."""
+def orient(rgb: np.ndarray, turns: int, mirror: bool, *, contiguous: bool = True) -> np.ndarray:
+    """Stored pixels `(H, W, ...)` (a frame or one plane) turned `turns` quarter turns counter-clockwise, then
+    mirrored left-right when `mirror`: a video's display matrix or a photo's EXIF orientation applied.
+    Contiguous, or a view with `contiguous=False`."""
     if turns:
         rgb = np.rot90(rgb, turns)
     if mirror:
         rgb = rgb[:, ::-1]
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb) if contiguous else rgb
 
 
 def exif_orientation(path: str | Path) -> int:

@@ -2,15 +2,20 @@
 
     python scripts/benchmark_compose.py --size 1920x1080 --frames 40
     python scripts/benchmark_compose.py --size 1920x1080 --frames 40 --preset veryfast
+    python scripts/benchmark_compose.py --size 1920x1080 --frames 40 --input hdr     # 10-bit HLG, HEVC out
 
 Input: the generated two-person clip of `scripts/benchmark_pipeline.py` (`two_person_frame`: two crops of
 the shipped carphone sample side by side), built in memory. Each person's five landmarks are fixed (what
 `retinaface_mobilenet` finds in carphone frames 0 and 37, mapped into the frame), so every frame pastes two
 faces of the same size, about 380 x 470 px at 1080p. The "restored" faces are the aligned crops of the
-frame itself (`--crop` px, 512 as the released network), so no network runs. Stages run one after another
+frame itself (`--crop` px, 512 as the released network), so no network runs. `--input`: the frames as the
+pipeline holds a video's (`video`, default: 8-bit BT.709 4:2:0 planes, pasted into and encoded as they are),
+a 10-bit HLG video's (`hdr`: HEVC output), or RGB frames (`rgb`: a folder of images, converted to 4:2:0 by
+the encoder; the only path before the pipeline kept each input's own colour). Stages run one after another
 as in `--overlap off`, timed with the pipeline's own `StageTimer`: `background` + `paste` by
-`ComposeStage` (feathered mask, `--upscale 1`), `encode` by `VideoWriter` (libx264 at `--crf` / `--preset`,
-the encoder's delayed frames included through the final flush). Prints ms/frame per stage and frames/s.
+`ComposeStage` (feathered mask, `--upscale 1`), `convert` (the pixels into the encoder's frame: RGB to 4:2:0, or
+planes copied) and `encode` by `VideoWriter` (libx264, libx265 for `hdr`, at `--crf` / `--preset`, the
+encoder's delayed frames included through the final flush). Prints ms/frame per stage and frames/s.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def _main(args: argparse.Namespace) -> int:
     from keep.pipeline.compose import ComposeStage
     from keep.pipeline.items import RestoredFace, RestoredFrame
     from keep.video import VideoWriter, open_input
+    from keep.video.colour import HLG, SRGB, Colour, planes_from_view
 
     threads = set_threads(args.threads)
     try:
@@ -72,6 +78,9 @@ def _main(args: argparse.Namespace) -> int:
     landmarks = two_person_landmarks(sources[0].shape[:2], width, height)
     matrices = [estimate_affine(points, args.crop) for points in landmarks]
     frames = [two_person_frame(sources, t, width, height) for t in range(args.frames)]
+    colour = {"rgb": SRGB, "video": Colour("yuv420p", 1, 1, 1, 1, 1), "hdr": Colour("yuv420p10le", 9, 1, 9, HLG, 9)}
+    colour = colour[args.input]
+    pictures = [planes_from_view(rgb, colour) for rgb in frames]  # as the decoder leaves them in the frame pool
     compose = ComposeStage(
         size=args.crop, masker=FeatherMask(args.crop), background=BicubicUpsampler(), face_upsampler=None,
         upscale=1, draw_box=False,
@@ -79,30 +88,34 @@ def _main(args: argparse.Namespace) -> int:
     timer = compose.timer  # the pipeline's own stage timer; encode is timed here as the encode stage times it
     with tempfile.TemporaryDirectory() as tmp:
         writer = VideoWriter(
-            Path(tmp) / "out.mp4", width=width, height=height, fps=Fraction(25), crf=args.crf, preset=args.preset
-        )
+            Path(tmp) / "out.mp4", width=width, height=height, fps=Fraction(25), crf=args.crf, preset=args.preset,
+            colour=colour,
+        )  # fmt: skip
         start = time.perf_counter()
-        for t, rgb in enumerate(frames):
+        for t, (rgb, planes) in enumerate(zip(frames, pictures, strict=True)):
             faces = [RestoredFace(k, m, align_face(rgb, m, args.crop)) for k, m in enumerate(matrices)]
-            out, _ = compose.compose(rgb, RestoredFrame(t, 0, t, faces))
+            out, _ = compose.compose(rgb, RestoredFrame(t, 0, t, faces), planes=planes, colour=colour)
+            with timer("convert"):  # the pixels into the encoder's frame (RGB: to 4:2:0; planes: copied)
+                frame = writer.frame(out)
             with timer("encode"):
-                writer.write(out, t)
+                writer.write(frame, t)
         with timer("encode"):
             writer.close()
         total = time.perf_counter() - start
-    print(f"{args.frames} frames {width}x{height}, 2 faces each ({args.crop} px crops), crf {args.crf}, "
-          f"preset {args.preset}")  # fmt: skip
+    print(f"{args.frames} frames {width}x{height} ({args.input}: {colour.format}), 2 faces each ({args.crop} px "
+          f"crops), crf {args.crf}, preset {args.preset}")  # fmt: skip
     print(f"{cpu_cores()} CPU cores, {threads} torch threads, load average {os.getloadavg()[0]:.1f}")
     print(f"{'stage':<11} {'ms/frame':>9} {'frames/s':>9}")
     report = {}
-    for stage in ("background", "paste", "encode"):
+    for stage in ("background", "paste", "convert", "encode"):
         seconds = timer.seconds[stage]
         report[stage] = round(1000 * seconds / args.frames, 2)
         print(f"{stage:<11} {report[stage]:9.1f} {args.frames / seconds:9.1f}")
     print(f"all (with aligning the crops) {1000 * total / args.frames:.1f} ms/frame")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"ms_per_frame": report, "size": args.size, "frames": args.frames}))
+        figures = {"ms_per_frame": report, "size": args.size, "frames": args.frames, "input": args.input}
+        Path(args.json).write_text(json.dumps(figures))
     return 0
 
 
@@ -115,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=512, help="restored face crop size (the network's img_size)")
     p.add_argument("--crf", type=int, default=18)
     p.add_argument("--preset", default="medium", choices=PRESETS, help="libx264 preset")
+    p.add_argument("--input", default="video", choices=("video", "hdr", "rgb"), help="frames held as (see above)")
     p.add_argument("--json", help="also write the figures to this file")
     add_threads_argument(p)
     args = p.parse_args(argv)

@@ -1,8 +1,11 @@
 """Test clips, generated with PyAV: the sample's frames or noise, and clips as phones and cameras make them
 (issue 19): stored sideways with a display matrix, variable frame rate, several audio tracks and a subtitle
-track, a pixel aspect ratio, a capture whose frame size changes mid-stream, a video codec no decoder knows.
+track, a pixel aspect ratio, a capture whose frame size changes mid-stream, a video codec no decoder knows;
+colour-tagged, full-range, 10-bit HDR (HLG, PQ, with their side data) and interlaced video.
 
     write_clip(path, frames, times=..., rotation=(-90, False), audio=[("aac", "eng"), ("pcm_u8", "fra")])
+    write_clip(path, frames, codec="libx265", colour=HLG, options={"x265-params": HDR_PARAMS})
+    player_frames(path)   # every frame's RGB as a player shows it (the tags the file carries)
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "assets" / "carphone_sample.mp4"
 AUDIO_RATE = 16000
+
+# Colour tags (FFmpeg's values) of the clips made here: matrix, range, primaries, transfer, pixel format
+BT709_HD = {"colorspace": 1, "color_range": 1, "color_primaries": 1, "color_trc": 1, "pix_fmt": "yuv420p"}
+FULL_RANGE = {"colorspace": 5, "color_range": 2, "color_primaries": 5, "color_trc": 6, "pix_fmt": "yuv420p"}
+HLG = {"colorspace": 9, "color_range": 1, "color_primaries": 9, "color_trc": 18, "pix_fmt": "yuv420p10le"}
+PQ = HLG | {"color_trc": 16}
+# x265's HDR side data: a P3 mastering display of 0.0001-1000 cd/m2, MaxCLL 1000, MaxFALL 400 (ST 2086, CTA-861.3)
+HDR_PARAMS = (
+    "log-level=error:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+    ":max-cll=1000,400"
+)
+SCALER_MATRIX = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}
 
 
 def sample_frames(count: int, start: int = 0) -> list[np.ndarray]:
@@ -65,26 +80,49 @@ def write_clip(
     beeps: list[float] = (),
     subtitles: list[tuple[float, float, str]] = (),
     attachments: list[tuple[str, bytes]] = (),
+    codec: str = "libx264",
+    colour: dict | None = None,
+    options: dict | None = None,
+    field_order: str | None = None,
 ) -> Path:
     """`codec` frames (their times `times` in seconds, else 1/fps apart) in the container of `dst`'s suffix.
 
     codec: libx264 (B-frames), or mjpeg / dvvideo (intra only, as cameras' AVI and DV files; DV takes 720x576
-    at 25 frames/s or 720x480 at 30000/1001); rotation: (degrees counter-clockwise, mirror) written as the
-    stream's display matrix (PyAV's `set_display_rotation`); sample_aspect: the pixel aspect ratio; audio:
-    one track per (codec, language), `audio_layout` at `audio_rate`, from `audio_span`'s start to its end
-    (seconds; default: as long as the video), a sine of 440 Hz, 550 Hz, ..., or silence with a 20 ms beep of
-    it at each of `beeps` (seconds) to measure sync by; subtitles: (start s, end s, text) in a subrip track;
-    attachments: (file name, bytes) attached fonts (Matroska).
+    at 25 frames/s or 720x480 at 30000/1001), or libx265; rotation: (degrees counter-clockwise, mirror) written
+    as the stream's display matrix (PyAV's `set_display_rotation`); sample_aspect: the pixel aspect ratio;
+    audio: one track per (codec, language), `audio_layout` at `audio_rate`, from `audio_span`'s start to its
+    end (seconds; default: as long as the video), a sine of 440 Hz, 550 Hz, ..., or silence with a 20 ms beep
+    of it at each of `beeps` (seconds) to measure sync by; subtitles: (start s, end s, text) in a subrip
+    track; attachments: (file name, bytes) attached fonts (Matroska). colour: tags and pixel format
+    (`BT709_HD`, ...): the RGB frames converted with that matrix and range (for HDR the frames' values are
+    taken as the signal); options: the encoder's; field_order: "tt" or "bb" to code the frames interlaced,
+    that field first.
     """
     height, width = frames[0].shape[:2]
     times = times if times is not None else [n / fps for n in range(len(frames))]
     if time_base is None:  # AVI and DV count frames
         time_base = {".mkv": Fraction(1, 1000), ".avi": 1 / fps, ".dv": 1 / fps}.get(dst.suffix, Fraction(1, 15360))
     out = av.open(str(dst), "w")
+    colour = colour or {}
     video = out.add_stream(codec, rate=fps)
     video.width, video.height = width, height
-    video.pix_fmt = {"mjpeg": "yuvj420p", "dvvideo": "yuv411p" if height == 480 else "yuv420p"}.get(codec, "yuv420p")
+    default = {"mjpeg": "yuvj420p", "dvvideo": "yuv411p" if height == 480 else "yuv420p"}.get(codec, "yuv420p")
+    video.pix_fmt = colour.get("pix_fmt", default)
     video.codec_context.time_base = time_base
+    video.options = options or {}
+    for name in ("colorspace", "color_range", "color_primaries", "color_trc"):
+        if name in colour:
+            setattr(video.codec_context, name, colour[name])
+    fields = None
+    if field_order is not None:
+        flags = av.codec.context.Flags
+        video.codec_context.flags |= flags.interlaced_dct | flags.interlaced_me
+        fields = av.filter.Graph()
+        chain = [fields.add_buffer(width=width, height=height, format=video.pix_fmt, time_base=time_base)]
+        chain += [fields.add("setfield", {"tt": "tff", "bb": "bff"}[field_order]), fields.add("buffersink")]
+        chain[0].link_to(chain[1])
+        chain[1].link_to(chain[2])
+        fields.configure()
     if rotation is not None:
         video.set_display_rotation(rotation[0], hflip=rotation[1])
     if sample_aspect is not None:
@@ -98,7 +136,17 @@ def write_clip(
         out.add_attachment(name, "application/x-truetype-font", data)
     for rgb, t in zip(frames, times, strict=True):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if colour:
+            frame = frame.reformat(
+                format=video.pix_fmt, dst_colorspace=SCALER_MATRIX[colour["colorspace"]],
+                dst_color_range="JPEG" if colour["color_range"] == 2 else "MPEG",
+            )  # fmt: skip
+            for name in ("colorspace", "color_range", "color_primaries", "color_trc"):
+                setattr(frame, name, colour[name])
         frame.pts, frame.time_base = round(t / time_base), time_base
+        if fields is not None:
+            fields.push(frame)
+            frame = fields.pull()
         out.mux(video.encode(frame))
     out.mux(video.encode(None))
     span = audio_span or (times[0], times[-1] + 1 / fps)
@@ -166,6 +214,52 @@ def unknown_codec_clip(dst: Path) -> Path:
     assert data.count(b"V_MPEG4/ISO/AVC") == 1
     dst.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
     return dst
+
+
+def player_frames(path: Path) -> list[np.ndarray]:
+    """Every frame as a player shows it: RGB converted with the matrix and range the file is tagged with, and where
+    a tag is missing what players assume (BT.709 from 1280 pixels wide or 577 lines up, else BT.601; limited
+    range). uint8, or uint16 (the signal's R'G'B', 0-65535) for deeper video."""
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            hd = frame.width >= 1280 or frame.height > 576
+            matrix = SCALER_MATRIX.get(frame.colorspace, "ITU709" if hd else "ITU601")
+            full = frame.color_range == 2 or frame.format.name.startswith("yuvj")
+            deep = max(c.bits for c in frame.format.components) > 8
+            rgb = frame.reformat(
+                format="rgb48le" if deep else "rgb24", src_colorspace=matrix,
+                src_color_range="JPEG" if full else "MPEG", dst_color_range="JPEG",
+            )  # fmt: skip
+            frames.append(rgb.to_ndarray())
+    return frames
+
+
+def _flagged(frame: av.VideoFrame, constant: str) -> bool:
+    """Whether FFmpeg's `select` filter sees `frame` with this interlace type (a flag PyAV does not expose)."""
+    graph = av.filter.Graph()
+    size = {"width": frame.width, "height": frame.height}
+    source = graph.add_buffer(**size, format=frame.format.name, time_base=Fraction(1, 25))
+    select, sink = graph.add("select", f"eq(interlace_type\\,{constant})"), graph.add("buffersink")
+    source.link_to(select)
+    select.link_to(sink)
+    graph.configure()
+    graph.push(frame)
+    graph.push(None)
+    try:
+        graph.pull()
+        return True
+    except (av.error.EOFError, av.error.BlockingIOError):
+        return False
+
+
+def field_orders(path: Path) -> list[str]:
+    """Each frame's field order as the decoder flags it (what players deinterlace by): "tt", "bb" or
+    "progressive"."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    names = {"tt": "TOPFIRST", "bb": "BOTTOMFIRST"}
+    return [next((k for k, c in names.items() if _flagged(f, c)), "progressive") for f in frames]
 
 
 def decoded_times(path: Path) -> list[float]:

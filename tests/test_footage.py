@@ -297,9 +297,9 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_path):
 
 
 def test_a_missing_encoder_is_one_line(tmp_path, monkeypatch):
-    import keep.video.io
+    import keep.video.encoding
 
-    monkeypatch.setattr(keep.video.io, "VIDEO_CODEC", "h264_nonexistent")
+    monkeypatch.setattr(keep.video.encoding, "H264", "h264_nonexistent")
     with pytest.raises(KeepError, match="has no h264_nonexistent encoder"):
         VideoWriter(tmp_path / "out.mp4", width=64, height=48, fps=Fraction(25))
 

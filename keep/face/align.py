@@ -68,14 +68,17 @@ def paste_face(
     matrix: np.ndarray,
     *,
     mask: np.ndarray,
-    upscale: int = 1,
+    upscale: float = 1,
+    step: int = 1,
     inplace: bool = False,
 ) -> np.ndarray:
-    """Blend a restored aligned face `(F, F, 3)` uint8 into `background` `(H*u, W*u, 3)` uint8.
+    """Blend a restored aligned face `(F, F, C)` or `(F, F)` into `background` `(H*u, W*u, C)` or `(H*u, W*u)`.
 
     matrix: the frame -> face-crop affine at the input resolution (for a crop upsampled k times, k x the
-    alignment matrix); `upscale` u scales it to the background. mask: `(F, F)` in [0, 1]. Pixels where
-    the warped mask is 0 are returned bit-for-bit unchanged; `inplace` writes into `background`.
+    alignment matrix); `upscale` u scales it to the background. `step`: background pixels are every `step`-th
+    output pixel, centred (2 for the chroma planes of 4:2:0 video, `keep.video.colour`). mask: `(F, F)` in
+    [0, 1]. Pixels where the warped mask is 0 are returned bit-for-bit unchanged; `inplace` writes into
+    `background`. uint8 (and uint16, for deeper video) values.
 
     Only the box of output pixels the mask can reach is touched (issue #11): the face and the mask are
     warped into that box, which is blended in float32 in one threaded pass, `alpha * face + (1 - alpha) *
@@ -83,7 +86,8 @@ def paste_face(
     """
     out = background if inplace else background.copy()
     scaled = matrix.copy()
-    scaled[:, :2] /= upscale  # crop = A (x / u) + b for output pixel x
+    scaled[:, :2] *= step / upscale  # crop = A (step x + (step - 1) / 2) / u + b for background pixel x
+    scaled[:, 2] += matrix[:, :2].sum(axis=1) * (step - 1) / (2 * upscale)
     box = mask_box(mask, scaled, out.shape[:2])
     if box is None:
         return out
@@ -93,10 +97,16 @@ def paste_face(
     size = (right - left, bottom - top)
     mask = np.asarray(mask, np.float32)
     alpha = cv2.warpAffine(mask, shift, size, flags=cv2.INTER_LINEAR, borderValue=0)  # (h, w) in [0, 1]
-    warped = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderValue=0)  # (h, w, 3) uint8
+    warped = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderValue=0)  # (h, w[, C])
     region = out[top:bottom, left:right]
-    # OpenCV divides by the sum of the weights (+1e-5): exact where alpha is 0 or 1, within 1 elsewhere
-    region[...] = cv2.blendLinear(warped, region, alpha, 1.0 - alpha)
+    if region.dtype == np.uint8:
+        # OpenCV divides by the sum of the weights (+1e-5): exact where alpha is 0 or 1, within 1 elsewhere
+        region[...] = cv2.blendLinear(warped, region, alpha, 1.0 - alpha)
+    else:  # exact where alpha is 0: float32 holds every 16-bit value
+        weight = alpha if region.ndim == 2 else alpha[..., None]
+        blended = region.astype(np.float32)
+        blended += weight * (warped.astype(np.float32) - blended)
+        region[...] = np.rint(blended)
     return out
 
 
@@ -128,10 +138,14 @@ def track_color(track: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def draw_box(image: np.ndarray, corners: np.ndarray, track: int) -> None:
-    """Outline a face's aligned crop (`corners` `(4, 2)` in `image` pixels) and write its track id, in place."""
-    color = track_color(track)
-    thickness = max(1, round(min(image.shape[:2]) / 360))
+def draw_box(
+    image: np.ndarray, corners: np.ndarray, track: int, *, color: tuple | None = None, thickness: int | None = None
+) -> None:
+    """Outline a face's aligned crop (`corners` `(4, 2)` in `image` pixels) and write its track id, in place.
+
+    color: `track_color(track)` unless given (a plane of a Y'CbCr frame takes its own value of that colour)."""
+    color = track_color(track) if color is None else color
+    thickness = thickness or max(1, round(min(image.shape[:2]) / 360))
     points = np.rint(corners).astype(np.int32).reshape(-1, 1, 2)
     cv2.polylines(image, [points], isClosed=True, color=color, thickness=thickness, lineType=cv2.LINE_AA)
     x, y = np.rint(corners.min(0)).astype(int)

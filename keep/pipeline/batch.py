@@ -220,6 +220,8 @@ def report(summary: dict) -> None:
         count = summary["exif_turned"]
         what = "turned upright by its" if count == 1 else f"{count} images turned upright by their"
         print(f"{summary['input']}: {what} EXIF orientation", flush=True)
+    if summary["colour"]["fallback"]:
+        print(f"warning: {summary['input']}: {summary['colour']['fallback']}", file=sys.stderr)
     if summary["tracks"] == 0:
         found = "no face found" if not summary["short_tracks"] else "only tracks shorter than --set min_track found"
         print(f"warning: {found} in {summary['input']}; the output is the input re-encoded", file=sys.stderr)

@@ -1,8 +1,11 @@
 """Stage 4, paste: the output frame = the background (upsampled to `--upscale`) with every restored face
 blended back through its inverse alignment (face-parsing or feathered mask), optionally outlined.
 
-At `--upscale 1` with the default background, pixels outside every restored face are the input's, bit for
-bit; so are faces left alone (`--faces`), which are only logged (`"restored": false`).
+The frame is composed in the input's own planes and depth (`keep.video.colour`: Y'CbCr 4:2:0 8 or 10 bits,
+RGB for images): a restored face, 8-bit RGB as the network sees faces, is converted into the input's colour
+(for HDR through the inverse of the SDR view) and blended into each plane at that plane's resolution. At
+`--upscale 1` with the default background, pixels outside every restored face are the decoded input's, bit
+for bit; so are faces left alone (`--faces`), which are only logged (`"restored": false`).
 `--face_upsample` upsamples each restored crop by `--upscale` with the face upsampler (Real-ESRGAN)
 before pasting, so a face larger than the network's crop in the output is not merely interpolated.
 """
@@ -16,8 +19,9 @@ import cv2
 import numpy as np
 
 from ..background import Upsampler
-from ..face.align import crop_corners, draw_box, paste_face
+from ..face.align import crop_corners, draw_box, paste_face, track_color
 from ..face.parsing import Masker
+from ..video.colour import SRGB, Colour, codes_from_view, planes_from_view
 from .items import Composed, Job, RestoredFrame
 from .stage import Slots, Stage
 
@@ -91,18 +95,23 @@ class ComposeStage(Stage):
         self.faces = self.frames_with_face = 0
 
     def push(self, frame: RestoredFrame) -> list[Composed]:
-        out, records = self.compose(self.pool[frame.slot], frame)
+        planes, colour = self.pool.planes(frame.slot), self.pool.colour
+        out, records = self.compose(self.pool[frame.slot], frame, planes=planes, colour=colour)
         self.release(frame.slot)
         restored = sum(item.face is not None for item in frame.faces)
         self.faces += restored
         self.frames_with_face += bool(restored)
         return [Composed(frame.index, frame.pts, out, records)]
 
-    def compose(self, rgb: np.ndarray, frame: RestoredFrame) -> tuple[np.ndarray, list[dict]]:
-        """The input frame `(H, W, 3)` and its restored faces -> output frame `(H*u, W*u, 3)`, face records."""
+    def compose(
+        self, rgb: np.ndarray, frame: RestoredFrame, *, planes: list[np.ndarray] | None = None, colour: Colour = SRGB
+    ) -> tuple[list[np.ndarray], list[dict]]:
+        """The input frame (the networks' view `rgb` `(H, W, 3)`; its `planes` in `colour`, default the view
+        itself) and its restored faces -> the output frame's planes `(H*u, W*u[, 3])` in `colour`, face records."""
         u = self.upscale
+        planes = [rgb] if planes is None else planes
         with self.timer("background"):
-            out = self.background(rgb, u)  # a new array: the input slot stays untouched
+            out = self._background(rgb, planes, colour)  # new arrays: the input slot stays untouched
         records = []
         with self.timer("paste"):
             for item in frame.faces:
@@ -111,7 +120,8 @@ class ComposeStage(Stage):
                     records.append({"track": item.track, "corners": corners, "restored": False})
                     continue
                 if item.matrix is None:  # --has_aligned: the restored crop is the whole frame
-                    out = cv2.resize(item.face, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_CUBIC)
+                    size = out[0].shape[1], out[0].shape[0]
+                    out = planes_from_view(cv2.resize(item.face, size, interpolation=cv2.INTER_CUBIC), colour)
                     continue
                 mask = self.masker(item.face)
                 face, matrix = item.face, item.matrix
@@ -119,13 +129,46 @@ class ComposeStage(Stage):
                     face = self.face_upsampler(face, u)  # (S*u, S*u, 3)
                     mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
                     matrix = matrix * (face.shape[0] / self.size)  # frame -> upsampled crop
-                paste_face(out, face, matrix, mask=mask, upscale=u, inplace=True)
+                paste_planes(out, codes_from_view(face, colour), matrix, mask, colour, u)
                 records.append({"track": item.track, "corners": crop_corners(item.matrix, self.size).round(2).tolist()})
             if self.draw_box:
                 for item in frame.faces:
                     if item.matrix is not None and item.face is not None:
-                        draw_box(out, crop_corners(item.matrix, self.size) * u, item.track)
+                        draw_planes(out, crop_corners(item.matrix, self.size) * u, item.track, colour)
         return out, records
+
+    def _background(self, rgb: np.ndarray, planes: list[np.ndarray], colour: Colour) -> list[np.ndarray]:
+        """The input upsampled by `--upscale`: each plane on its own with bicubic (exact copies at 1), or the
+        networks' view through Real-ESRGAN, converted back into `colour`."""
+        if self.background.name == "bicubic":
+            return [self.background(plane, self.upscale) for plane in planes]
+        return planes_from_view(self.background(rgb, self.upscale), colour)
 
     def stats(self) -> dict:
         return {"faces": self.faces, "frames_with_face": self.frames_with_face}
+
+
+def paste_planes(
+    planes: list[np.ndarray], values: np.ndarray, matrix: np.ndarray, mask: np.ndarray, colour: Colour, upscale: int
+) -> None:
+    """Blend a face's values `(S, S, 3)` into each plane at that plane's resolution, in place (`paste_face`)."""
+    if colour.is_rgb:
+        paste_face(planes[0], values, matrix, mask=mask, upscale=upscale, inplace=True)
+        return
+    for k, plane in enumerate(planes):
+        step = colour.chroma_step if k else 1
+        paste_face(plane, values[..., k], matrix, mask=mask, upscale=upscale, step=step, inplace=True)
+
+
+def draw_planes(planes: list[np.ndarray], corners: np.ndarray, track: int, colour: Colour) -> None:
+    """`draw_box` on every plane, with the track's colour in `colour` (`corners` in output pixels)."""
+    if colour.is_rgb:
+        draw_box(planes[0], corners, track)
+        return
+    rgb = np.array([[track_color(track)]], np.uint8)
+    values = codes_from_view(rgb, colour)[0, 0]
+    thickness = max(1, round(min(planes[0].shape[:2]) / 360))
+    for k, plane in enumerate(planes):
+        step = colour.chroma_step if k else 1
+        where = (corners - (step - 1) / 2) / step
+        draw_box(plane, where, track, color=int(values[k]), thickness=max(1, thickness // step))

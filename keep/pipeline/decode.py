@@ -1,7 +1,8 @@
 """Stage 1, decode: a video, a folder of frames or one image -> frames in pool slots, in order.
 
 The readers deliver every frame upright and at the first frame's size (`keep.video.io`), the size the
-pool's slots were made for. The decode stage is the pipeline's source: `frames()` reads the input.
+pool's slots were made for, both as the networks see it and as decoded (in the input's pixel format and
+depth: `keep.video.colour`). The decode stage is the pipeline's source: `frames()` reads the input.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class DecodeStage(Stage):
         slot = self.acquire()  # waits for a free slot when every one is in use
         with self.timer("decode"):
             self.pool[slot][...] = frame.rgb
+            if not self.pool.colour.is_rgb:
+                for plane, decoded in zip(self.pool.planes(slot), frame.planes, strict=True):
+                    plane[...] = decoded
         return [FrameRef(frame.index, slot, frame.pts)]
 
     def stats(self) -> dict:

@@ -1,8 +1,8 @@
-"""Stage 5, encode: output frames -> H.264 (source timing, the input's other streams copied) or one image,
-plus the optional frame PNGs and per-frame face records. Everything goes to a hidden partial file of the
-run's own first; the pipeline moves it into place once the whole video is written, so an interrupted run
-never leaves a final-looking file. A write the system refuses (a full disk, a quota) is one error line that
-names the output (issue 19)."""
+"""Stage 5, encode: output frames -> H.264 or HEVC (the input's colour, source timing, the input's other streams
+copied: `keep.video.io.VideoWriter`) or one image, plus the optional frame PNGs and per-frame face records.
+Everything goes to a hidden partial file of the run's own first; the pipeline moves it into place once the
+whole video is written, so an interrupted run never leaves a final-looking file. A write the system refuses
+(a full disk, a quota) is one error line that names the output."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..image import write_image
 from ..video.io import VideoWriter
+from ..video.pictures import rgb_of_planes
 from .inputs import write_error
 from .items import Composed, Job
 from .stage import Slots, Stage
@@ -50,9 +51,11 @@ class EncodeStage(Stage):
 
     def start(self, job: Job, slots: Slots) -> None:
         encode = self.job = job.encode
+        self.colour = job.pool.colour  # the frames' (the input's) colour
         self.written = 0
         self.writer = self.faces_log = None
         self.streams = {"kept": [], "not_kept": []}
+        self.colour_stats = {"input": self.colour.describe(), "output": self.colour.describe(), "fallback": None}
         with self._writing(encode.output):
             if encode.kind != "image":
                 # The writer copies the input's other streams (audio, subtitles) from a demuxer of its own, at
@@ -60,9 +63,12 @@ class EncodeStage(Stage):
                 self.writer = VideoWriter(
                     encode.partial, width=encode.width, height=encode.height, fps=encode.fps,
                     time_base=encode.time_base, sample_aspect=encode.sample_aspect, crf=encode.crf,
-                    preset=encode.preset, streams_from=encode.streams_from,
+                    preset=encode.preset, streams_from=encode.streams_from, colour=self.colour,
                 )  # fmt: skip
                 self.streams = {"kept": self.writer.kept, "not_kept": self.writer.dropped}
+                encoding = self.writer.encoding
+                self.colour_stats |= {"output": encoding.colour.describe() | {"codec": encoding.codec},
+                                      "fallback": encoding.fallback}  # fmt: skip
             if encode.frames_dir is not None:
                 encode.frames_dir.mkdir(parents=True, exist_ok=True)
             self.faces_log = open(encode.faces_log, "w") if encode.faces_log is not None else None
@@ -78,11 +84,11 @@ class EncodeStage(Stage):
     def push(self, frame: Composed) -> list:
         with self.timer("encode"), self._writing(self.job.output):
             if self.writer is not None:
-                self.writer.write(frame.rgb, frame.pts)
+                self.writer.write(frame.planes, frame.pts)
             else:
-                write_image(self.job.partial, frame.rgb)
-            if self.job.frames_dir is not None:
-                write_image(self.job.frames_dir / f"{frame.index:06d}.png", frame.rgb)
+                write_image(self.job.partial, frame.planes[0])  # an image's frames are RGB
+            if self.job.frames_dir is not None:  # as a player shows the frame; 16-bit PNG for deeper colour
+                write_image(self.job.frames_dir / f"{frame.index:06d}.png", rgb_of_planes(frame.planes, self.colour))
             if self.faces_log is not None:
                 self.faces_log.write(json.dumps({"frame": frame.index, "faces": frame.records}) + "\n")
             self.written += 1
@@ -96,7 +102,7 @@ class EncodeStage(Stage):
         self._close(complete=False)
 
     def stats(self) -> dict:
-        return {"frames": self.written, "streams": self.streams}
+        return {"frames": self.written, "streams": self.streams, "colour": self.colour_stats}
 
     def _close(self, *, complete: bool) -> None:
         """Flush and close (`complete=False` after a failure: close without flushing the encoder)."""

@@ -1,10 +1,12 @@
 """What flows between the pipeline's stages, and the shared frame pool.
 
 Decoded frames live in a `FramePool`: a fixed number of frame slots, in shared memory when stages run
-in other processes, so a frame is written once by the decoder and read in place by alignment and
-paste; the queues carry slot numbers, landmarks and restored faces, never whole frames. A slot is
+in other processes, so a frame is written once by the decoder and read in place by detection, alignment
+and paste; the queues carry slot numbers, landmarks and restored faces, never whole frames. A slot is
 taken by the decoder and given back once the frame is pasted, so the number of slots bounds the
-pipeline's memory whatever the video's length (and the decoder waits when all are in use).
+pipeline's memory whatever the video's length (and the decoder waits when all are in use). Each slot
+holds the frame twice: as the networks see it (8-bit RGB) and as decoded, in the input's own pixel format
+and depth (`keep.video.colour`), which the paste writes faces into and the encoder receives.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import KeepError
+from ..video.colour import SRGB, Colour
 
 
 @dataclass
@@ -62,11 +65,12 @@ class RestoredFrame:
 
 @dataclass
 class Composed:
-    """An output frame `(H*u, W*u, 3)` uint8 and its face records (the `--save_faces` log's)."""
+    """An output frame `(H*u, W*u)`: its planes in the input's colour (`FramePool.colour`; RGB `(H*u, W*u, 3)`
+    uint8 for images), and its face records (the `--save_faces` log's)."""
 
     index: int
     pts: int | None
-    rgb: np.ndarray
+    planes: list[np.ndarray]
     records: list[dict]
 
 
@@ -119,26 +123,51 @@ class StageError(RuntimeError):
 
 
 class FramePool:
-    """`count` frame slots `(H, W, 3)` uint8; in shared memory (`shared=True`) for stage processes."""
+    """`count` frame slots; in shared memory (`shared=True`) for stage processes. Slot k holds the networks'
+    view `pool[k]` `(H, W, 3)` uint8 and the decoded frame's planes `pool.planes(k)` in `colour` (for RGB input
+    the view is the frame: `planes(k) == [pool[k]]`)."""
 
-    def __init__(self, count: int, height: int, width: int, *, shared: bool = False):
-        self.tensor = torch.empty((count, height, width, 3), dtype=torch.uint8)
+    def __init__(self, count: int, height: int, width: int, *, colour: Colour = SRGB, shared: bool = False):
+        self.colour = colour
+        self.layout = [(0, (height, width, 3), np.dtype(np.uint8))]  # (byte offset, shape, dtype) per array
+        end = height * width * 3
+        if not colour.is_rgb:
+            for shape in colour.plane_shapes(height, width):
+                offset = -(-end // 64) * 64  # aligned, so that 16-bit planes view the bytes in place
+                self.layout.append((offset, shape, np.dtype(colour.dtype)))
+                end = offset + int(np.prod(shape)) * np.dtype(colour.dtype).itemsize
+        self.tensor = torch.empty((count, end), dtype=torch.uint8)
         if shared:
             self.tensor.share_memory_()
-        self.frames = self.tensor.numpy()
+        self.bytes = self.tensor.numpy()
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.bytes)
+
+    def _array(self, slot: int, index: int) -> np.ndarray:
+        offset, shape, dtype = self.layout[index]
+        size = int(np.prod(shape)) * dtype.itemsize
+        return self.bytes[slot, offset : offset + size].view(dtype).reshape(shape)
 
     def __getitem__(self, slot: int) -> np.ndarray:
-        return self.frames[slot]
+        return self._array(slot, 0)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Every slot's networks' view `(count, H, W, 3)` (a view of the pool)."""
+        shape = self.layout[0][1]
+        return self.bytes[:, : int(np.prod(shape))].reshape(len(self), *shape)
+
+    def planes(self, slot: int) -> list[np.ndarray]:
+        return [self._array(slot, k) for k in range(1, len(self.layout))] or [self[slot]]
 
     def __getstate__(self) -> dict:
-        return {"tensor": self.tensor}  # pickled by torch as a shared-memory handle, not as bytes
+        # the tensor is pickled by torch as a shared-memory handle, not as bytes
+        return {"tensor": self.tensor, "colour": self.colour, "layout": self.layout}
 
     def __setstate__(self, state: dict) -> None:
-        self.tensor = state["tensor"]
-        self.frames = self.tensor.numpy()
+        self.tensor, self.colour, self.layout = state["tensor"], state["colour"], state["layout"]
+        self.bytes = self.tensor.numpy()
 
 
 class StageTimer:

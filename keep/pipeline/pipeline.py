@@ -253,7 +253,7 @@ class Pipeline:
 
     def _pool(self, runner: Runner, reader) -> FramePool:
         shared = runner.mode == "processes"
-        return FramePool(runner.pool_size(), reader.height, reader.width, shared=shared)
+        return FramePool(runner.pool_size(), reader.height, reader.width, colour=reader.colour, shared=shared)
 
     def _encode_job(self, item: Input, out: Outputs, reader, partial: Path) -> EncodeJob:
         """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
@@ -318,6 +318,8 @@ class Pipeline:
             "start_time": stats["start_time"],
             "timestamp_jumps": stats["timestamp_jumps"],
             "streams": stats["streams"],  # the input's other streams: kept (how) and not kept (why)
+            # the input's colour and the output's (codec, tags, depth, HDR side data), and what could not be kept
+            "colour": stats["colour"],
             "timings": {stage: round(timings.get(stage, 0.0), 4) for stage in STAGES},
             # seconds each stage group spent blocked on its queues (overlapped runs): which one binds
             "waits": {k.removeprefix("wait "): round(v, 4) for k, v in timings.items() if k.startswith("wait ")},

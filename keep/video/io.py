@@ -1,10 +1,12 @@
-"""Video, frame-folder and image input; H.264 output with the source's timing and other streams (issues #3, 19).
+"""Video, frame-folder and image input; H.264 / HEVC output with the source's timing, colour and other streams.
 
-Readers yield `Frame(index, rgb (H, W, 3) uint8, pts)` one at a time, so memory never depends on the
-video's length. Frames come upright, as players show them (a phone's rotation applied), and all at the
-first frame's size (frames of another size are scaled to it, as FFmpeg does, and counted). A decode error
-part-way through a video ends the stream and is recorded in `reader.stopped`, so the caller restores what
-decoded and says where it stopped.
+Readers yield `Frame(index, rgb (H, W, 3) uint8, pts, planes)` one at a time, so memory never depends on the
+video's length: `rgb` is what the networks see, `planes` the frame as decoded, in `reader.colour`'s pixel
+format and depth (`keep.video.colour`; views of the decoder's frame where it is already in that format).
+Frames come upright, as players show them (a phone's rotation applied), and all at the first frame's size
+(frames of another size are scaled to it, as FFmpeg does, and counted). A decode error part-way through a
+video ends the stream and is recorded in `reader.stopped`, so the caller restores what decoded and says
+where it stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ from ..image import (  # noqa: F401 (re-exported)
     to_rgb,
     write_image,
 )
+from .colour import BT601, SRGB, SWSCALE_MATRIX, Colour, rgb_to_ycbcr_matrix
+from .encoding import HEVC, choose_encoding
+from .pictures import (
+    FIELD_ORDER_CODES,
+    FieldFlags,
+    decoded_planes,
+    frame_from_planes,
+    network_view,
+    read_colour,
+    swscale_keeping,
+    tag,
+)
 from .streams import AHEAD_S, StreamCopier, main_video
 from .timeline import Timeline
 
@@ -38,8 +52,6 @@ log = logging.getLogger(__name__)
 # What a folder of videos may hold (matched case-insensitively); anything FFmpeg reads works as `-i FILE`.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".y4m")
 VIDEO_SUFFIXES += (".ts", ".mts", ".m2ts", ".dv")  # MPEG-TS (broadcast, AVCHD cameras), DV tape captures
-
-VIDEO_CODEC = "libx264"  # the output's video codec (H.264)
 
 # libx264 presets, fastest to slowest (`--preset`): at the same crf a faster one encodes sooner and compresses less
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -52,8 +64,9 @@ def is_video(path: str | Path) -> bool:
 @dataclass(frozen=True)
 class Frame:
     index: int
-    rgb: np.ndarray  # (H, W, 3) uint8, upright (as players show it)
+    rgb: np.ndarray  # (H, W, 3) uint8, upright (as players show it): what the networks see (keep.video.colour)
     pts: int | None  # in the source time base (None for images)
+    planes: tuple[np.ndarray, ...] = ()  # the frame as the pipeline holds it, in the reader's `colour.format`
 
 
 class SizeChanges:
@@ -113,7 +126,8 @@ class VideoReader:
     """Decode a video file frame by frame (any codec FFmpeg reads), frames turned upright.
 
     The first frame is decoded when the reader opens: its display matrix (the rotation a phone records) and
-    its size define the upright size every frame is delivered at (`width`, `height`).
+    its size define the upright size every frame is delivered at (`width`, `height`), its colour tags, depth
+    and HDR side data the `colour` every frame's planes are held in (`keep.video.pictures.read_colour`).
     """
 
     kind = "video"
@@ -153,6 +167,7 @@ class VideoReader:
         except (av.FFmpegError, OSError) as exc:
             raise KeepError(f"cannot decode {self.path}: {exc}") from None
         self.turns, self.mirror = display_orientation(self._first)
+        self.colour: Colour = read_colour(self._first, stream)
         self.stored_size = self._first.width, self._first.height
         width, height = self.stored_size
         self.width, self.height = (height, width) if self.turns % 2 else (width, height)
@@ -176,19 +191,22 @@ class VideoReader:
         """Release the file without decoding (after reading the header only)."""
         self._container.close()
 
-    def _upright(self, index: int, frame: av.VideoFrame) -> np.ndarray:
+    def _upright(self, index: int, frame: av.VideoFrame) -> Frame:
         if (frame.width, frame.height) != self.stored_size:
             shown = (frame.height, frame.width) if self.turns % 2 else (frame.width, frame.height)
             self.size_changes.note(f"frame {index}", *shown)
             frame = frame.reformat(*self.stored_size, interpolation="BICUBIC")  # FFmpeg's scaler, as its CLI does
-        return orient(to_rgb(frame.to_ndarray(format="rgb24")), self.turns, self.mirror)
+        planes = decoded_planes(frame, self.colour)
+        rgb = orient(network_view(frame, self.colour), self.turns, self.mirror)
+        planes = tuple(orient(plane, self.turns, self.mirror, contiguous=False) for plane in planes)
+        return Frame(index, rgb, frame.pts, planes)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         try:
             frame = self._first
             while frame is not None:
-                yield Frame(index, self._upright(index, frame), frame.pts)
+                yield self._upright(index, frame)
                 index += 1
                 frame = next(self._decoded, None)
         except (av.FFmpegError, OSError) as exc:
@@ -206,6 +224,7 @@ class ImageFolderReader:
     kind = "frames"
     sample_aspect = None
     turns, mirror = 0, False  # a folder's frames are each turned by their own EXIF orientation
+    colour = SRGB  # 8-bit RGB: the frames are what the networks see
 
     def __init__(self, path: str | Path, *, fps: float = 25.0):
         self.path = Path(path)
@@ -238,7 +257,7 @@ class ImageFolderReader:
                 rgb = cv2.resize(
                     rgb, (self.width, self.height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
                 )
-            yield Frame(index, rgb, index)
+            yield Frame(index, rgb, index, (rgb,))
 
     def close(self) -> None:
         pass
@@ -260,28 +279,42 @@ YUV601_CB = np.array([[-0.1482229, -0.2909928, 0.4392157, 128.0]], np.float32)
 YUV601_CR = np.array([[0.4392157, -0.3677883, -0.0714274, 128.0]], np.float32)
 
 
-def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+def rgb_to_yuv420p(rgb: np.ndarray, matrix: int = BT601) -> np.ndarray:
     """RGB `(H, W, 3)` uint8 (H, W even) -> yuv420p planes `(H * 3 // 2, W)` uint8: Y, then Cb, then Cr.
 
-    BT.601 limited range, as swscale's default conversion that `VideoWriter` used until issue #11 (luma
-    within 1 level of it); each chroma sample is the BT.601 chroma of the mean of its 2x2 block (OpenCV's own
-    I420 conversion takes the block's top-left pixel, which aliases colour edges). With OpenCV's threads,
-    several times faster than PyAV's RGB frame + swscale at 1080p (docs/inference.md).
+    Limited range; BT.601 (`matrix`, FFmpeg's value: `keep.video.colour`) as swscale's default conversion that
+    `VideoWriter` used before (luma within 1 level of it), or another matrix (BT.709 for HD frames).
+    Each chroma sample is the chroma of the mean of its 2x2 block (OpenCV's own I420 conversion takes the
+    block's top-left pixel, which aliases colour edges). With OpenCV's threads, several times faster than
+    PyAV's RGB frame + swscale at 1080p (docs/inference.md).
     """
     height, width = rgb.shape[:2]
     out = np.empty((height * 3 // 2, width), np.uint8)
-    cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)  # Y (exact BT.601); its point-sampled chroma is replaced
+    if matrix == BT601:
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)  # Y (exact BT.601); its point-sampled chroma is replaced
+        rows = (YUV601_CB, YUV601_CR)
+    else:
+        levels = rgb_to_ycbcr_matrix(Colour("yuv420p", matrix_in_use=matrix)) / [255, 255, 255, 1]
+        cv2.transform(rgb, levels[:1].astype(np.float32), dst=out[:height])
+        rows = (levels[1:2].astype(np.float32), levels[2:3].astype(np.float32))
     half = cv2.resize(rgb, (width // 2, height // 2), interpolation=cv2.INTER_AREA)  # 2x2 block means
     quarter = height * width // 4
-    for k, row in enumerate((YUV601_CB, YUV601_CR)):
+    for k, row in enumerate(rows):
         plane = out[height:].reshape(-1)[k * quarter : (k + 1) * quarter].reshape(height // 2, width // 2)
         cv2.transform(half, row, dst=plane)
     return out
 
 
 class VideoWriter:
-    """Encode RGB frames to H.264 (libx264, `crf`, `preset`) with the source's frame timing, and copy the other
-    streams of `streams_from` (every audio track, subtitles the container holds: `keep.video.streams`).
+    """Encode frames to H.264 or HEVC (`keep.video.encoding`: libx264 for 8-bit, libx265 for deeper colour;
+    `crf`, `preset`) with the source's frame timing, and copy the other streams of `streams_from` (every audio
+    track, subtitles the container holds: `keep.video.streams`).
+
+    `write` takes RGB `(H, W, 3)` uint8 or a list of planes of `colour` (`keep.video.colour.Colour`: the
+    input's colour, as the pipeline holds its frames; default 8-bit RGB). The output holds `colour.for_output`:
+    the input's planes go to the encoder as they are, with the input's tags, HDR side data and field order;
+    RGB frames are converted with the matrix players assume for the size. `encoding.fallback` says what the
+    output could not keep.
 
     Timing: the encoder works in the source's time base and every frame keeps its timestamp, as the reader
     gives it (on the output's timeline: `keep.video.timeline`), so a variable-frame-rate video keeps its
@@ -290,7 +323,7 @@ class VideoWriter:
     `sample_aspect` is the source's pixel aspect ratio, kept so that players show the same picture shape.
     The container follows the file name's suffix (.mp4, .mkv, ...).
 
-    Odd frame sizes (e.g. 175x143) cannot be stored in 4:2:0, so they are encoded in 4:4:4. Frames are
+    Odd frame sizes (e.g. 175x143) cannot be stored in 4:2:0, so they are encoded in 4:4:4. RGB frames are
     converted to yuv420p by `rgb_to_yuv420p` and x264 encodes several frames at once (frame threads; `threads`
     0 is x264's automatic count; PyAV asks for slice threads by default): at 1080p on 16 cores 21.8 instead of
     39.8 ms per frame (issue #11, docs/inference.md). `threads=1` encodes each frame in the calling thread. The
@@ -311,17 +344,20 @@ class VideoWriter:
         preset: str = "medium",
         streams_from: str | Path | None = None,
         threads: int = 0,
+        colour: Colour = SRGB,
     ):
         self.path = Path(path)
         if preset not in PRESETS:
             raise KeepError(f"unknown x264 preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        self.colour = colour
+        self.encoding = choose_encoding(colour, width, height, crf=crf, preset=preset)
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError) as exc:
             raise KeepError(f"cannot write {self.path}: {exc}") from None
         self.streams = None
         try:
-            self._add_video(width, height, fps, time_base, sample_aspect, crf, preset, threads)
+            self._add_video(width, height, fps, time_base, sample_aspect, threads)
             if streams_from is not None:
                 self.streams = StreamCopier(self._container, streams_from)
         except BaseException:
@@ -331,23 +367,34 @@ class VideoWriter:
         self.retimed = 0  # frames whose timestamp was not after the previous frame's
         self._last_pts: int | None = None
 
-    def _add_video(self, width, height, fps, time_base, sample_aspect, crf, preset, threads) -> None:
+    def _add_video(self, width, height, fps, time_base, sample_aspect, threads) -> None:
+        encoding, out = self.encoding, self.encoding.colour
         try:
-            self.stream = self._container.add_stream(VIDEO_CODEC, rate=fps)
+            self.stream = self._container.add_stream(encoding.codec, rate=fps)
         except (ValueError, av.FFmpegError) as exc:
             raise KeepError(
-                f"cannot write {self.path}: this FFmpeg build (PyAV {av.__version__}) has no {VIDEO_CODEC} encoder "
-                f"({exc}); PyAV's own wheels include it"
+                f"cannot write {self.path}: this FFmpeg build (PyAV {av.__version__}) has no {encoding.codec} "
+                f"encoder ({exc}); PyAV's own wheels include it"
             ) from None
         self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        self.stream.options = {"crf": str(crf), "preset": preset}
-        self.stream.codec_context.thread_type = "FRAME"  # x264 frame threads (thread count 0: x264's auto)
-        self.stream.codec_context.thread_count = threads
+        self.stream.pix_fmt = out.format
+        self.stream.options = dict(encoding.options)
+        context = self.stream.codec_context
+        context.thread_type = "FRAME"  # x264 frame threads (thread count 0: x264's auto)
+        context.thread_count = threads
+        context.colorspace, context.color_range = out.matrix, out.range
+        context.color_primaries, context.color_trc = out.primaries, out.transfer
+        if encoding.codec == HEVC and self._container.format.name in ("mp4", "mov"):
+            context.codec_tag = "hvc1"  # Apple's players play HEVC in MP4 only under this tag
+        self._fields = None
+        if out.field_order is not None:  # interlaced: coded as such, each frame flagged with the field order
+            context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+            context.field_order = FIELD_ORDER_CODES[out.field_order]
+            self._fields = FieldFlags(out.field_order, out, width, height)
         if time_base is not None:
-            self.stream.codec_context.time_base = time_base
+            context.time_base = time_base
         if sample_aspect is not None:
-            self.stream.codec_context.sample_aspect_ratio = sample_aspect
+            context.sample_aspect_ratio = sample_aspect
         self.time_base = time_base or 1 / fps  # frame pts are given in this time base
         self.step = max(1, round(1 / (fps * self.time_base)))  # one frame, in time base units
 
@@ -361,11 +408,28 @@ class VideoWriter:
         """The input's other streams not written, each with the reason."""
         return self.streams.dropped if self.streams is not None else []
 
-    def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
-        if self.stream.pix_fmt == "yuv420p":
-            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
-        else:  # 4:4:4 (odd sizes): PyAV converts
+    def frame(self, image: np.ndarray | list[np.ndarray] | av.VideoFrame) -> av.VideoFrame:
+        """The encoder's frame for RGB `(H, W, 3)` uint8 or planes of `self.colour`, in the output's format (a
+        frame made before is returned as it is)."""
+        if isinstance(image, av.VideoFrame):
+            return image
+        out = self.encoding.colour
+        rgb = image if isinstance(image, np.ndarray) else image[0] if self.colour.is_rgb else None
+        if rgb is None:
+            frame = frame_from_planes(image, self.colour)
+            if self.colour.format != out.format:  # 4:4:4 at an even output size, or the 8-bit fallback
+                frame = frame.reformat(format=out.format, **swscale_keeping(out))
+        elif out.format == "yuv420p":
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb, out.matrix_in_use), format="yuv420p")
+        else:  # 4:4:4 (odd sizes): FFmpeg's scaler converts
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = frame.reformat(format=out.format, dst_colorspace=SWSCALE_MATRIX[out.matrix_in_use],
+                                   dst_color_range="MPEG")  # fmt: skip
+        tag(frame, out)
+        return frame if self._fields is None else self._fields(frame)
+
+    def write(self, image: np.ndarray | list[np.ndarray] | av.VideoFrame, pts: int | None = None) -> None:
+        frame = self.frame(image)
         if pts is None:
             pts = self.frames if self._last_pts is None else self._last_pts + self.step
         elif self._last_pts is not None and pts <= self._last_pts:  # the encoder needs increasing timestamps
