@@ -80,7 +80,6 @@ def write_clip(
     beeps: list[float] = (),
     subtitles: list[tuple[float, float, str]] = (),
     attachments: list[tuple[str, bytes]] = (),
-    codec: str = "libx264",
     colour: dict | None = None,
     options: dict | None = None,
     field_order: str | None = None,
