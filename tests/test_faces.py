@@ -21,6 +21,7 @@ from footage import REPO, sample_frames, two_person_frames, write_clip
 from keep.background import resize
 from keep.image import read_image, write_image
 from keep.video import open_input
+from keep.video.pictures import rgb_of_planes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.one_thread
 
@@ -73,7 +74,12 @@ def check_one_face(footage: dict, out: Path, restored: int, left: int, upscale: 
     bit for bit, the face of `restored` changed, nothing changed elsewhere; the video keeps frames and sound."""
     records = [json.loads(line)["faces"] for line in (out / "two_faces.jsonl").read_text().splitlines()]
     written = [read_image(path) for path in sorted((out / "two" / "frames").glob("*.png"))]
-    inputs = [frame.rgb for frame in open_input(footage["clip"])]
+    reader = open_input(footage["clip"])
+    # the background as the pipeline makes it: the input's own planes, each upsampled, as a player shows them
+    inputs = [
+        frame.rgb if upscale == 1 else rgb_of_planes([resize(p, upscale) for p in frame.planes], reader.colour)
+        for frame in reader
+    ]
     assert len(records) == len(written) == len(inputs) == FRAMES
     with av.open(str(out / "two.mp4")) as container:  # the video as a player decodes it
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
@@ -82,7 +88,7 @@ def check_one_face(footage: dict, out: Path, restored: int, left: int, upscale: 
     for rgb, result, faces, played in zip(inputs, written, records, decoded, strict=True):
         faces = {face["track"]: face for face in faces}
         assert faces[restored].get("restored", True) and faces[left]["restored"] is False
-        background = resize(rgb, upscale) if upscale > 1 else rgb
+        background = rgb
         kept, changed = box(faces[left]["corners"], upscale), box(faces[restored]["corners"], upscale)
         assert (result[kept] == background[kept]).all()
         outside = np.ones(result.shape[:2], bool)
