@@ -3,11 +3,12 @@
     python inference.py -i videos/ -o out                               # one output per video
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out          # 4 processes (GPUs), one share each
 
-An input is finished when its output exists and its summary, written after the output is moved into
-place, names it (outputs appear only once complete: each run writes a hidden partial file of its own and
-moves it into place); `--overwrite` redoes it. Two runs on the same output folder share it: an output
-another run is writing (its lock file is held, `inputs.OutputLock`) is put off, then waited for and
-skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
+An input is finished when its output exists and its summary names it (outputs appear only once complete:
+each run writes hidden partial files of its own, then the summary, then moves them into place);
+`--overwrite` redoes it. An output file that no summary names was not written by this program: its input
+is refused with one `error:` line (the others go on) unless `--overwrite`. Two runs on the same output
+folder share it: an output another run is writing (its lock file is held, `keep.paths.FileLock`) is put
+off, then waited for and skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
 the unfinished inputs and broadcasts the list (so every process shares out the same list, whatever
 the others have finished meanwhile), process r takes inputs r, r + N, r + 2N, ... on GPU `LOCAL_RANK`
 (or the CPU), and rank 0 gathers and reports the totals. A failing input is reported as one `error:`
@@ -25,7 +26,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import KeepError
-from .inputs import Input, OutputLock, check_outputs, make_output_folder, outputs_of
+from ..paths import FileLock
+from .inputs import Input, check_outputs, make_output_folder, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -103,8 +105,12 @@ def restore_inputs(
     make_output_folder(outdir)
     dist = Distributed(options.device)
     try:
-        mine, skipped = _share(items, outdir, options, dist)
-        result = BatchResult(skipped=skipped if dist.rank == 0 else [])
+        mine, skipped, refused = _share(items, outdir, options, dist)
+        if refused and not keep_going:
+            raise KeepError(refused[0][1])  # one input: before any model is loaded
+        result = BatchResult(skipped=skipped if dist.rank == 0 else [], failed=refused if dist.rank == 0 else [])
+        for source, message in result.failed:
+            print(f"error: {source}: {message}", file=sys.stderr, flush=True)
         if mine:
             _run(mine, outdir, replace(options, device=dist.device), result, keep_going, progress and dist.rank == 0)
         results = dist.gather(result)
@@ -118,23 +124,36 @@ def restore_inputs(
     return total
 
 
-def _share(items: list[Input], outdir: Path, options: PipelineOptions, dist: Distributed) -> tuple[list, list[str]]:
+def _share(items: list[Input], outdir: Path, options: PipelineOptions, dist: Distributed) -> tuple[list, list, list]:
+    """This process's inputs, the finished ones (skipped) and those refused because a file this program did not
+    write is in the way (input, message); rank 0 decides for every process."""
     plan = None
     if dist.rank == 0:
-        outputs = {item: outputs_of(item, outdir, options.container) for item in items}
-        finished = [item for item in items if not options.overwrite and outputs[item].finished()]
-        for item in finished:
-            log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs[item].main)
-        plan = ([item for item in items if item not in finished], [str(outputs[item].main) for item in finished])
-    todo, skipped = dist.broadcast(plan)
-    return todo[dist.rank :: dist.world], skipped
+        todo, skipped, refused = [], [], []
+        for item in items:
+            out = outputs_of(item, outdir, options.container)
+            if not options.overwrite and out.finished():
+                log.info("skip %s: %s exists (--overwrite redoes it)", item.source, out.main)
+                skipped.append(str(out.main))
+                continue
+            try:
+                out.check_replaceable(
+                    overwrite=options.overwrite, save_faces=options.save_faces, save_frames=options.save_frames
+                )
+            except KeepError as exc:
+                refused.append((str(item.source), str(exc)))
+                continue
+            todo.append(item)
+        plan = (todo, skipped, refused)
+    todo, skipped, refused = dist.broadcast(plan)
+    return todo[dist.rank :: dist.world], skipped, refused
 
 
 def _run(
     items: list[Input], outdir: Path, options: PipelineOptions, result: BatchResult, keep_going: bool, progress: bool
 ) -> None:
     """Restore `items` in order; one whose output another run is writing (its lock is held) is put off until
-    the others are done, then waited for: if that run finished it, it is skipped (issue 19)."""
+    the others are done, then waited for: if that run finished it, it is skipped."""
     overall = tqdm(
         total=len(items), unit="video", desc="videos", disable=None if progress and len(items) > 1 else True, position=0
     )
@@ -143,7 +162,7 @@ def _run(
         while queue:
             item, wait = queue.pop(0)
             out = outputs_of(item, outdir, options.container)
-            lock = OutputLock(out.lock)
+            lock = FileLock(out.lock)
             if wait:
                 log.info("%s: waiting for the other run that writes %s", item.source, out.main)
             if not lock.acquire(wait=wait):
@@ -155,8 +174,6 @@ def _run(
                     log.info("skip %s: %s was finished by another run", item.source, out.main)
                     result.skipped.append(str(out.main))
                 else:
-                    for stale in out.stale_partials():  # left by killed runs; no run writes them now
-                        stale.unlink(missing_ok=True)
                     summary = pipeline.restore(item, out, progress=progress)
                     result.done.append(summary)
                     report(summary)

@@ -6,13 +6,15 @@
 Per input: open it (its header: upright size, frame rate; a file that cannot be read fails here, before any
 model is loaded), build the stages if not yet built (the network in this process, the other stages in their
 workers: `runner`), give the stages a frame pool sized for the input, stream every frame through
-decode -> faces -> restore -> compose -> encode, rename the finished output into place and write the summary
-(frames, faces, per-track frame counts, skipped small faces, seconds per stage). The progress bar counts
-restored frames.
+decode -> faces -> restore -> compose -> encode into partial files of the run's own, write the summary
+(frames, faces, per-track frame counts, skipped small faces, seconds per stage, the files written) and move the
+finished files into place. An output file this program did not write is not replaced without `overwrite`.
+The progress bar counts restored frames.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -24,22 +26,14 @@ from tqdm import tqdm
 from ..devices import resolve_precision
 from ..errors import KeepError
 from ..model import load_model
+from ..paths import FileLock, move_into_place, new_run_token, partial_path, remove_partials, write_atomically
 from ..restorer import Restorer
 from ..video.io import open_input
 from .compose import ComposeSpec
 from .decode import DecodeSpec
 from .encode import EncodeJob, EncodeSpec
 from .faces import FacesSpec
-from .inputs import (
-    Input,
-    Outputs,
-    check_outputs,
-    make_output_folder,
-    new_run_token,
-    outputs_of,
-    write_atomically,
-    write_error,
-)
+from .inputs import Input, Outputs, check_outputs, make_output_folder, outputs_of
 from .items import FramePool, Job
 from .options import STAGES, PipelineOptions, stage_groups
 from .restore import RestoreSpec
@@ -107,7 +101,8 @@ class Pipeline:
         progress: bool = True,
         on_restored: Callable[[int], None] | None = None,
     ) -> dict:
-        """Restore one input into `outdir`; returns its summary (also written as JSON for videos).
+        """Restore one input into `outdir`; returns its summary (also written as JSON beside the output). KeepError
+        if another run is writing the same output now (its lock is held).
 
         progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
         restored so far, after each one.
@@ -118,43 +113,52 @@ class Pipeline:
                       container=self.options.container)  # fmt: skip
         make_output_folder(outdir)
         out = outputs_of(item, outdir, self.options.container)
-        return self.restore(item, out, progress=progress, on_restored=on_restored)
+        with FileLock(out.lock).held(f"another run is writing {out.main}"):
+            return self.restore(item, out, progress=progress, on_restored=on_restored)
 
     def restore(
         self, item: Input, out: Outputs, *, progress: bool = True, on_restored: Callable[[int], None] | None = None
     ) -> dict:
         """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
-        whose folder exists."""
-        reader = open_input(item.source, fps=self.options.fps)  # the one open of the input in this process
+        whose folder exists, under the outputs' lock. Refuses to replace a file this program did not write
+        (`Outputs.check_replaceable`) unless `options.overwrite`.
+
+        Every file is written to a partial file (folder) of this run's own; once all are complete the summary,
+        which names them, is written, and they are moved into place, the output last. After a failure or an
+        interrupt the partial files are removed: a file named like an output is always complete."""
+        opts = self.options
+        out.check_replaceable(overwrite=opts.overwrite, save_faces=opts.save_faces, save_frames=opts.save_frames)
+        remove_partials(out.stale_partials())  # left by killed runs; none is writing them now (the lock)
+        reader = open_input(item.source, fps=opts.fps)  # the one open of the input in this process
         try:
             self.build()
         except BaseException:
             reader.close()
             raise
         start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
-        partial = out.partial(new_run_token())
-        job = Job(item.source, self.options.fps, self._pool(reader), self._encode_job(item, out, reader, partial))
+        token = new_run_token()
+        partials = {path: partial_path(path, token) for path in out.written(save_faces=opts.save_faces,
+                                                                            save_frames=opts.save_frames)}  # fmt: skip
+        job = Job(item.source, opts.fps, self._pool(reader), self._encode_job(item, out, reader, partials))
         if self.runner.source_in_process:
             job.reader = reader  # the decode stage reads on from it
         else:
             reader.close()
         try:
             stats = self._stream(job, item.stem, reader.num_frames, progress, on_restored)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        try:
             if stats["frames"] == 0:
                 stopped = f" ({stats['stopped']})" if stats["stopped"] else ""
                 raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
-            partial.replace(out.main)  # atomic: the output is complete or absent, never a part of one
-        except OSError as exc:
-            raise write_error(out.main, exc) from None
-        finally:
-            partial.unlink(missing_ok=True)
-        summary = self._summary(item, out.main, reader, stats, time.perf_counter() - start)
-        if reader.kind != "image":  # written after the output is in place: it marks the output finished
-            write_atomically(out.summary, json.dumps(summary, indent=2))
+            summary = self._summary(item, out, reader, stats, time.perf_counter() - start)
+            write_atomically(out.summary, json.dumps(summary, indent=2))  # the record: it names every file
+            for path, partial in reversed(partials.items()):  # the output last: it is finished once there
+                move_into_place(partial, path)
+        except BaseException:
+            remove_partials(partials.values())
+            with contextlib.suppress(OSError):  # OUTDIR/<stem>/, made for the frames, if nothing else is in it
+                if out.frames_dir in partials:
+                    out.frames_dir.parent.rmdir()
+            raise
         return summary
 
     def _stream(
@@ -186,18 +190,18 @@ class Pipeline:
         shared = self.runner.mode == "processes"
         return FramePool(self.runner.pool_size(), reader.height, reader.width, shared=shared)
 
-    def _encode_job(self, item: Input, out: Outputs, reader, partial: Path) -> EncodeJob:
-        """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
+    def _encode_job(self, item: Input, out: Outputs, reader, partials: dict[Path, Path]) -> EncodeJob:
+        """What the encoder writes for `item` (each file into its partial: `partials`, final -> partial): the
+        output at --upscale, the source's other streams, frames, faces."""
         opts, u = self.options, self.options.upscale
         return EncodeJob(
-            partial=partial, output=out.main, kind=reader.kind, width=reader.width * u, height=reader.height * u,
-            fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect, crf=opts.crf,
-            preset=opts.preset, streams_from=item.source if reader.kind == "video" else None,
-            frames_dir=out.frames_dir if opts.save_frames else None,
-            faces_log=out.faces_log if opts.save_faces else None,
+            partial=partials[out.main], output=out.main, kind=reader.kind, width=reader.width * u,
+            height=reader.height * u, fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect,
+            crf=opts.crf, preset=opts.preset, streams_from=item.source if reader.kind == "video" else None,
+            frames_dir=partials.get(out.frames_dir), faces_log=partials.get(out.faces_log),
         )  # fmt: skip
 
-    def _summary(self, item: Input, output: Path, reader, stats: dict, elapsed: float) -> dict:
+    def _summary(self, item: Input, out: Outputs, reader, stats: dict, elapsed: float) -> dict:
         tracks, frames, info = stats["track_frames"], stats["frames"], self.runner.info
         for track, count in tracks.items():
             first, last = stats["track_spans"][track]
@@ -210,7 +214,9 @@ class Pipeline:
         timings = stats["timings"]
         return {
             "input": str(item.source),
-            "output": str(output),
+            "output": str(out.main),
+            "faces_log": str(out.faces_log) if self.options.save_faces else None,
+            "frames_dir": str(out.frames_dir) if self.options.save_frames else None,
             "frames": frames,
             "faces": stats["faces"],
             "frames_with_face": stats["frames_with_face"],
