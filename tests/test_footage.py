@@ -33,7 +33,8 @@ from footage import (
 
 from inference import main
 from keep.errors import KeepError
-from keep.pipeline.inputs import Input, OutputLock, outputs_of
+from keep.paths import FileLock
+from keep.pipeline.inputs import Input, outputs_of
 from keep.video import VideoWriter, open_input, probe, write_image
 from keep.video.io import ORIENTATIONS
 
@@ -216,9 +217,17 @@ def test_finished_means_the_summary_names_the_output_and_killed_runs_leave_nothi
     out = outputs_of(Input(tmp_path / "clip.mp4", "video"), tmp_path / "out")
     out.main.parent.mkdir()
     out.main.write_bytes(b"a video")
-    assert not out.finished()  # no summary: a run was killed between moving the output and its summary
-    out.summary.write_text(json.dumps({"output": str(out.main)}))
-    assert out.finished()
+    assert not out.finished()  # no summary: a file put there by hand (runs write the summary first)
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.main
+    out.summary.write_text("someone's notes")
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.summary  # not a summary of ours
+    out.summary.write_text(json.dumps({"output": str(out.main), "faces_log": None}))
+    assert out.finished() and out.in_the_way(save_faces=False, save_frames=False) is None
+    out.faces_log.write_text("someone's faces")
+    assert out.in_the_way(save_faces=True, save_frames=False) == out.faces_log  # the summary does not name it
+    with pytest.raises(KeepError, match="clip_faces.jsonl exists and was not written by KEEP"):
+        out.check_replaceable(overwrite=False, save_faces=True, save_frames=False)
+    out.check_replaceable(overwrite=True, save_faces=True, save_frames=False)
     stale = [out.partial("123-0badcafe"), out.main.with_name(".clip.partial.mp4")]
     others = [out.main.with_name(".clip.x.123-0badcafe.partial.mp4"), out.main.with_name(".clip.lock")]
     for path in stale + others:
@@ -228,7 +237,7 @@ def test_finished_means_the_summary_names_the_output_and_killed_runs_leave_nothi
 
 def test_a_second_lock_waits_or_says_busy(tmp_path):
     path = tmp_path / ".clip.lock"
-    first, second = OutputLock(path), OutputLock(path)
+    first, second = FileLock(path), FileLock(path)
     assert first.acquire(wait=False)
     assert not second.acquire(wait=False)
     first.release()
@@ -278,6 +287,7 @@ def test_a_file_keep_did_not_write_is_never_replaced_without_overwrite(tmp_path)
     clip = write_clip(tmp_path / "clip.mov", frames)
     (tmp_path / "clip.mp4").write_bytes(b"someone's own video")
     videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
     for name in ("a", "b"):
         write_clip(videos / f"{name}.mp4", frames)
     out.mkdir()
@@ -294,8 +304,8 @@ def test_a_file_keep_did_not_write_is_never_replaced_without_overwrite(tmp_path)
     assert (out / "a.mp4").read_bytes() == b"an earlier file"
     assert "2 inputs: 1 restored, 0 skipped (output exists), 1 failed" in folder_out
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "b_summary.json"]
-    rc, _, stderr = finish(run_inference("-i", str(clip), "-o", str(tmp_path), *small, "--overwrite"))
-    assert rc == 0 and probe(tmp_path / "clip.mp4")["frames"] == 8, stderr[-2000:]
+    assert main(["-i", str(clip), "-o", str(tmp_path), *small, "--overwrite"]) == 0
+    assert probe(tmp_path / "clip.mp4")["frames"] == 8
     assert summary_of(tmp_path, "clip")["output"] == str(tmp_path / "clip.mp4")
 
 
