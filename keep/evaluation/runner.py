@@ -75,7 +75,7 @@ def check_inputs(cfg: BenchmarkConfig) -> list[str]:
 def _unscored(cfg: BenchmarkConfig) -> str:
     """The LQ clips a run over the whole test set leaves out, in words (the table's notes say it too)."""
     clips = lq_without_gt(cfg.data.root) if not cfg.data.clips else []
-    return f"{len(clips)} LQ clips without ground truth (GT/<clip>) not scored: {', '.join(clips)}" if clips else ""
+    return f"{len(clips)} LQ clip(s) without ground truth (GT/<clip>), not scored: {', '.join(clips)}" if clips else ""
 
 
 def _check_previous_run(out_dir: Path, overwrite: bool) -> None:
@@ -171,7 +171,7 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
     }
     unscored = _unscored(cfg)
     if unscored:
-        notes["not scored"] = unscored
+        notes["skipped"] = unscored
     table = markdown_table(summary, header, notes)
     (out_dir / "table.md").write_text(table)
     write_csv(out_dir / "per_frame.csv", frame_rows)
