@@ -456,6 +456,27 @@ def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
                 assert diff.max() <= 1e-8, (stage, part, key, f"{int((diff > 1e-8).sum())}/{diff.numel()} differ")
 
 
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_after_one_save(tmp_path):
+    """torchrun passes SIGTERM on to both (gloo) processes, which may get it at different steps: they agree on
+    one step, rank 0 saves it, both say so, and the run folder is released."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    command += ["-opt", STAGE_CONFIGS["vqgan"], "--threads", "1", "--set", f"root={tmp_path}", "name=ddp", "val=null"]
+    command += ["log.every=1", "log.tensorboard=false", "log.save_every=0", "train.total_steps=500"]
+    run = subprocess.Popen(command, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics, deadline = tmp_path / "ddp" / "metrics.jsonl", time.time() + 300
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert run.poll() is None and time.time() < deadline, run.stderr.read()[-3000:]
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    step = torch.load(tmp_path / "ddp" / "training_states" / "latest.state", weights_only=True)["step"]
+    said = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert said == [f"interrupted by SIGTERM: training state saved at step {step} in {tmp_path / 'ddp'}/"
+                    "training_states; --auto_resume continues from it"] * 2, stderr[-3000:]  # fmt: skip
+    assert max(read_metrics(tmp_path / "ddp")) == step and sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+
+
 def test_a_released_models_gmflow_travels_through_fine_tuning(tmp_path, clip_folder):
     """Fine-tuning a checkpoint that carries GMFlow (as the releases do): stage III's flows come from it
     (`train.flow: gmflow`) and every checkpoint of the run keeps it."""

@@ -2,7 +2,8 @@
 
 Run folder (BasicSR layout): `<root>/<name>/` with `config.yml` (resolved), `models/net_g_<step>.pth`
 and `net_g_latest.pth` (keep checkpoints: config + weights + EMA), `training_states/latest.state` and
-`previous.state` (`keep.train.state`), `metrics.jsonl`, `tb_logger/`, `samples/`.
+`previous.state` (`keep.train.state`), `metrics.jsonl`, `tb_logger/`, `samples/`; one training at a time
+holds it (`keep.train.state.lock_run_folder`). Ctrl-C or SIGTERM ends the step and saves it first.
 
 What a step computes is the stage's record (`keep.train.stages.STAGES`): its training forward is an
 `nn.Module` around the network, wrapped in DistributedDataParallel under torchrun, as is the
