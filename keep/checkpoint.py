@@ -39,7 +39,7 @@ import torch
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .config import from_dict
 from .errors import KeepError
-from .paths import write_atomically, write_error
+from .paths import write_atomically
 from .weights import read_safetensors, read_tensors
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,6 @@ def save_checkpoint(
     groups = {"state_dict": model.state_dict(), "ema": ema.state_dict() if ema is not None else None}
     groups["flow_state_dict"] = dict(flow_state) if flow_state is not None else None
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(path, exc) from None
     if path.suffix == ".safetensors":
         write_atomically(path, _safetensors_bytes({k: v for k, v in header.items() if k != "format"} | extra, groups))
     else:

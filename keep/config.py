@@ -335,10 +335,6 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """The resolved config as YAML, written whole or not at all (KeepError naming the file if it cannot be)."""
-    from .paths import write_atomically, write_error
+    from .paths import write_atomically
 
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(Path(path), exc) from None
     write_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

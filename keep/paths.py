@@ -135,8 +135,9 @@ def _sync_folder(folder: Path) -> None:
 def write_atomically(
     path: str | Path, data: str | bytes | Writer, *, fsync: bool = True, previous: Path | None = None
 ) -> None:
-    """Write `path` whole or not at all (module docstring): `data` is text (UTF-8), bytes, or a function that
-    writes into the open binary file (`lambda f: torch.save(state, f)`; its own errors are raised as they are).
+    """Write `path` whole or not at all (module docstring), its folder made if need be: `data` is text (UTF-8),
+    bytes, or a function that writes into the open binary file (`lambda f: torch.save(state, f)`; its own
+    errors are raised as they are).
 
     fsync: flush the file and the rename to the disk before returning (a power cut after the return keeps
         the new file); False for files that are cheap to make again.
@@ -145,6 +146,7 @@ def write_atomically(
     path = Path(path)
     partial = partial_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as file:
             _write(file, data)
             if fsync:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KeepError, WeightsUnavailable
-from .paths import write_atomically, write_error
+from .paths import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,6 @@ def offline() -> bool:
 def _download(entry: WeightFile, dest: Path) -> None:
     """Download `entry` into `dest` whole or not at all (`keep.paths.write_atomically`): a file whose sha256
     differs from the published one is never put in place."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(dest, exc) from None
 
     def fetch(file) -> None:
         digest = hashlib.sha256()

@@ -85,10 +85,6 @@ def save_training_state(folder: Path, state: dict[str, Any]) -> None:
     The new file is complete on disk (fsync) before any rename, so a kill at any moment leaves at least one
     readable state; a write that fails (a full disk) is one KeepError and leaves the states as they were
     (`keep.paths.write_atomically`)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(folder, exc) from None
     write_atomically(folder / LATEST, lambda f: torch.save(state, f), previous=folder / PREVIOUS)
 
 
