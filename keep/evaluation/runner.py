@@ -106,14 +106,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     clips = check_inputs(cfg)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.results_dir) / cfg.name
+    model = _load_network(cfg, device) if any(METHODS[m][1] for m in cfg.methods) else None
+    evaluator = Evaluator(cfg.metrics, device=device)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(out_dir.parent, exc) from None
     with FileLock(out_dir.parent / f".{cfg.name}.lock").held(f"another test.py run is writing {out_dir}"):
         _check_previous_run(out_dir, cfg.overwrite)  # again: a run under this name may have ended meanwhile
-        model = _load_network(cfg, device) if any(METHODS[m][1] for m in cfg.methods) else None
-        evaluator = Evaluator(cfg.metrics, device=device)
         remove_partials(stale_partials(out_dir))  # left by runs that were killed
         staging = partial_path(out_dir)
         staging.mkdir()

@@ -13,6 +13,7 @@ warning and the previous one is used: a resumed run loses at most one save inter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 from pathlib import Path
@@ -30,23 +31,41 @@ LATEST, PREVIOUS = "latest.state", "previous.state"
 RUN_LAYOUT = ("config.yml", "models", "training_states", "metrics.jsonl", "tb_logger", "samples")  # what a run writes
 
 
-def lock_run_folder(run_dir: Path, *, rank: int) -> FileLock | None:
+class RunFolderLock(FileLock):
+    """The lock of one run folder, `<root>/.<name>.lock`. Released, it also removes `<root>` if taking the
+    lock made it and it is empty again (a run refused before it wrote anything leaves nothing behind)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir.parent / f".{run_dir.name}.lock")
+        self.made_root = not run_dir.parent.exists()
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(run_dir.parent, exc) from None
+
+    def release(self) -> None:
+        held = self.fd is not None
+        super().release()
+        if held and self.made_root:
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # only if empty
+
+
+def lock_run_folder(run_dir: Path, *, rank: int) -> RunFolderLock | None:
     """Rank 0 takes the run folder's lock (and returns it: release it when the run ends); every rank raises the
     same KeepError, naming the folder and the other process, when another training holds it."""
     lock, error = None, None
     if rank == 0:
         try:
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            error = str(write_error(run_dir.parent, exc))
-        else:
-            lock = FileLock(run_dir.parent / f".{run_dir.name}.lock")
+            lock = RunFolderLock(run_dir)
             if not lock.acquire(wait=False):
                 error = (
                     f"run folder {run_dir} is in use by another training ({lock.holder()}); "
                     "wait for it to end, or choose another name"
                 )
                 lock = None
+        except KeepError as exc:
+            error = str(exc)
     agree_on_error(error)
     return lock
 
