@@ -221,7 +221,9 @@ def test_finished_means_the_summary_names_the_output_and_killed_runs_leave_nothi
     assert out.in_the_way(save_faces=False, save_frames=False) == out.main
     out.summary.write_text("someone's notes")
     assert out.in_the_way(save_faces=False, save_frames=False) == out.summary  # not a summary of ours
-    out.summary.write_text(json.dumps({"output": str(out.main), "faces_log": None}))
+    out.summary.write_text(json.dumps({"input": "clip.mov", "output": str(out.main.with_suffix(".mkv"))}))
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.main  # ours, of another output
+    out.summary.write_text(json.dumps({"input": "clip.mov", "output": str(out.main), "faces_log": None}))
     assert out.finished() and out.in_the_way(save_faces=False, save_frames=False) is None
     out.faces_log.write_text("someone's faces")
     assert out.in_the_way(save_faces=True, save_frames=False) == out.faces_log  # the summary does not name it

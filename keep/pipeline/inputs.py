@@ -64,26 +64,30 @@ class Outputs:
         before run tokens). Removed by the next run that holds the lock."""
         return [p for path in (self.main, self.summary, self.faces_log, self.frames_dir) for p in stale_partials(path)]
 
-    def record(self) -> dict | None:
-        """The summary, if it is one this program wrote for `main` (a JSON object whose `output` names it)."""
+    def _summary(self) -> dict | None:
+        """The summary file's contents if this program wrote it (a JSON object with `input` and `output`)."""
         try:
             summary = json.loads(self.summary.read_text())
         except (OSError, ValueError):
             return None
-        named = isinstance(summary, dict) and Path(str(summary.get("output", ""))).name == self.main.name
-        return summary if named else None
+        return summary if isinstance(summary, dict) and {"input", "output"} <= summary.keys() else None
+
+    def record(self) -> dict | None:
+        """The summary, if it is this program's record of `main` (its `output` names it)."""
+        summary = self._summary()
+        return summary if summary is not None and _names(summary, "output", self.main) else None
 
     def finished(self) -> bool:
-        """Whether `main` is a complete output: it is there and its summary (the record) names it. An output
-        whose record is missing (a run killed between the two, or a file put there by hand) is not finished."""
+        """Whether `main` is a complete output: it is there and its record names it (a run writes the record
+        just before it moves the finished output into place). A file there without one was put there by hand."""
         return self.main.is_file() and self.record() is not None
 
     def in_the_way(self, *, save_faces: bool, save_frames: bool) -> Path | None:
-        """The first file (or folder) a run would replace that this program did not write: there, and not named
-        by the record (or the summary itself when it is not one of ours); None when nothing is in the way."""
-        record = self.record()
-        if record is None and self.summary.exists():
+        """The first file (or folder) a run would replace that this program did not write: there and not named
+        by the record, or the summary file itself when this program did not write it; None when nothing is."""
+        if self.summary.exists() and self._summary() is None:
             return self.summary
+        record = self.record()
         for path in self.written(save_faces=save_faces, save_frames=save_frames):
             key = {self.main: "output", self.faces_log: "faces_log", self.frames_dir: "frames_dir"}[path]
             if (path.exists() or path.is_symlink()) and not _names(record, key, path):
