@@ -336,6 +336,18 @@ def test_empty_latest_state_falls_back_to_the_previous_one(tmp_path, clip_folder
     assert read_metrics(tmp_path / "full") == read_metrics(tmp_path / "cut")
 
 
+def test_auto_resume_says_where_it_starts_and_uses_no_foreign_folder(tmp_path, clip_folder, capsys):
+    cfg = tiny_config("vqgan", tmp_path, clip_folder, "train.total_steps=1", "val=null")
+    Trainer(cfg, auto_resume=True).close()  # nothing to resume: said, and a fresh start
+    assert f"--auto_resume: no training state in {tmp_path / cfg.name}; starting from step 0" in capsys.readouterr().out
+    (tmp_path / cfg.name / "notes.txt").write_text("someone's")
+    with pytest.raises(KeepError, match=r"holds files a training run does not write \(notes.txt\)"):
+        Trainer(cfg, auto_resume=True)
+    with pytest.raises(KeepError, match="exists: pass --auto_resume"):
+        Trainer(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cfg.name]  # no lock left behind
+
+
 def test_deterministic_resume_reuses_the_runs_thread_count(tmp_path, clip_folder):
     cfg = tiny_config("vqgan", tmp_path, clip_folder, "train.total_steps=1", "val=null")
     Trainer(cfg).fit()  # at one thread (fixture one_thread)
