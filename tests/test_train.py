@@ -223,17 +223,23 @@ def test_stopped_and_killed_runs_resume_bit_identical_and_one_run_per_folder(tmp
             for name in "acd"}  # fmt: skip
     _wait_for(tmp_path / ".a.lock", runs["a"])  # a holds its run folder: pause it there
     runs["a"].send_signal(signal.SIGSTOP)
-    for name in "cd":
-        _wait_for(tmp_path / name / "training_states" / "latest.state", runs[name])
-    runs["c"].send_signal(signal.SIGKILL)  # right after the first checkpoint (step 3), mid-run
-    runs["d"].send_signal(signal.SIGTERM)  # as docker, systemd, Slurm and Kubernetes stop a job
+    # each right after its first checkpoint (step 3), mid-run: c killed, d stopped as docker, systemd, Slurm and
+    # Kubernetes stop a job
+    waiting, deadline = {"c": signal.SIGKILL, "d": signal.SIGTERM}, time.time() + 240
+    while waiting and time.time() < deadline:
+        for name in list(waiting):
+            if (tmp_path / name / "training_states" / "latest.state").is_file():
+                runs[name].send_signal(waiting.pop(name))
+        time.sleep(0.005)
+    assert not waiting, f"no checkpoint from {list(waiting)}"
     second = _train_subprocess("-opt", opt, "--set", *sets, "name=a", "train.lr=0.5", "--auto_resume", env=env)
     runs["a"].send_signal(signal.SIGCONT)
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
     assert f"run folder {tmp_path / 'a'} is in use by another training (process {runs['a'].pid} on " in second.stderr
     assert runs["c"].wait(timeout=240) == -signal.SIGKILL
-    assert runs["d"].wait(timeout=240) == 130 and runs["a"].wait(timeout=300) == 0, runs["a"].stderr.read()[-2000:]
-    stopped = runs["d"].stderr.read().decode().strip().splitlines()
+    stopped = runs["d"].communicate(timeout=240)[1].decode().strip().splitlines()
+    assert runs["d"].returncode == 130, stopped[-20:]
+    assert runs["a"].wait(timeout=300) == 0, runs["a"].stderr.read()[-2000:]
     states = tmp_path / "d" / "training_states"
     step = torch.load(states / "latest.state", weights_only=True)["step"]
     assert stopped[-1] == (f"interrupted by SIGTERM: training state saved at step {step} in {states}; "
