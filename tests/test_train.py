@@ -289,13 +289,16 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_state(tmp_path,
     assert torch.load(run / "models" / "net_g_latest.pth", weights_only=True)["step"] == 3
 
 
-def test_ctrl_c_ends_the_step_saves_it_and_says_so(tmp_path, clip_folder):
+def test_ctrl_c_ends_the_step_saves_it_and_auto_resume_says_where_it_starts(tmp_path, clip_folder, capsys):
     """SIGINT part-way through step 3 (in this process): the step ends, its state is saved, and the run stops
-    with `Interrupted` naming the step; --auto_resume continues from it."""
+    with `Interrupted` naming the step. --auto_resume says where it starts (step 0 in a new folder, then 3),
+    and uses no folder that holds files a run does not write."""
     from keep.errors import Interrupted
 
     cfg = tiny_config("vqgan", tmp_path, clip_folder, "train.total_steps=6", "val=null", "log.save_every=0")
-    trainer = Trainer(cfg)
+    run = tmp_path / cfg.name
+    trainer = Trainer(cfg, auto_resume=True)
+    assert f"--auto_resume: no training state in {run}; starting from step 0" in capsys.readouterr().out
     step = trainer.train_step
 
     def interrupted(batch):
@@ -307,7 +310,17 @@ def test_ctrl_c_ends_the_step_saves_it_and_says_so(tmp_path, clip_folder):
     with pytest.raises(Interrupted, match=r"^by SIGINT: training state saved at step 3 in "):
         trainer.fit()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
-    assert Trainer(cfg, auto_resume=True).step == 3
+    resumed = Trainer(cfg, auto_resume=True)
+    resumed.close()  # (fit would release the run folder at its end)
+    assert resumed.step == 3
+    said = f"--auto_resume: continuing from step 3 ({run / 'training_states' / 'latest.state'})"
+    assert said in capsys.readouterr().out
+    with pytest.raises(KeepError, match="exists: pass --auto_resume"):
+        Trainer(cfg)
+    (run / "notes.txt").write_text("someone's")
+    with pytest.raises(KeepError, match=r"holds files a training run does not write \(notes.txt\)"):
+        Trainer(cfg, auto_resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cfg.name]  # no lock left behind
 
 
 def _interrupt_at(monkeypatch, step: int) -> None:
@@ -340,18 +353,6 @@ def test_empty_latest_state_falls_back_to_the_previous_one(tmp_path, clip_folder
     assert all(torch.equal(v, b[k]) for k, v in a.items())
     assert all(torch.equal(v, resumed.disc.state_dict()[k]) for k, v in full.disc.state_dict().items())
     assert read_metrics(tmp_path / "full") == read_metrics(tmp_path / "cut")
-
-
-def test_auto_resume_says_where_it_starts_and_uses_no_foreign_folder(tmp_path, clip_folder, capsys):
-    cfg = tiny_config("vqgan", tmp_path, clip_folder, "train.total_steps=1", "val=null")
-    Trainer(cfg, auto_resume=True).close()  # nothing to resume: said, and a fresh start
-    assert f"--auto_resume: no training state in {tmp_path / cfg.name}; starting from step 0" in capsys.readouterr().out
-    (tmp_path / cfg.name / "notes.txt").write_text("someone's")
-    with pytest.raises(KeepError, match=r"holds files a training run does not write \(notes.txt\)"):
-        Trainer(cfg, auto_resume=True)
-    with pytest.raises(KeepError, match="exists: pass --auto_resume"):
-        Trainer(cfg)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [cfg.name]  # no lock left behind
 
 
 def test_deterministic_resume_reuses_the_runs_thread_count(tmp_path, clip_folder):
