@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, help="YAML configuration (configs/released/*.yml)")
     add_set_argument(parser)
-    parser.add_argument("--auto_resume", action="store_true", help="continue from training_states/latest.state (or start)")
+    parser.add_argument(
+        "--auto_resume",
+        action="store_true",
+        help="continue from training_states/latest.state (said; none: from step 0)",
+    )
     add_device_argument(parser, default=None)  # train.device
     add_threads_argument(parser)
     args = parser.parse_args(argv)
