@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--auto_resume",
         action="store_true",
-        help="continue from training_states/latest.state (said; none: from step 0)",
+        help="continue from training_states/latest.state, or from step 0 if none (the first line says which)",
     )
     add_device_argument(parser, default=None)  # train.device
     add_threads_argument(parser)
