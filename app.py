@@ -268,7 +268,6 @@ def build_page(jobs, base, models: list[str]):
 
 def _main(args: argparse.Namespace) -> int:
     import shutil
-    import signal
     import tempfile
 
     from keep.devices import resolve_device
@@ -293,7 +292,6 @@ def _main(args: argparse.Namespace) -> int:
     os.environ["GRADIO_TEMP_DIR"] = str(root)  # uploads land here; outputs inside it are served without a copy
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no call home
     jobs = Jobs(root, limits)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop by SIGTERM cleans up as Ctrl-C does
     try:
         page = build_page(jobs, base, models)
         page.queue(default_concurrency_limit=1)

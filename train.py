@@ -1,7 +1,8 @@
 """Train a KEEP stage: `python train.py -opt configs/released/<stage>.yml [--set k=v ...] [--auto_resume]`.
 
 Multi-GPU / multi-node: `torchrun --nproc_per_node N train.py -opt ...` (DistributedDataParallel, env://).
-Exit codes (keep.cli): 0 done, 2 bad input (config, data, device, weights), 130 interrupted, 1 a bug.
+Exit codes (keep.cli): 0 done, 2 bad input (config, data, device, weights, a run folder another training
+holds, a full disk), 130 interrupted (Ctrl-C or SIGTERM: the step's state is saved first), 1 a bug.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, help="YAML configuration (configs/released/*.yml)")
     add_set_argument(parser)
-    parser.add_argument("--auto_resume", action="store_true", help="continue from training_states/latest.state")
+    parser.add_argument(
+        "--auto_resume",
+        action="store_true",
+        help="continue from training_states/latest.state, or from step 0 if none (the first line says which)",
+    )
     add_device_argument(parser, default=None)  # train.device
     add_threads_argument(parser)
     args = parser.parse_args(argv)

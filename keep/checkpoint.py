@@ -39,6 +39,7 @@ import torch
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .config import from_dict
 from .errors import KeepError
+from .paths import write_atomically
 from .weights import read_safetensors, read_tensors
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,9 @@ def save_checkpoint(
     flow_state: Mapping[str, torch.Tensor] | None = None,
     **extra: Any,
 ) -> None:
-    """Write a self-describing checkpoint atomically (temporary file, then rename); a path ending in
-    `.safetensors` is written in that format (see the module docstring; `extra` must then be JSON).
+    """Write a self-describing checkpoint whole or not at all (`keep.paths.write_atomically`: KeepError naming
+    the file if it cannot be written); a path ending in `.safetensors` is written in that format (see the
+    module docstring; `extra` must then be JSON).
 
     flow_state: the GMFlow weights the model came with (`Checkpoint.flow_state` of the released
         checkpoint it was fine-tuned from), kept so that the saved model still brings its own flow.
@@ -190,20 +192,17 @@ def save_checkpoint(
     groups = {"state_dict": model.state_dict(), "ema": ema.state_dict() if ema is not None else None}
     groups["flow_state_dict"] = dict(flow_state) if flow_state is not None else None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        _write_safetensors(tmp, {k: v for k, v in header.items() if k != "format"} | extra, groups)
+        write_atomically(path, _safetensors_bytes({k: v for k, v in header.items() if k != "format"} | extra, groups))
     else:
         payload = {**header, "state_dict": groups["state_dict"], **extra}
         payload |= {g: groups[g] for g in ("ema", "flow_state_dict") if groups[g] is not None}
-        torch.save(payload, tmp)
-    os.replace(tmp, path)
+        write_atomically(path, lambda f: torch.save(payload, f))
 
 
-def _write_safetensors(path: Path, header: dict[str, Any], groups: Mapping[str, Mapping | None]) -> None:
+def _safetensors_bytes(header: dict[str, Any], groups: Mapping[str, Mapping | None]) -> bytes:
     """Our format as `.safetensors`: tensors `<group>.<name>`, the header as JSON in the metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors, stored = {}, set()
     for group, values in groups.items():
@@ -213,7 +212,7 @@ def _write_safetensors(path: Path, header: dict[str, Any], groups: Mapping[str, 
                 value = value.clone()
             stored.add(value.untyped_storage().data_ptr())
             tensors[f"{group}.{key}"] = value
-    save_file(tensors, str(path), metadata={"format": FORMAT, FORMAT: json.dumps(header)})
+    return save(tensors, metadata={"format": FORMAT, FORMAT: json.dumps(header)})
 
 
 def read_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:

@@ -13,8 +13,10 @@ errors and for the flags every one of them takes (issue 10). Library helpers liv
 
 Exit codes: 0 done; 2 the user's input cannot be used (bad file, bad option, bad config key, a device
 that is not there, weights that cannot be had), printed as one `error: ...` line, never a traceback
-(argparse uses 2 for bad options too); 130 interrupted; 1 an unexpected internal failure, printed as
-one line (`KEEP_DEBUG=1` shows its traceback).
+(argparse uses 2 for bad options too); 130 interrupted (Ctrl-C, or SIGTERM, which docker, systemd, Slurm
+and Kubernetes send to stop a job: handled as Ctrl-C, so a run removes what it had not finished), printed
+as one `interrupted ...` line; 1 an unexpected internal failure, printed as one line (`KEEP_DEBUG=1` shows
+its traceback).
 
 Option names are spelled with underscores (`--save_frames`, `--no_progress`), as the configs' keys.
 """
@@ -22,12 +24,15 @@ Option names are spelled with underscores (`--save_frames`, `--no_progress`), as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from .errors import KeepError
+from .errors import Interrupted, KeepError
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -44,11 +49,13 @@ def error(message: str) -> int:
 def run_main(body: Callable[[], int | None]) -> int:
     """Run an entry point's body with the project's error convention (see the module docstring)."""
     try:
-        return body() or EXIT_OK
+        with sigterm_as_sigint():
+            return body() or EXIT_OK
     except KeepError as exc:
         return error(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        said = f" {exc}" if isinstance(exc, Interrupted) and str(exc) else ""
+        print(f"interrupted{said}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except MemoryError:
         print("error: out of memory (try a smaller --window or batch, or another device)", file=sys.stderr)
@@ -62,6 +69,28 @@ def run_main(body: Callable[[], int | None]) -> int:
             flush=True,
         )
         return EXIT_INTERNAL
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """Within the block (in the main thread), SIGTERM raises `Interrupted` as Ctrl-C raises KeyboardInterrupt,
+    so that a stopped job cleans up as an interrupted one does. Only the first SIGTERM: a launcher that passes
+    the signal on to processes that got it already (torchrun, Slurm) does not interrupt the clean-up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def interrupt(signum: int, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise Interrupted(f"by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:

@@ -334,5 +334,7 @@ def load_config(
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """The resolved config as YAML, written whole or not at all (KeepError naming the file if it cannot be)."""
+    from .paths import write_atomically
+
+    write_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -60,8 +60,10 @@ def start_process_group(device: str | torch.device) -> Torchrun:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-            dist.init_process_group(backend, init_method="env://")
+            device = torch.device(device)
+            if device.type == "cuda":  # NCCL's collectives of plain values and its barrier run on this GPU
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return place
 
 

@@ -7,3 +7,9 @@ class KeepError(Exception):
 
 class WeightsUnavailable(KeepError):
     """Pretrained weights are neither on disk nor downloadable here."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for from outside: Ctrl-C (SIGINT) or SIGTERM, which docker, systemd, Slurm and Kubernetes
+    send. Handled as Ctrl-C: the run removes what it had not finished and ends with exit status 130; the
+    message (printed after `interrupted: `) says what was kept, if anything."""

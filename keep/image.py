@@ -17,6 +17,7 @@ import torch
 from einops import rearrange
 
 from .errors import KeepError
+from .paths import write_atomically
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -127,11 +128,17 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """`(H, W, 3)` uint8 RGB -> file (format from the suffix)."""
+    """`(H, W, 3)` uint8 RGB -> file (format from the suffix), written whole or not at all
+    (`keep.paths.write_atomically`: KeepError naming the file if it cannot be written)."""
     import cv2
 
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+    try:
+        encoded, data = cv2.imencode(Path(path).suffix, np.ascontiguousarray(rgb[..., ::-1]))
+    except cv2.error:
+        encoded = False
+    if not encoded:
         raise KeepError(f"cannot write image {path}")
+    write_atomically(path, data.tobytes(), fsync=False)
 
 
 def to_tensor(img: np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KeepError, WeightsUnavailable
+from .paths import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -152,30 +151,25 @@ def offline() -> bool:
     return os.environ.get("KEEP_OFFLINE", "0") not in ("", "0", "false", "False")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(entry: WeightFile, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        log.info("downloading %s from %s", entry.filename, entry.url)
-        with urllib.request.urlopen(entry.url, timeout=30) as response, open(tmp_path, "wb") as f:
-            shutil.copyfileobj(response, f)
-        digest = sha256_of(tmp_path)
+    """Download `entry` into `dest` whole or not at all (`keep.paths.write_atomically`): a file whose sha256
+    differs from the published one is never put in place."""
+
+    def fetch(file) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(entry.url, timeout=30) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                file.write(chunk)
         if not entry.sha256:
-            log.warning("%s: no published checksum, sha256 %s not verified", entry.filename, digest)
-        elif not digest.startswith(entry.sha256):
-            raise KeepError(f"{entry.filename}: sha256 {digest[:16]}... does not match the expected {entry.sha256}")
-        os.replace(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+            log.warning("%s: no published checksum, sha256 %s not verified", entry.filename, digest.hexdigest())
+        elif not digest.hexdigest().startswith(entry.sha256):
+            raise KeepError(
+                f"{entry.filename}: sha256 {digest.hexdigest()[:16]}... does not match the expected {entry.sha256}"
+            )
+
+    log.info("downloading %s from %s", entry.filename, entry.url)
+    write_atomically(dest, fetch)
 
 
 def _refuse_folder(path: Path, name: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from keep.errors import KeepError  # noqa: E402
 from keep.evaluation.data import list_clips  # noqa: E402
 from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.paths import move_into_place, partial_path, remove_partials, stale_partials, write_atomically  # noqa: E402
 from keep.threads import set_threads  # noqa: E402
 
 
@@ -48,8 +48,9 @@ def clip_seed(name: str, seed: int) -> int:
 def make_lq(root: Path, *, seed: int = 0, params: DegradationConfig, overwrite: bool = False) -> list[str]:
     """Write LQ frames for every GT clip of `root`; returns the clips written.
 
-    A clip is written into `LQ/.<clip>.partial/` and renamed when complete, so an interrupted run
-    never leaves a half-written clip that a later run would take for a finished one."""
+    A clip is written into a hidden partial folder of its own (`keep.paths.partial_path`) and renamed when
+    complete, so an interrupted run never leaves a half-written clip that a later run would take for a
+    finished one."""
     written = []
     for name in list_clips(root):
         lq_dir = root / "LQ" / name
@@ -65,14 +66,15 @@ def make_lq(root: Path, *, seed: int = 0, params: DegradationConfig, overwrite: 
         if height % params.scale or width % params.scale:
             raise KeepError(f"clip {name}: GT size {width}x{height} is not divisible by {params.scale}")
         lq = degrade_clip(np.stack(gt), np.random.default_rng(clip_seed(name, seed)), params)
-        partial = root / "LQ" / f".{name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for path, frame in zip(files, lq, strict=True):
-            write_image(partial / f"{path.stem}.png", frame)
-        if lq_dir.is_dir():  # --overwrite: the old clip goes only once the new one is complete
-            shutil.rmtree(lq_dir)
-        partial.rename(lq_dir)
+        remove_partials(stale_partials(lq_dir))  # left by runs that were killed
+        partial = partial_path(lq_dir)
+        try:
+            partial.mkdir(parents=True)
+            for path, frame in zip(files, lq, strict=True):
+                write_image(partial / f"{path.stem}.png", frame)
+            move_into_place(partial, lq_dir)  # --overwrite: the old clip goes only once the new one is complete
+        finally:
+            remove_partials([partial])
         written.append(name)
     return written
 
@@ -125,7 +127,7 @@ def _main(args: argparse.Namespace) -> int:
     written = make_lq(root, seed=args.seed, params=params, overwrite=args.overwrite)
     (root / "LQ").mkdir(parents=True, exist_ok=True)
     save_config(params, root / "LQ" / "degradation.yml")
-    (root / "LQ" / "seed.json").write_text(json.dumps(record) + "\n")
+    write_atomically(root / "LQ" / "seed.json", json.dumps(record) + "\n")
     print(f"wrote LQ for {len(written)} clips under {root / 'LQ'} (protocol {protocol.name})")
     return 0
 

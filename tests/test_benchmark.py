@@ -5,6 +5,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -296,7 +302,7 @@ def test_cli_checks_data_before_building_a_model(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "r").exists()  # nothing written
 
 
-def test_cli_rerun_under_a_name_refused_then_replaced(tmp_path, capsys):
+def test_cli_rerun_under_a_name_refused_then_replaced(tmp_path, capsys, caplog):
     """A second run under an existing name is refused (the first run's files untouched); with
     --overwrite the previous run's files are replaced, never mixed with the new ones."""
     cli = load_script(REPO / "test.py", "keep_test_cli")
@@ -304,11 +310,14 @@ def test_cli_rerun_under_a_name_refused_then_replaced(tmp_path, capsys):
     root = tmp_path / "set"
     write_gt_set(root, 64, 2)
     assert make.main(["--root", str(root)]) == 0
+    (root / "LQ" / "extra").mkdir()  # an LQ clip with no ground truth: said, and noted in the table
     results = tmp_path / "results"
     base = ["--name", "run", "--no_progress", "--set", f"data.root={root}", f"results_dir={results}"]
     assert cli.main([*base, "--save_images", "--set", "methods=[bicubic]"]) == 0
     out = results / "run"
     first_table = (out / "table.md").read_text()
+    said = "1 LQ clip(s) without ground truth (GT/<clip>), not scored: extra"
+    assert f"warning: {said}" in caplog.text and f"- skipped: {said}" in first_table
     assert (out / "images" / "bicubic" / "clip_a" / "00000.png").is_file()
     (out / "notes.txt").write_text("mine")  # a user's own file in the folder
 
@@ -328,6 +337,33 @@ def test_cli_rerun_under_a_name_refused_then_replaced(tmp_path, capsys):
     assert "cannot read image" in capsys.readouterr().err
     assert "1 clips" in (out / "table.md").read_text()
     assert (out / "table.md").is_file() and sorted(p.name for p in results.iterdir()) == ["run"]
+
+
+def test_sigterm_mid_run_leaves_no_staging_lock_or_results(tmp_path):
+    """test.py stopped as a job is stopped (SIGTERM) while it scores: one line, exit 130, and nothing in the
+    results folder (the run's staging folder and its lock removed)."""
+    make = load_script(REPO / "scripts" / "make_test_set.py", "make_test_set")
+    root, results = tmp_path / "set", tmp_path / "results"
+    write_gt_set(root, 64, 4)
+    for copy in ("clip_c", "clip_d"):
+        shutil.copytree(root / "GT" / "clip_a", root / "GT" / copy)
+    assert make.main(["--root", str(root)]) == 0
+    command = [sys.executable, str(REPO / "test.py"), "--name", "run", "--no_progress", "--set", "methods=[bicubic]"]
+    command += ["--set", f"data.root={root}", f"results_dir={results}"]
+    env = {**os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": ""}
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(results.glob(".run.*.partial/config.yml")):  # scoring has begun
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-2000:]
+        time.sleep(0.01)
+    run.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail("test.py did not stop within 120 s of SIGTERM")
+    assert run.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted by SIGTERM", stderr[-2000:]
+    assert "Traceback" not in stderr and list(results.iterdir()) == []
 
 
 def test_cli_help_explains_options(capsys):

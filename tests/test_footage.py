@@ -33,7 +33,8 @@ from footage import (
 
 from inference import main
 from keep.errors import KeepError
-from keep.pipeline.inputs import Input, OutputLock, outputs_of
+from keep.paths import FileLock
+from keep.pipeline.inputs import Input, outputs_of
 from keep.video import VideoWriter, open_input, probe, write_image
 from keep.video.io import ORIENTATIONS
 
@@ -216,9 +217,19 @@ def test_finished_means_the_summary_names_the_output_and_killed_runs_leave_nothi
     out = outputs_of(Input(tmp_path / "clip.mp4", "video"), tmp_path / "out")
     out.main.parent.mkdir()
     out.main.write_bytes(b"a video")
-    assert not out.finished()  # no summary: a run was killed between moving the output and its summary
-    out.summary.write_text(json.dumps({"output": str(out.main)}))
-    assert out.finished()
+    assert not out.finished()  # no summary: a file put there by hand (runs write the summary first)
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.main
+    out.summary.write_text("someone's notes")
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.summary  # not a summary of ours
+    out.summary.write_text(json.dumps({"input": "clip.mov", "output": str(out.main.with_suffix(".mkv"))}))
+    assert out.in_the_way(save_faces=False, save_frames=False) == out.main  # ours, of another output
+    out.summary.write_text(json.dumps({"input": "clip.mov", "output": str(out.main), "faces_log": None}))
+    assert out.finished() and out.in_the_way(save_faces=False, save_frames=False) is None
+    out.faces_log.write_text("someone's faces")
+    assert out.in_the_way(save_faces=True, save_frames=False) == out.faces_log  # the summary does not name it
+    with pytest.raises(KeepError, match="clip_faces.jsonl exists and was not written by KEEP"):
+        out.check_replaceable(overwrite=False, save_faces=True, save_frames=False)
+    out.check_replaceable(overwrite=True, save_faces=True, save_frames=False)
     stale = [out.partial("123-0badcafe"), out.main.with_name(".clip.partial.mp4")]
     others = [out.main.with_name(".clip.x.123-0badcafe.partial.mp4"), out.main.with_name(".clip.lock")]
     for path in stale + others:
@@ -228,7 +239,7 @@ def test_finished_means_the_summary_names_the_output_and_killed_runs_leave_nothi
 
 def test_a_second_lock_waits_or_says_busy(tmp_path):
     path = tmp_path / ".clip.lock"
-    first, second = OutputLock(path), OutputLock(path)
+    first, second = FileLock(path), FileLock(path)
     assert first.acquire(wait=False)
     assert not second.acquire(wait=False)
     first.release()
@@ -268,6 +279,36 @@ def test_two_runs_on_the_same_output_share_it(tmp_path):
     assert sum(line.startswith("skipped:") for line in lines) == 1
     assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "clip_summary.json"]
     assert probe(out / "clip.mp4")["frames"] == 40 and audio_tracks(out / "clip.mp4")[0]["seconds"] > 1
+
+
+def test_a_file_keep_did_not_write_is_never_replaced_without_overwrite(tmp_path):
+    """A `clip.mp4` beside `clip.mov` with `-o` the same folder, and an earlier `a.mp4` in a folder run's output
+    folder: each is refused in one line and kept byte for byte (the folder run restores the other input); with
+    --overwrite the file is replaced."""
+    frames = sample_frames(8)
+    clip = write_clip(tmp_path / "clip.mov", frames)
+    (tmp_path / "clip.mp4").write_bytes(b"someone's own video")
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
+    for name in ("a", "b"):
+        write_clip(videos / f"{name}.mp4", frames)
+    out.mkdir()
+    (out / "a.mp4").write_bytes(b"an earlier file")
+    small = [*TINY, "--threads", "1"]
+    runs = [run_inference("-i", str(source), "-o", str(folder), *small) for source, folder in ((clip, tmp_path),
+                                                                                            (videos, out))]  # fmt: skip
+    (single, _, single_err), (folder, folder_out, folder_err) = [finish(run) for run in runs]
+    for rc, stderr, path in ((single, single_err, tmp_path / "clip.mp4"), (folder, folder_err, out / "a.mp4")):
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert rc == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr[-2000:]
+        assert f"{path} exists and was not written by KEEP" in errors[0] and "--overwrite" in errors[0]
+    assert (tmp_path / "clip.mp4").read_bytes() == b"someone's own video"
+    assert (out / "a.mp4").read_bytes() == b"an earlier file"
+    assert "2 inputs: 1 restored, 0 skipped (output exists), 1 failed" in folder_out
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "b_summary.json"]
+    assert main(["-i", str(clip), "-o", str(tmp_path), *small, "--overwrite"]) == 0
+    assert probe(tmp_path / "clip.mp4")["frames"] == 8
+    assert summary_of(tmp_path, "clip")["output"] == str(tmp_path / "clip.mp4")
 
 
 # ------------------------------------------------------------------------------------------ resources
@@ -338,6 +379,28 @@ def test_a_killed_worker_is_one_line_and_leaves_nothing(tmp_path):
     assert rc == 2 and len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-2000:]
     assert "killed by SIGKILL" in errors[0] and str(clip) in errors[0]
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_every_process_of_the_run_is_ctrl_c_and_leaves_nothing(tmp_path):
+    """SIGTERM to the run's process group, as systemd and Slurm stop a job (docker and Kubernetes signal the
+    main process alone, which this includes), with the workers' queues full: the workers leave the stopping to
+    the main process, which removes the partial output and the lock and ends with one line, exit 130."""
+    clip = write_clip(tmp_path / "clip.mp4", sample_frames(300))
+    out = tmp_path / "out"
+    run = run_inference("-i", str(clip), "-o", str(out), "--model", "preset:tiny", "--flow", "dis", "--threads", "1",
+                        start_new_session=True)  # fmt: skip
+    started_restoring(out, run)
+    workers = worker_pids(run.pid)
+    os.killpg(run.pid, signal.SIGTERM)
+    rc, _, stderr = finish(run)
+    assert rc == 130 and stderr.strip().splitlines()[-1] == "interrupted by SIGTERM", stderr[-2000:]
+    assert "error:" not in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # neither output, partial file nor lock
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in workers)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")

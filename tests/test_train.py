@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from keep.config import load_config
 from keep.errors import KeepError
@@ -196,35 +197,130 @@ def _train_subprocess(*args: str, wait: bool = True, env: dict | None = None):
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_sigkilled_run_resumes_bit_identical_and_reruns_are_identical(tmp_path, clip_folder):
-    """Real train.py processes at the default thread count (train.deterministic in the tiny configs)."""
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not (path.is_file() and path.stat().st_size) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, f"the run ended before {path} appeared: {process.stderr.read()[-2000:]}"
+
+
+def _no_partial_files(run: Path) -> bool:
+    return not [p for p in run.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+def test_stopped_and_killed_runs_resume_bit_identical_and_one_run_per_folder(tmp_path, clip_folder):
+    """Real train.py processes at the default thread count (train.deterministic in the tiny configs): two
+    uninterrupted runs (a, b), one SIGKILLed (c) and one SIGTERMed (d) after their first checkpoint, both
+    resumed: the same losses and bit-identical weights. While `a` runs, a second training under its name
+    (with --auto_resume and another learning rate) is refused in one line naming `a`'s process; `a` goes on."""
     sets = [f"root={tmp_path}", "model.pretrained=null", "data.source=clips", f"data.path={clip_folder}"]
     sets += ["data.frame_range=[0,-1]", "val=null", "log.every=1", "log.tensorboard=false", "log.save_every=3"]
     sets += ["train.total_steps=8", "train.disc_start=2", "train.ema_decay=0.9", "data.batch_size=2"]
     opt = STAGE_CONFIGS["vqgan"]
     # Idle OpenMP threads sleep instead of spinning: the same results, 2x faster when other jobs hold the cores.
     env = {"OMP_WAIT_POLICY": "PASSIVE"}
-    for name in ("a", "b"):
-        done = _train_subprocess("-opt", opt, "--set", *sets, "--set", f"name={name}", env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-    killed = _train_subprocess("-opt", opt, "--set", *sets, "--set", "name=c", wait=False, env=env)
-    state = tmp_path / "c" / "training_states" / "latest.state"
-    deadline = time.time() + 240
-    while not state.is_file() and killed.poll() is None and time.time() < deadline:
+    runs = {name: _train_subprocess("-opt", opt, "--set", *sets, "--set", f"name={name}", wait=False, env=env)
+            for name in "acd"}  # fmt: skip
+    _wait_for(tmp_path / ".a.lock", runs["a"])  # a holds its run folder: pause it there
+    runs["a"].send_signal(signal.SIGSTOP)
+    # each right after its first checkpoint (step 3), mid-run: c killed, d stopped as docker, systemd, Slurm and
+    # Kubernetes stop a job
+    waiting, deadline = {"c": signal.SIGKILL, "d": signal.SIGTERM}, time.time() + 240
+    while waiting and time.time() < deadline:
+        for name in list(waiting):
+            if (tmp_path / name / "training_states" / "latest.state").is_file():
+                runs[name].send_signal(waiting.pop(name))
         time.sleep(0.005)
-    killed.send_signal(signal.SIGKILL)  # right after the first checkpoint (step 3), mid-run
-    assert killed.wait() == -signal.SIGKILL
+    assert not waiting, f"no checkpoint from {list(waiting)}"
+    second = _train_subprocess("-opt", opt, "--set", *sets, "name=a", "train.lr=0.5", "--auto_resume", env=env)
+    runs["a"].send_signal(signal.SIGCONT)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
+    assert f"run folder {tmp_path / 'a'} is in use by another training (process {runs['a'].pid} on " in second.stderr
+    assert runs["c"].wait(timeout=240) == -signal.SIGKILL
+    stopped = runs["d"].communicate(timeout=240)[1].decode().strip().splitlines()
+    assert runs["d"].returncode == 130, stopped[-20:]
+    assert runs["a"].wait(timeout=300) == 0, runs["a"].stderr.read()[-2000:]
+    states = tmp_path / "d" / "training_states"
+    step = torch.load(states / "latest.state", weights_only=True)["step"]
+    assert stopped[-1] == (f"interrupted by SIGTERM: training state saved at step {step} in {states}; "
+                           "--auto_resume continues from it")  # fmt: skip
+    assert 3 <= step < 8 and max(read_metrics(tmp_path / "d")) == step and _no_partial_files(tmp_path / "d")
     assert not (tmp_path / "c" / "models" / "net_g_8.pth").exists()
-    resumed = _train_subprocess("-opt", opt, "--set", *sets, "--set", "name=c", "--auto_resume", env=env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = _train_subprocess("-opt", opt, "--set", *sets, "--set", "name=b", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in "cd":
+        resumed = _train_subprocess("-opt", opt, "--set", *sets, "--set", f"name={name}", "--auto_resume", env=env)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert resumed.stdout.startswith("--auto_resume: continuing from step ")
+    assert f"continuing from step {step} ({states / 'latest.state'})" in resumed.stdout
 
-    metrics = {name: read_metrics(tmp_path / name) for name in "abc"}
+    configs = {name: yaml.safe_load((tmp_path / name / "config.yml").read_text()) for name in "ab"}
+    assert configs["a"]["train"] == configs["b"]["train"]  # the refused run changed nothing
+    metrics = {name: read_metrics(tmp_path / name) for name in "abcd"}
     assert sorted(metrics["a"]) == list(range(1, 9))
-    assert metrics["a"] == metrics["b"] == metrics["c"]  # every loss, bit for bit
-    final = {name: torch.load(tmp_path / name / "models/net_g_latest.pth", weights_only=True) for name in "abc"}
+    assert metrics["a"] == metrics["b"] == metrics["c"] == metrics["d"]  # every loss, bit for bit
+    final = {name: torch.load(tmp_path / name / "models/net_g_latest.pth", weights_only=True) for name in "abcd"}
     for key in ("state_dict", "ema"):
-        for name in "bc":
+        for name in "bcd":
             assert all(torch.equal(v, final[name][key][k]) for k, v in final["a"][key].items()), (name, key)
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_state(tmp_path, clip_folder):
+    """The resumed run's final save fails (a file size limit: EFBIG, as a full disk's ENOSPC): exit 2, one
+    `error:` line naming the file, no partial file, and the step-3 state and checkpoint still whole."""
+    import resource
+
+    sets = ["--set", f"root={tmp_path}", "name=full", "val=null", "log.tensorboard=false", "log.save_every=0"]
+    base = ["-opt", STAGE_CONFIGS["vqgan"], "--threads", "1", *sets, "data.batch_size=1"]
+    assert _train_subprocess(*base, "train.total_steps=3").returncode == 0
+    run = tmp_path / "full"
+    limit = (run / "models" / "net_g_latest.pth").stat().st_size // 2  # the logs and config.yml still fit
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "train.py", *base, "train.total_steps=5", "--auto_resume"]
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(f"error: cannot write {run / 'models'}/net_g_5.pth: File too large")
+    assert _no_partial_files(run)
+    assert torch.load(run / "training_states" / "latest.state", weights_only=True)["step"] == 3
+    assert torch.load(run / "models" / "net_g_latest.pth", weights_only=True)["step"] == 3
+
+
+def test_ctrl_c_ends_the_step_saves_it_and_auto_resume_says_where_it_starts(tmp_path, clip_folder, capsys):
+    """SIGINT part-way through step 3 (in this process): the step ends, its state is saved, and the run stops
+    with `Interrupted` naming the step. --auto_resume says where it starts (step 0 in a new folder, then 3),
+    and uses no folder that holds files a run does not write."""
+    from keep.errors import Interrupted
+
+    cfg = tiny_config("vqgan", tmp_path, clip_folder, "train.total_steps=6", "val=null", "log.save_every=0")
+    run = tmp_path / cfg.name
+    trainer = Trainer(cfg, auto_resume=True)
+    assert f"--auto_resume: no training state in {run}; starting from step 0" in capsys.readouterr().out
+    step = trainer.train_step
+
+    def interrupted(batch):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(batch)
+
+    trainer.train_step = interrupted
+    with pytest.raises(Interrupted, match=r"^by SIGINT: training state saved at step 3 in "):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
+    resumed = Trainer(cfg, auto_resume=True)
+    resumed.close()  # (fit would release the run folder at its end)
+    assert resumed.step == 3
+    said = f"--auto_resume: continuing from step 3 ({run / 'training_states' / 'latest.state'})"
+    assert said in capsys.readouterr().out
+    with pytest.raises(KeepError, match="exists: pass --auto_resume"):
+        Trainer(cfg)
+    (run / "notes.txt").write_text("someone's")
+    with pytest.raises(KeepError, match=r"holds files a training run does not write \(notes.txt\)"):
+        Trainer(cfg, auto_resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cfg.name]  # no lock left behind
 
 
 def _interrupt_at(monkeypatch, step: int) -> None:
@@ -308,8 +404,6 @@ def test_train_py_conventions(tmp_path, clip_folder):
     base = ["-opt", STAGE_CONFIGS["vqgan"], "--threads", "1", "--set", f"root={tmp_path}", "name=sets", "val=null"]
     done = _train_subprocess(*base, "train.total_steps=1", "--set", "log.every=1", "data.batch_size=1")
     assert done.returncode == 0, done.stderr[-2000:]
-    import yaml
-
     resolved = yaml.safe_load((tmp_path / "sets" / "config.yml").read_text())
     assert resolved["train"]["total_steps"] == 1 and resolved["log"]["every"] == 1
     assert resolved["data"]["batch_size"] == 1
@@ -379,6 +473,27 @@ def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
             for key, value in rank0[part].items():
                 diff = (value - single[part][key]).abs()
                 assert diff.max() <= 1e-8, (stage, part, key, f"{int((diff > 1e-8).sum())}/{diff.numel()} differ")
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_after_one_save(tmp_path):
+    """torchrun passes SIGTERM on to both (gloo) processes, which may get it at different steps: they agree on
+    one step, rank 0 saves it, both say so, and the run folder is released."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    command += ["-opt", STAGE_CONFIGS["vqgan"], "--threads", "1", "--set", f"root={tmp_path}", "name=ddp", "val=null"]
+    command += ["log.every=1", "log.tensorboard=false", "log.save_every=0", "train.total_steps=500"]
+    run = subprocess.Popen(command, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics, deadline = tmp_path / "ddp" / "metrics.jsonl", time.time() + 300
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert run.poll() is None and time.time() < deadline, run.stderr.read()[-3000:]
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    step = torch.load(tmp_path / "ddp" / "training_states" / "latest.state", weights_only=True)["step"]
+    said = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert said == [f"interrupted by SIGTERM: training state saved at step {step} in {tmp_path / 'ddp'}/"
+                    "training_states; --auto_resume continues from it"] * 2, stderr[-3000:]  # fmt: skip
+    assert max(read_metrics(tmp_path / "ddp")) == step and sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
 
 
 def test_a_released_models_gmflow_travels_through_fine_tuning(tmp_path, clip_folder):

@@ -32,6 +32,18 @@ def list_clips(root: str | Path, names: tuple[str, ...] = ()) -> list[str]:
     return list(names) if names else available
 
 
+def lq_without_gt(root: str | Path) -> list[str]:
+    """The clips of `root/LQ/` that have no `root/GT/` folder: nothing to score them against."""
+    lq_root, gt_root = Path(root) / "LQ", Path(root) / "GT"
+    if not lq_root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in lq_root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (gt_root / p.name).is_dir()
+    )
+
+
 def clip_files(root: str | Path, name: str, *, max_frames: int = 0) -> tuple[list[Path], list[Path]]:
     """The GT and LQ frame files of a clip, checked without decoding them all: frames exist, LQ has
     every GT file name, and the first LQ frame is the first GT frame / 4 in size."""

@@ -10,10 +10,11 @@ results/<name>/
     images/<method>/<clip>/<frame>.png   restored frames (save_images: true)
 
 Everything is checked before any network is built (methods, streaming mode, device, every clip's
-files), and the run is written into `<results_dir>/.<name>.partial/` and moved into place when it is
-complete: a failed run never leaves a half run, nor removes the previous one. A folder that already
-holds a run is refused unless `overwrite: true` (test.py `--overwrite`), which replaces that run's
-files (only the files listed above; anything else in the folder stays).
+files), and the run is written into `<results_dir>/.<name>.<run>.partial/` and moved into place when it
+is complete: a failed or interrupted run (Ctrl-C, SIGTERM) never leaves a half run, nor removes the
+previous one. One run per name at a time (`<results_dir>/.<name>.lock`: another is refused, naming the
+process). A folder that already holds a run is refused unless `overwrite: true` (test.py `--overwrite`),
+which replaces that run's files (only the files listed above; anything else in the folder stays).
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ from ..config import save_config
 from ..devices import resolve_device
 from ..errors import KeepError
 from ..image import write_image
-from ..paths import check_output_outside_inputs
+from ..paths import (
+    FileLock,
+    check_output_outside_inputs,
+    partial_path,
+    remove_partials,
+    stale_partials,
+    write_error,
+)
 from ..streaming import MODES
 from .config import BenchmarkConfig
-from .data import clip_files, list_clips, load_clip
+from .data import clip_files, list_clips, load_clip, lq_without_gt
 from .evaluator import FRAME_METRICS, Evaluator
 from .methods import METHODS, check_methods
 from .report import markdown_table, plot_clip, summarize, write_csv, write_json
@@ -58,13 +66,25 @@ def check_inputs(cfg: BenchmarkConfig) -> list[str]:
         clip_files(cfg.data.root, name, max_frames=cfg.data.max_frames)
     out_dir = Path(cfg.results_dir) / cfg.name
     check_output_outside_inputs(out_dir, [cfg.data.root])
+    _check_previous_run(out_dir, cfg.overwrite)
+    if _unscored(cfg):
+        log.warning("warning: %s", _unscored(cfg))
+    return clips
+
+
+def _unscored(cfg: BenchmarkConfig) -> str:
+    """The LQ clips a run over the whole test set leaves out, in words (the table's notes say it too)."""
+    clips = lq_without_gt(cfg.data.root) if not cfg.data.clips else []
+    return f"{len(clips)} LQ clip(s) without ground truth (GT/<clip>), not scored: {', '.join(clips)}" if clips else ""
+
+
+def _check_previous_run(out_dir: Path, overwrite: bool) -> None:
     previous = [f for f in RUN_FILES if (out_dir / f).exists()]
-    if previous and not cfg.overwrite:
+    if previous and not overwrite:
         raise KeepError(
             f"{out_dir} already holds a run ({', '.join(previous)}); pass --overwrite (overwrite: true) to "
             "replace it, or --name another"
         )
-    return clips
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
@@ -88,16 +108,20 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     out_dir = Path(cfg.results_dir) / cfg.name
     model = _load_network(cfg, device) if any(METHODS[m][1] for m in cfg.methods) else None
     evaluator = Evaluator(cfg.metrics, device=device)
-
-    staging = Path(cfg.results_dir) / f".{cfg.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
-    staging.mkdir(parents=True)
     try:
-        table, summary, notes = _run(cfg, clips, model, evaluator, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out_dir.parent, exc) from None
+    with FileLock(out_dir.parent / f".{cfg.name}.lock").held(f"another test.py run is writing {out_dir}"):
+        _check_previous_run(out_dir, cfg.overwrite)  # again: a run under this name may have ended meanwhile
+        remove_partials(stale_partials(out_dir))  # left by runs that were killed
+        staging = partial_path(out_dir)
+        staging.mkdir()
+        try:
+            table, summary, notes = _run(cfg, clips, model, evaluator, staging)
+            _publish(staging, out_dir)
+        finally:
+            remove_partials([staging])
     return {"table": table, "summary": summary, "dir": out_dir, "notes": notes}
 
 
@@ -145,6 +169,9 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
         "psnr/ssim": "RGB, [0, 255], no border crop; SSIM 11x11 Gaussian window (sigma 1.5), channel mean",
         **{k: evaluator.notes.get(k, "") for k in ("lpips", "ids", "akd", "twe")},
     }
+    unscored = _unscored(cfg)
+    if unscored:
+        notes["skipped"] = unscored
     table = markdown_table(summary, header, notes)
     (out_dir / "table.md").write_text(table)
     write_csv(out_dir / "per_frame.csv", frame_rows)

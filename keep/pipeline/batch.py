@@ -5,11 +5,12 @@ or over the workers of a Ray cluster (`--set engine=ray`, `ray_engine`).
     torchrun --nproc_per_node 4 inference.py -i videos/ -o out          # 4 processes (GPUs), one share each
     python inference.py -i videos/ -o out --set engine=ray              # Ray workers, the next video to a free one
 
-An input is finished when its output exists and its summary, written after the output is moved into
-place, names it (outputs appear only once complete: each run writes a hidden partial file of its own and
-moves it into place); `--overwrite` redoes it. Two runs on the same output folder share it: an output
-another run is writing (its lock file is held, `inputs.OutputLock`) is put off, then waited for and
-skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
+An input is finished when its output exists and its summary names it (outputs appear only once complete:
+each run writes hidden partial files of its own, then the summary, then moves them into place);
+`--overwrite` redoes it. An output file that no summary names was not written by this program: its input
+is refused with one `error:` line (the others go on) unless `--overwrite`. Two runs on the same output
+folder share it: an output another run is writing (its lock file is held, `keep.paths.FileLock`) is put
+off, then waited for and skipped if that run finished it. Under torchrun (WORLD_SIZE > 1) rank 0 lists
 the unfinished inputs and broadcasts the list (so every process shares out the same list, whatever
 the others have finished meanwhile), process r takes inputs r, r + N, r + 2N, ... on GPU `LOCAL_RANK`
 (or the CPU), and rank 0 gathers and reports the totals. A failing input is reported as one `error:`
@@ -28,7 +29,8 @@ from tqdm import tqdm
 
 from ..distributed import start_process_group, stop_process_group, torchrun_place
 from ..errors import KeepError
-from .inputs import Input, OutputLock, Outputs, check_outputs, make_output_folder, outputs_of
+from ..paths import FileLock
+from .inputs import Input, Outputs, check_outputs, make_output_folder, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -123,10 +125,17 @@ def restore_inputs(
                               threads=threads)  # fmt: skip
     dist = Distributed(options.device)
     try:
-        todo, skipped = unfinished(items, outdir, options) if dist.rank == 0 else (None, None)
-        todo, skipped = dist.broadcast((todo, skipped))  # one list for all, whatever the others finish meanwhile
+        plan = unfinished(items, outdir, options) if dist.rank == 0 else None
+        todo, finished, refused = dist.broadcast(plan)  # one list for all, whatever the others finish meanwhile
+        if refused and not keep_going:
+            raise KeepError(refused[0][1])  # one input: before any model is loaded
         mine = todo[dist.rank :: dist.world]
-        result = BatchResult(skipped=skipped if dist.rank == 0 else [])
+        result = BatchResult()
+        if dist.rank == 0:
+            result.skipped = [output for _, output in finished]
+            result.failed = [(str(item.source), message) for item, message in refused]
+            for source, message in result.failed:
+                print(f"error: {source}: {message}", file=sys.stderr, flush=True)
         if mine:
             _run(mine, outdir, replace(options, device=dist.device), result, keep_going, progress and dist.rank == 0)
         results = dist.gather(result)
@@ -140,14 +149,27 @@ def restore_inputs(
     return total
 
 
-def unfinished(items: list[Input], outdir: Path, options: PipelineOptions) -> tuple[list[Input], list[str]]:
-    """The inputs to restore, and the outputs of those skipped because they are finished (`Outputs.finished`;
-    `--overwrite` redoes them)."""
-    outputs = {item: outputs_of(item, outdir, options.container) for item in items}
-    finished = [item for item in items if not options.overwrite and outputs[item].finished()]
-    for item in finished:
-        log.info("skip %s: %s exists (--overwrite redoes it)", item.source, outputs[item].main)
-    return [item for item in items if item not in finished], [str(outputs[item].main) for item in finished]
+def unfinished(
+    items: list[Input], outdir: Path, options: PipelineOptions
+) -> tuple[list[Input], list[tuple[Input, str]], list[tuple[Input, str]]]:
+    """The inputs to restore; those skipped because their output is finished (`Outputs.finished`; `--overwrite`
+    redoes them), with the output; and those refused because a file this program did not write is in the way
+    of their outputs (`Outputs.check_replaceable`), with the message."""
+    todo, finished, refused = [], [], []
+    for item in items:
+        out = outputs_of(item, outdir, options.container)
+        if not options.overwrite and out.finished():
+            log.info("skip %s: %s exists (--overwrite redoes it)", item.source, out.main)
+            finished.append((item, str(out.main)))
+            continue
+        try:
+            out.check_replaceable(overwrite=options.overwrite, save_faces=options.save_faces,
+                                  save_frames=options.save_frames)  # fmt: skip
+        except KeepError as exc:
+            refused.append((item, str(exc)))
+            continue
+        todo.append(item)
+    return todo, finished, refused
 
 
 def _run(
@@ -186,13 +208,13 @@ def _run(
 def restore_one(
     pipeline: Pipeline, item: Input, out: Outputs, *, wait: bool, progress: bool
 ) -> tuple[str, dict | None]:
-    """Restore one input under its output's lock (`OutputLock`): the unit of work of every engine.
+    """Restore one input under its output's lock (`keep.paths.FileLock`): the unit of work of every engine.
 
     Returns ("done", summary); ("skipped", None) when another run finished the output since the list was made;
     ("busy", None) when another run is writing it and not `wait` (put it off, then call again with `wait`).
-    A failure of the input itself is its KeepError. Partial files that killed runs left are removed first.
+    A failure of the input itself is its KeepError.
     """
-    lock = OutputLock(out.lock)
+    lock = FileLock(out.lock)
     if wait:
         log.info("%s: waiting for the other run that writes %s", item.source, out.main)
     if not lock.acquire(wait=wait):
@@ -202,9 +224,7 @@ def restore_one(
         if not pipeline.options.overwrite and out.finished():  # finished since the list was made
             log.info("skip %s: %s was finished by another run", item.source, out.main)
             return "skipped", None
-        for stale in out.stale_partials():  # left by killed runs; no run writes them now
-            stale.unlink(missing_ok=True)
-        return "done", pipeline.restore(item, out, progress=progress)
+        return "done", pipeline.restore(item, out, progress=progress)  # stale partials removed there
     finally:
         lock.release()
 

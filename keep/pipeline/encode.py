@@ -14,9 +14,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..image import write_image
+from ..paths import write_error
 from ..video.io import VideoWriter
 from ..video.pictures import rgb_of_planes
-from .inputs import write_error
 from .items import Composed, Job
 from .stage import Slots, Stage
 
@@ -24,7 +24,7 @@ from .stage import Slots, Stage
 @dataclass
 class EncodeJob:
     partial: Path  # where the video / image is written until complete
-    output: Path  # where it goes when complete (named in messages)
+    output: Path  # where it goes when complete (named in messages; the pipeline moves every file into place)
     kind: str  # video | frames | image
     width: int
     height: int
@@ -34,8 +34,8 @@ class EncodeJob:
     crf: int
     preset: str  # libx264 preset
     streams_from: Path | None  # the input video, whose audio and subtitle tracks are copied
-    frames_dir: Path | None  # --save_frames
-    faces_log: Path | None  # --save_faces
+    frames_dir: Path | None  # --save_frames: the partial folder of the frames
+    faces_log: Path | None  # --save_faces: the partial file of the face records
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """What a run reads and writes: one input or a folder of them, their output paths, and the checks made
-before any model is loaded (a missing input is reported at once; no output may land in an input).
+before any model is loaded (a missing input is reported at once; no output may land in an input, nor
+replace a file this program did not write: `Outputs.check_replaceable`).
 
 `-i` may be a video file, one image, a folder of frames (images directly inside), or a folder of
 videos and/or frame folders (one output each). Outputs: `OUTDIR/<stem>.mp4` (`.png` for one image),
@@ -8,17 +9,13 @@ videos and/or frame folders (one output each). Outputs: `OUTDIR/<stem>.mp4` (`.p
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, is_image, list_images
-from ..paths import check_output_outside_inputs
+from ..paths import check_output_outside_inputs, new_run_token, partial_path, stale_partials
 from ..video.io import VIDEO_SUFFIXES, is_video
 
 
@@ -34,6 +31,11 @@ class Input:
 
 @dataclass(frozen=True)
 class Outputs:
+    """The files a run writes for one input. The summary is the run's record: written once the other files
+    are complete and just before they are moved into place, it names each of them (`output`, `faces_log`,
+    `frames_dir`). A file there that no record names was not written by this program, and is replaced only
+    with `--overwrite` (`in_the_way`)."""
+
     main: Path  # the restored video (or image)
     summary: Path
     faces_log: Path
@@ -45,37 +47,70 @@ class Outputs:
 
     @property
     def lock(self) -> Path:
-        """The lock file of `main` (`OutputLock`): one run at a time writes it."""
+        """The lock file of `main` (`keep.paths.FileLock`): one run at a time writes these outputs."""
         return self.main.with_name(f".{self.stem}.lock")
 
     def partial(self, run: str) -> Path:
         """Where run `run` (`new_run_token`) writes `main` until it is complete (hidden; moved into place at
-        the end). One name per run, so that two runs never write into the same file (issue 19)."""
-        return self.main.with_name(f".{self.stem}.{run}.partial{self.main.suffix}")
+        the end). One name per run, so that two runs never write into the same file."""
+        return partial_path(self.main, run)
+
+    def written(self, *, save_faces: bool, save_frames: bool) -> list[Path]:
+        """What a run with these options writes besides its summary: the output, the face log, the frames."""
+        return [self.main] + [self.faces_log] * save_faces + [self.frames_dir] * save_frames
 
     def stale_partials(self) -> list[Path]:
-        """Partial files of `main` left by runs that were killed (or by versions before run tokens)."""
-        name = re.compile(rf"\.{re.escape(self.stem)}(\.\d+-[0-9a-f]{{8}})?\.partial{re.escape(self.main.suffix)}")
-        return [p for p in self.main.parent.glob(f".{glob.escape(self.stem)}.*") if name.fullmatch(p.name)]
+        """Partial files (and frame folders) of these outputs left by runs that were killed (or by versions
+        before run tokens). Removed by the next run that holds the lock."""
+        return [p for path in (self.main, self.summary, self.faces_log, self.frames_dir) for p in stale_partials(path)]
 
-    def finished(self) -> bool:
-        """Whether `main` is a complete output: it is there and (videos and frame folders) its summary, which
-        is written only after the output is moved into place, names it. An output without its summary (a run
-        killed in between, or a file put there by hand) is not finished."""
-        if not self.main.is_file():
-            return False
-        if self.main.suffix == ".png":  # one image: written whole, then moved into place
-            return True
+    def _summary(self) -> dict | None:
+        """The summary file's contents if this program wrote it (a JSON object with `input` and `output`)."""
         try:
             summary = json.loads(self.summary.read_text())
         except (OSError, ValueError):
-            return False
-        return isinstance(summary, dict) and Path(str(summary.get("output", ""))).name == self.main.name
+            return None
+        return summary if isinstance(summary, dict) and {"input", "output"} <= summary.keys() else None
+
+    def record(self) -> dict | None:
+        """The summary, if it is this program's record of `main` (its `output` names it)."""
+        summary = self._summary()
+        return summary if summary is not None and _names(summary, "output", self.main) else None
+
+    def finished(self) -> bool:
+        """Whether `main` is a complete output: it is there and its record names it (a run writes the record
+        just before it moves the finished output into place). A file there without one was put there by hand."""
+        return self.main.is_file() and self.record() is not None
+
+    def in_the_way(self, *, save_faces: bool, save_frames: bool) -> Path | None:
+        """The first file (or folder) a run would replace that this program did not write: there and not named
+        by the record, or the summary file itself when this program did not write it; None when nothing is."""
+        if self.summary.exists() and self._summary() is None:
+            return self.summary
+        record = self.record()
+        for path in self.written(save_faces=save_faces, save_frames=save_frames):
+            key = {self.main: "output", self.faces_log: "faces_log", self.frames_dir: "frames_dir"}[path]
+            if (path.exists() or path.is_symlink()) and not _names(record, key, path):
+                return path
+        return None
+
+    def check_replaceable(self, *, overwrite: bool, save_faces: bool, save_frames: bool) -> None:
+        """KeepError when a run would replace a file this program did not write (unless `overwrite`)."""
+        path = None if overwrite else self.in_the_way(save_faces=save_faces, save_frames=save_frames)
+        if path is None:
+            return
+        why = "is not a summary of this program" if path == self.summary else f"no {self.summary.name} names it"
+        raise KeepError(
+            f"{path} exists and was not written by KEEP ({why}): not replaced; pass --overwrite to replace it, "
+            "or choose another output folder"
+        )
 
 
-def new_run_token() -> str:
-    """A name for one run's files, unique among concurrent runs (the process id and 32 random bits)."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+def _names(record: dict | None, key: str, path: Path) -> bool:
+    """Whether the record's entry `key` names `path` (its last parts: the folder may have moved since)."""
+    value = (record or {}).get(key)
+    parts = path.parts[-2:] if key == "frames_dir" else path.parts[-1:]
+    return bool(value) and Path(str(value)).parts[-len(parts) :] == parts
 
 
 def output_suffix(item: Input, container: str = "auto") -> str:
@@ -185,74 +220,3 @@ def make_output_folder(outdir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise KeepError(f"cannot write to output folder {outdir}: {exc.strerror}") from None
-
-
-def write_error(path: Path, exc: OSError) -> KeepError:
-    """A write that failed for a reason outside the program (a full disk, a quota, a folder gone), as the one
-    line a user reads: the output it concerns and the system's reason (issue 19)."""
-    return KeepError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a hidden file of its own, moved into place when complete: a reader
-    sees the old file or the whole new one, never a part (KeepError if it cannot be written)."""
-    partial = path.with_name(f".{path.name}.{new_run_token()}.partial")
-    try:
-        partial.write_text(text)
-        partial.replace(path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-
-
-class OutputLock:
-    """An exclusive lock on one output, so that two runs writing into the same folder (a script started twice,
-    two users) never write the same output at once (issue 19): a file `.<stem>.lock` beside the output, held
-    with `flock` while the output is written and removed on release. Where `fcntl` is missing (Windows) it
-    locks nothing.
-
-        lock = OutputLock(out.lock)
-        if lock.acquire(wait=False) or lock.acquire(wait=True): ...; lock.release()
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, *, wait: bool) -> bool:
-        """Take the lock (waiting for its holder when `wait`); False if another run holds it and not `wait`."""
-        try:
-            import fcntl
-        except ImportError:
-            return True
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise write_error(self.path, exc) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except BaseException:
-                os.close(fd)
-                raise
-            # The holder before us removes the file before unlocking it: if we locked a removed file, a third
-            # run may hold the new one, so try again on the file that is there now.
-            try:
-                current = os.stat(self.path)
-            except FileNotFoundError:
-                current = None
-            opened = os.fstat(fd)
-            if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
-                self.fd = fd
-                return True
-            os.close(fd)
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        self.path.unlink(missing_ok=True)
-        os.close(self.fd)  # closing the file releases the lock
-        self.fd = None

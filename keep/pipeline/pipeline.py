@@ -6,9 +6,10 @@
 Per input: open it (its header: upright size, frame rate; a file that cannot be read fails here, before any
 model is loaded), build the stages if not yet built (the network in this process, the other stages in their
 workers: `runner`), give the stages a frame pool sized for the input, stream every frame through
-decode -> faces -> restore -> compose -> encode, rename the finished output into place and write the summary
-(frames, faces, per-track frame counts, skipped small faces, seconds per stage). The progress bar counts
-restored frames.
+decode -> faces -> restore -> compose -> encode into partial files of the run's own, write the summary
+(frames, faces, per-track frame counts, skipped small faces, seconds per stage, the files written) and move the
+finished files into place. An output file this program did not write is not replaced without `overwrite`.
+The progress bar counts restored frames.
 
 `--faces largest` and `--faces PHOTO` need whole tracks before the choice is known: a survey pass runs first
 (decode -> faces -> survey, its own runner, built on first use: `survey_groups`), recording every face; the
@@ -18,6 +19,7 @@ tracks (keep.pipeline.choice, keep.pipeline.survey; docs/inference.md, "Restorin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from ..devices import resolve_precision
 from ..errors import KeepError
 from ..model import load_model
+from ..paths import FileLock, move_into_place, new_run_token, partial_path, remove_partials, write_atomically
 from ..restorer import Restorer
 from ..video.io import open_input
 from .choice import FacePlan, choose, describe, face_choice
@@ -38,16 +41,7 @@ from .compose import ComposeSpec
 from .decode import DecodeSpec
 from .encode import EncodeJob, EncodeSpec
 from .faces import FacesSpec
-from .inputs import (
-    Input,
-    Outputs,
-    check_outputs,
-    make_output_folder,
-    new_run_token,
-    outputs_of,
-    write_atomically,
-    write_error,
-)
+from .inputs import Input, Outputs, check_outputs, make_output_folder, outputs_of
 from .items import FramePool, Job
 from .options import STAGES, PipelineOptions, stage_groups, survey_groups
 from .restore import RestoreSpec
@@ -134,7 +128,8 @@ class Pipeline:
         on_restored: Callable[[int], None] | None = None,
         on_surveyed: Callable[[int], None] | None = None,
     ) -> dict:
-        """Restore one input into `outdir`; returns its summary (also written as JSON for videos).
+        """Restore one input into `outdir`; returns its summary (also written as JSON beside the output). KeepError
+        if another run is writing the same output now (its lock is held).
 
         progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
         restored so far, after each one; on_surveyed: the same for the survey pass (`--faces largest | PHOTO`).
@@ -146,7 +141,8 @@ class Pipeline:
         face_choice(self.options)  # a photo without a face fails before anything is written (it is cached)
         make_output_folder(outdir)
         out = outputs_of(item, outdir, self.options.container)
-        return self.restore(item, out, progress=progress, on_restored=on_restored, on_surveyed=on_surveyed)
+        with FileLock(out.lock).held(f"another run is writing {out.main}"):
+            return self.restore(item, out, progress=progress, on_restored=on_restored, on_surveyed=on_surveyed)
 
     def restore(
         self,
@@ -158,15 +154,55 @@ class Pipeline:
         on_surveyed: Callable[[int], None] | None = None,
     ) -> dict:
         """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
-        whose folder exists."""
-        choice, reference = face_choice(self.options)
-        reader = open_input(item.source, fps=self.options.fps)  # the one open of the input in this process
+        whose folder exists, under the outputs' lock. Refuses to replace a file this program did not write
+        (`Outputs.check_replaceable`) unless `options.overwrite`.
+
+        Every file is written to a partial file (folder) of this run's own; once all are complete the summary,
+        which names them, is written, and they are moved into place, the output last. After a failure or an
+        interrupt the partial files are removed: a file named like an output is always complete."""
+        opts = self.options
+        out.check_replaceable(overwrite=opts.overwrite, save_faces=opts.save_faces, save_frames=opts.save_frames)
+        remove_partials(out.stale_partials())  # left by killed runs; none is writing them now (the lock)
+        choice, reference = face_choice(opts)
+        reader = open_input(item.source, fps=opts.fps)  # the one open of the input in this process
         try:
             self.build(survey=choice.needs_survey)
         except BaseException:
             reader.close()
             raise
         start = time.perf_counter()  # the summary's seconds: the input's, without loading the models
+        token = new_run_token()
+        partials = {path: partial_path(path, token) for path in out.written(save_faces=opts.save_faces,
+                                                                            save_frames=opts.save_frames)}  # fmt: skip
+        try:
+            stats, chosen, reader = self._passes(item, out, reader, partials, (choice, reference), progress,
+                                                 on_restored, on_surveyed)  # fmt: skip
+            summary = self._summary(item, out, reader, stats, chosen, time.perf_counter() - start)
+            write_atomically(out.summary, json.dumps(summary, indent=2))  # the record: it names every file
+            for path, partial in reversed(partials.items()):  # the output last: it is finished once there
+                move_into_place(partial, path)
+        except BaseException:
+            remove_partials(partials.values())
+            with contextlib.suppress(OSError):  # OUTDIR/<stem>/, made for the frames, if nothing else is in it
+                if out.frames_dir in partials:
+                    out.frames_dir.parent.rmdir()
+            raise
+        return summary
+
+    def _passes(
+        self,
+        item: Input,
+        out: Outputs,
+        reader,
+        partials: dict[Path, Path],
+        chosen: tuple,
+        progress: bool,
+        on_restored,
+        on_surveyed,
+    ) -> tuple[dict, dict, object]:
+        """The survey pass where the choice of faces needs one (`--faces largest | PHOTO`), then the restoring
+        pass: the stats of both, the choice described for the summary, and the restoring pass's reader."""
+        choice, reference = chosen
         plan = None if choice.kind == "all" else FacePlan(choice.ids)  # track ids: known before the first frame
         survey = selection = records = None
         try:
@@ -177,44 +213,36 @@ class Pipeline:
                 live = {track: survey["survey"][track]["live"] for track in selection.chosen}
                 plan = FacePlan(selection.chosen, records, live)
                 reader = open_input(item.source, fps=self.options.fps)  # the restoring pass decodes again
-            stats = self._restore_pass(item, out, reader, plan, progress, on_restored)
+            stats = self._restore_pass(item, out, reader, plan, partials, progress, on_restored)
         finally:
             if records is not None:
                 records.unlink(missing_ok=True)
         if survey is not None:  # both passes' seconds; what only the survey counted
             stats = merge_stats({"timings": survey["timings"]}, stats)
             stats["small_faces_skipped"] = survey["small_faces_skipped"]
-        chosen = describe(choice, stats, survey, selection, reference, self.options.identity_threshold)
-        summary = self._summary(item, out.main, reader, stats, chosen, time.perf_counter() - start)
-        if reader.kind != "image":  # written after the output is in place: it marks the output finished
-            write_atomically(out.summary, json.dumps(summary, indent=2))
-        return summary
+        return stats, describe(choice, stats, survey, selection, reference, self.options.identity_threshold), reader
 
     def _restore_pass(
-        self, item: Input, out: Outputs, reader, plan: FacePlan | None, progress: bool, on_restored
+        self,
+        item: Input,
+        out: Outputs,
+        reader,
+        plan: FacePlan | None,
+        partials: dict[Path, Path],
+        progress: bool,
+        on_restored,
     ) -> dict:
-        """Every frame through the restoring stages into a partial file, moved into place once complete."""
-        partial = out.partial(new_run_token())
+        """Every frame through the restoring stages into the partial files."""
         pool = self._pool(self.runner, reader)
-        job = Job(item.source, self.options.fps, pool, self._encode_job(item, out, reader, partial), faces=plan)
+        job = Job(item.source, self.options.fps, pool, self._encode_job(item, out, reader, partials), faces=plan)
         if self.runner.source_in_process:
             job.reader = reader  # the decode stage reads on from it
         else:
             reader.close()
-        try:
-            stats = self._stream(self.runner, job, item.stem, reader.num_frames, progress, on_restored)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        try:
-            if stats["frames"] == 0:
-                stopped = f" ({stats['stopped']})" if stats["stopped"] else ""
-                raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
-            partial.replace(out.main)  # atomic: the output is complete or absent, never a part of one
-        except OSError as exc:
-            raise write_error(out.main, exc) from None
-        finally:
-            partial.unlink(missing_ok=True)
+        stats = self._stream(self.runner, job, item.stem, reader.num_frames, progress, on_restored)
+        if stats["frames"] == 0:
+            stopped = f" ({stats['stopped']})" if stats["stopped"] else ""
+            raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
         return stats
 
     def _survey(self, item: Input, reader, survey: SurveyJob, progress: bool, on_surveyed) -> dict:
@@ -255,18 +283,18 @@ class Pipeline:
         shared = runner.mode == "processes"
         return FramePool(runner.pool_size(), reader.height, reader.width, colour=reader.colour, shared=shared)
 
-    def _encode_job(self, item: Input, out: Outputs, reader, partial: Path) -> EncodeJob:
-        """What the encoder writes for `item`: the output at --upscale, the source's other streams, frames, faces."""
+    def _encode_job(self, item: Input, out: Outputs, reader, partials: dict[Path, Path]) -> EncodeJob:
+        """What the encoder writes for `item` (each file into its partial: `partials`, final -> partial): the
+        output at --upscale, the source's other streams, frames, faces."""
         opts, u = self.options, self.options.upscale
         return EncodeJob(
-            partial=partial, output=out.main, kind=reader.kind, width=reader.width * u, height=reader.height * u,
-            fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect, crf=opts.crf,
-            preset=opts.preset, streams_from=item.source if reader.kind == "video" else None,
-            frames_dir=out.frames_dir if opts.save_frames else None,
-            faces_log=out.faces_log if opts.save_faces else None,
+            partial=partials[out.main], output=out.main, kind=reader.kind, width=reader.width * u,
+            height=reader.height * u, fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect,
+            crf=opts.crf, preset=opts.preset, streams_from=item.source if reader.kind == "video" else None,
+            frames_dir=partials.get(out.frames_dir), faces_log=partials.get(out.faces_log),
         )  # fmt: skip
 
-    def _summary(self, item: Input, output: Path, reader, stats: dict, chosen: dict, elapsed: float) -> dict:
+    def _summary(self, item: Input, out: Outputs, reader, stats: dict, chosen: dict, elapsed: float) -> dict:
         frames, info = stats["frames"], self.runner.info
         tracks = {track: counts[0] for track, counts in sorted(stats["found_tracks"].items())}
         for line in chosen.pop("lines"):
@@ -285,7 +313,9 @@ class Pipeline:
         timings = stats["timings"]
         return {
             "input": str(item.source),
-            "output": str(output),
+            "output": str(out.main),
+            "faces_log": str(out.faces_log) if self.options.save_faces else None,
+            "frames_dir": str(out.frames_dir) if self.options.save_frames else None,
             "frames": frames,
             "faces": stats["faces"],  # faces restored
             "frames_with_face": stats["frames_with_face"],

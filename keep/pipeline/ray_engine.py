@@ -36,9 +36,9 @@ from tqdm import tqdm
 from ..distributed import torchrun_place
 from ..errors import KeepError
 from ..image import list_images
-from ..paths import check_output_outside_inputs
+from ..paths import check_output_outside_inputs, new_run_token, write_error
 from .batch import BatchResult, prepare_process, report, restore_one, unfinished
-from .inputs import Input, new_run_token, outputs_of, write_error
+from .inputs import Input, outputs_of
 from .options import PipelineOptions
 from .pipeline import Pipeline
 
@@ -132,10 +132,16 @@ def restore_on_ray(
     ray = import_ray()
     manifest = Manifest(outdir / MANIFEST)
     check_output_outside_inputs(manifest.path, [item.source for item in items] + [folder])
-    todo, skipped = unfinished(items, outdir, options)
-    for item, output in zip([item for item in items if item not in todo], skipped, strict=True):
+    todo, finished, refused = unfinished(items, outdir, options)
+    if refused and not keep_going:
+        raise KeepError(refused[0][1])  # one input: before any worker starts
+    result = BatchResult(skipped=[output for _, output in finished])
+    for item, output in finished:
         manifest.add(item, output, "skipped", attempts=0)
-    result = BatchResult(skipped=skipped)
+    for item, message in refused:  # a file this program did not write is in the way: not retried
+        print(f"error: {item.source}: {message}", file=sys.stderr, flush=True)
+        manifest.add(item, str(outputs_of(item, outdir, options.container).main), "failed", attempts=0, error=message)
+        result.failed.append((str(item.source), message))
     if not todo:
         return result
     begun = time.perf_counter()

@@ -355,6 +355,6 @@ class Runner:
     def _join(self, timeout: float) -> None:
         for worker in self.workers.values():
             worker.join(timeout)
-            if worker.is_alive() and hasattr(worker, "terminate"):
-                worker.terminate()
+            if worker.is_alive() and hasattr(worker, "kill"):  # SIGKILL: the workers ignore SIGTERM
+                worker.kill()
                 worker.join(1)

@@ -86,7 +86,10 @@ class WorkerSettings:
         import torch
 
         exit_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
+        # The main process handles Ctrl-C and SIGTERM (which a process manager may send to every process of the
+        # job at once) and stops the workers itself, after which it removes the partial output.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         logging.basicConfig(level=self.log_level, format="%(message)s", stream=sys.stderr)
         torch.set_num_threads(self.threads)
         cv2.setNumThreads(self.threads)  # warps, blends, resizes

@@ -2,7 +2,8 @@
 
 Run folder (BasicSR layout): `<root>/<name>/` with `config.yml` (resolved), `models/net_g_<step>.pth`
 and `net_g_latest.pth` (keep checkpoints: config + weights + EMA), `training_states/latest.state` and
-`previous.state` (`keep.train.state`), `metrics.jsonl`, `tb_logger/`, `samples/`.
+`previous.state` (`keep.train.state`), `metrics.jsonl`, `tb_logger/`, `samples/`; one training at a time
+holds it (`keep.train.state.lock_run_folder`). Ctrl-C or SIGTERM ends the step and saves it first.
 
 What a step computes is the stage's record (`keep.train.stages.STAGES`): its training forward is an
 `nn.Module` around the network, wrapped in DistributedDataParallel under torchrun, as is the
@@ -27,7 +28,7 @@ from ..config import save_config, to_dict
 from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..devices import resolve_device
 from ..distributed import start_process_group, torchrun_place
-from ..errors import KeepError
+from ..errors import Interrupted, KeepError
 from ..image import to_uint8, write_image
 from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
 from ..metrics.psnr_ssim import psnr, ssim
@@ -36,8 +37,18 @@ from ..precision import autocast
 from .config import TrainConfig
 from .schedules import lr_at
 from .stages import LOSS_WEIGHTS, STAGES, Tools
-from .state import load_training_state, save_training_state
-from .utils import EMA, MetricsLogger, deterministic_algorithms, mean_across_ranks, wrap_ddp
+from .state import lock_run_folder, resume_point, save_training_state
+from .utils import (
+    EMA,
+    MetricsLogger,
+    StopSignals,
+    agree_on_error,
+    any_rank,
+    deterministic_algorithms,
+    ignore_stop_signals,
+    mean_across_ranks,
+    wrap_ddp,
+)
 
 
 def build_model(cfg: TrainConfig) -> tuple[KEEP, dict[str, torch.Tensor] | None]:
@@ -71,7 +82,7 @@ def check_config(cfg: TrainConfig) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, auto_resume: bool = False):
         check_config(cfg)
-        t, w = cfg.train, cfg.loss
+        t = cfg.train
         if t.deterministic:  # read when cuBLAS starts: before anything runs on a GPU
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.cfg, self.stage = cfg, STAGES[t.stage]
@@ -79,10 +90,17 @@ class Trainer:
         place = start_process_group(self.device)
         self.rank, self.world = place.rank, place.world
         self.run_dir = Path(cfg.root) / cfg.name
-        found = load_training_state(self.run_dir / "training_states") if auto_resume else None
-        fresh_folder = not (self.run_dir.exists() and any(self.run_dir.iterdir()))
-        if found is None and not auto_resume and not fresh_folder and self.rank == 0:
-            raise KeepError(f"run folder {self.run_dir} exists: pass --auto_resume, or choose another name")
+        self.lock = lock_run_folder(self.run_dir, rank=self.rank)  # one training per run folder
+        try:
+            self._build(auto_resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, auto_resume: bool) -> None:
+        """Everything the loop needs, from the resumed state if there is one."""
+        cfg, t, w = self.cfg, self.cfg.train, self.cfg.loss
+        found = resume_point(self.run_dir, auto_resume=auto_resume, rank=self.rank)
         if found is not None and t.deterministic:
             self._reuse_threads(found[0])
         # the data first: a wrong path or file is reported before any weights load (no torch RNG used)
@@ -126,6 +144,14 @@ class Trainer:
         if self.rank == 0:
             save_config(cfg, self.run_dir / "config.yml")
 
+    def close(self) -> None:
+        """Release the run folder (done when `fit` ends, however it ends)."""
+        if getattr(self, "logger", None) is not None:
+            self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def _select_trainable(self, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
         children = dict(self.network.named_children())
         for name in names:
@@ -149,9 +175,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- state
     def save(self, tag: str | None = None) -> None:
-        """Model checkpoint (+ EMA) and training state; rank 0 writes."""
-        if self.rank != 0:
-            return
+        """Model checkpoint (+ EMA) and training state: rank 0 writes, and every rank learns whether it could
+        before going on (a full disk: the same KeepError on every rank; the files written before stay whole)."""
+        error = None
+        if self.rank == 0:
+            try:
+                self._write_state(tag)
+            except KeepError as exc:
+                error = str(exc)
+        agree_on_error(error)
+
+    def _write_state(self, tag: str | None) -> None:
         extra = {"step": self.step, "train_config": to_dict(self.cfg)}
         ema = self.ema.model if self.ema else None
         for name in [f"net_g_{tag or self.step}.pth", "net_g_latest.pth"]:
@@ -198,42 +232,63 @@ class Trainer:
             rank=self.rank,
             world=self.world,
         )
-        return torch.utils.data.DataLoader(self.data, batch_sampler=sampler, num_workers=self.cfg.data.num_workers)
+        return torch.utils.data.DataLoader(
+            self.data, batch_sampler=sampler, num_workers=self.cfg.data.num_workers, worker_init_fn=ignore_stop_signals
+        )
 
     def fit(self) -> None:
+        """Train to `train.total_steps`. Ctrl-C or SIGTERM: the step ends, its state is saved, and `Interrupted`
+        says where (`--auto_resume` continues from it, as if uninterrupted); the run folder is released."""
         t, log = self.cfg.train, self.cfg.log
-        with deterministic_algorithms(t.deterministic):
-            if self.val is not None and log.val_at_start and self.step == 0:
-                self.validate()
-            self.forward.train()
-            for batch in self.loader():
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                lr_scale = lr_at(
-                    self.step,
-                    base=1.0,
-                    total=t.total_steps,
-                    schedule=t.schedule,
-                    warmup=t.warmup_steps,
-                    milestones=t.milestones,
-                    gamma=t.gamma,
-                )
-                for group in self.opt.param_groups:
-                    group["lr"] = t.lr * lr_scale
-                if self.disc is not None:
-                    for group in self.disc_opt.param_groups:
-                        group["lr"] = t.disc_lr * lr_scale
-                values = self.train_step(batch)
-                self.step += 1
-                if self.step % log.every == 0 or self.step == t.total_steps:
-                    self.logger.log(self.step, {k: mean_across_ranks(v) for k, v in values.items()})
-                if log.val_every and self.step % log.val_every == 0 and self.step != t.total_steps:
+        try:
+            with deterministic_algorithms(t.deterministic), StopSignals() as stop:
+                if self.val is not None and log.val_at_start and self.step == 0:
                     self.validate()
-                if log.save_every and self.step % log.save_every == 0 and self.step != t.total_steps:
-                    self.save()
-            if self.val is not None:
-                self.validate()
+                self.forward.train()
+                for batch in self.loader():
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    self.set_learning_rates()
+                    values = self.train_step(batch)
+                    self.step += 1
+                    if self.step % log.every == 0 or self.step == t.total_steps:
+                        self.logger.log(self.step, {k: mean_across_ranks(v) for k, v in values.items()})
+                    if self.step == t.total_steps:
+                        break
+                    if log.val_every and self.step % log.val_every == 0:
+                        self.validate()
+                    saved = log.save_every and self.step % log.save_every == 0
+                    if saved:
+                        self.save()
+                    if stop.requested():
+                        self._stop(stop, saved)
+                if self.val is not None:
+                    self.validate()
+                self.save()
+        finally:
+            self.close()
+
+    def set_learning_rates(self) -> None:
+        """The schedule's rates for this step (a pure function of the step: `keep.train.schedules`)."""
+        t = self.cfg.train
+        scale = lr_at(
+            self.step, base=1.0, total=t.total_steps, schedule=t.schedule, warmup=t.warmup_steps,
+            milestones=t.milestones, gamma=t.gamma,
+        )  # fmt: skip
+        for group in self.opt.param_groups:
+            group["lr"] = t.lr * scale
+        if self.disc is not None:
+            for group in self.disc_opt.param_groups:
+                group["lr"] = t.disc_lr * scale
+
+    def _stop(self, stop: StopSignals, saved: bool) -> None:
+        """Every rank at the same step: save (unless just saved) and end the run with `Interrupted`."""
+        if not saved:
             self.save()
-        self.logger.close()
+        received = f"by {stop.received}" if stop.received else "by a signal to another process"
+        raise Interrupted(
+            f"{received}: training state saved at step {self.step} in {self.run_dir / 'training_states'}; "
+            "--auto_resume continues from it"
+        )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step of the generator (and of the discriminator when the GAN is on)."""
@@ -253,7 +308,7 @@ class Trainer:
         loss = sum(terms.values())
         values = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
         values["train/loss"] = float(loss.detach())
-        if not math.isfinite(values["train/loss"]):
+        if any_rank(not math.isfinite(values["train/loss"])):  # all ranks stop (and save) together
             self.save(tag="last_good")  # weights are still those before this step
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             raise KeepError(

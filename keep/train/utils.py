@@ -1,4 +1,5 @@
-"""EMA, DDP helpers, determinism switches, metrics logging: small pieces the trainer composes."""
+"""EMA, distributed helpers, stop signals, determinism switches, metrics logging: small pieces the trainer
+composes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..errors import Interrupted, KeepError
+from ..paths import write_atomically, write_error
 
 
 class EMA:
@@ -31,6 +38,31 @@ class EMA:
 
 
 # ------------------------------------------------------------------------------------------ DDP
+def _collective_device() -> torch.device:
+    """Where a tensor for a collective must live: NCCL reduces GPU tensors only, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def agree_on_error(error: str | None) -> None:
+    """Every rank raises rank 0's KeepError `error` (None: no error), so that no rank goes on alone to wait
+    for the others in a collective; in a single process, raises `error` if there is one."""
+    if dist.is_initialized():
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise KeepError(error)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` is true on any rank (every rank calls it at the same point); `flag` in one process."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around `module` when a process group runs, else `module` itself.
 
@@ -47,10 +79,61 @@ def mean_across_ranks(value: torch.Tensor | float) -> torch.Tensor | float:
     """Average a tensor (or a float) over all ranks; the identity in a single process."""
     if not dist.is_initialized():
         return value
-    t = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor([value], dtype=torch.float64)
+    if isinstance(value, torch.Tensor):
+        t = value.detach().clone()
+    else:
+        t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return t if isinstance(value, torch.Tensor) else float(t.item())
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (docker, systemd, Slurm, Kubernetes) during training ask for a stop at the
+    end of the step, once the training state is saved (`Trainer.fit`), instead of ending the process where it
+    is. All ranks of a torchrun job agree on the step (`requested`: any rank that got the signal stops all).
+
+    A second signal more than `REPEAT_S` seconds after the first stops at once, without saving (the last
+    saved state is kept); sooner, it is the same request (torchrun and Slurm pass a signal on to processes that
+    got it already). Installed in the main thread only (elsewhere signals cannot be handled)."""
+
+    REPEAT_S = 5.0
+
+    def __init__(self):
+        self.received: str | None = None  # the first signal's name
+        self.at = 0.0
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received is None:
+            self.received, self.at = name, time.monotonic()
+        elif time.monotonic() - self.at > self.REPEAT_S:
+            raise Interrupted(f"by a second {name}: stopped at once, without saving (the last saved state is kept)")
+
+    def requested(self) -> bool:
+        """Whether a stop signal reached this process or any other rank (a collective: every rank calls it)."""
+        return any_rank(self.received is not None)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's start: it leaves Ctrl-C and SIGTERM to the trainer, which still needs a batch or
+    two to end its step and stops the workers itself (a worker killed by the signal would end the run with
+    an internal failure instead of a save)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------------ determinism
@@ -100,8 +183,11 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         print(" ".join([f"step {step:6d}"] + [f"{k} {v:.4g}" for k, v in values.items()]), flush=True)
         if self.writer is not None:
             for k, v in values.items():
@@ -119,7 +205,7 @@ class MetricsLogger:
                     lines.append(line)
             except (ValueError, KeyError, TypeError):
                 pass  # a line cut short when the run was killed
-        self.path.write_text("".join(ln + "\n" for ln in lines))
+        write_atomically(self.path, "".join(ln + "\n" for ln in lines))
 
     def close(self) -> None:
         if self.writer is not None:
