@@ -81,7 +81,7 @@ def mixed(tmp_path_factory) -> dict:
 def test_a_mixed_folder_restores_its_videos_and_its_photo_and_lists_what_it_skipped(mixed):
     out, stdout = mixed["out"], mixed["stdout"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "blip.mp4", "blip_summary.json", "photo.png", "strip.mp4", "strip_summary.json"
+        "blip.mp4", "blip_summary.json", "photo.png", "photo_summary.json", "strip.mp4", "strip_summary.json"
     ]  # fmt: skip
     assert "3 inputs: 3 restored, 0 skipped (output exists), 0 failed" in stdout
     skipped = [line for line in stdout.splitlines() if line.startswith("skipped")]
