@@ -282,3 +282,70 @@ def test_carphone_ewarp_and_vidd_rank_pristine_distorted_shuffled(shared_dir):
     order = np.random.default_rng(0).permutation(48)
     scores = [vidd(emb_p), vidd(emb_d), vidd([emb_p[i] for i in order])]
     assert scores[0] < scores[1] < scores[2], scores
+
+
+# ------------------------------------------------------------------------------------- the dvface table
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+MODELS = ("dists", "clipiqa", "musiq", "niqe", "maniqa", "liqe", "fvd", "dover")
+
+
+def tiny_set(root, *, gt: bool = True, frames: int = 4) -> None:
+    """Two clips of a real face (scikit-image's astronaut) panning: GT 64 px and LQ 16 px (or LQ only)."""
+    face = cv2.resize(skimage.data.astronaut()[20:260, 80:320], (72, 72), interpolation=cv2.INTER_AREA)
+    for clip, step in (("clip_a", 1), ("clip_b", -1)):
+        for t in range(frames):
+            crop = np.ascontiguousarray(face[4:68, 4 + step * t : 68 + step * t, ::-1])
+            for folder, image in (("GT", crop), ("LQ", cv2.resize(crop, (16, 16), interpolation=cv2.INTER_AREA))):
+                if folder == "GT" and not gt:
+                    continue
+                (root / folder / clip).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / folder / clip / f"{t:05d}.png"), image)
+
+
+def run_test_py(tmp_path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    empty = tmp_path / "no_weights"
+    empty.mkdir(exist_ok=True)
+    env = os.environ | {"KEEP_OFFLINE": "1", "KEEP_WEIGHTS_DIR": str(empty), "KEEP_CACHE_DIR": str(empty)}
+    env |= {"TORCH_HOME": str(empty), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(REPO / "test.py"), "-opt", str(REPO / "configs" / "test_dvface.yml"), "--device"]
+    command += ["cpu", "--no_progress", "--threads", "1", "--set", f"results_dir={tmp_path / 'results'}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+def test_dvface_table_with_every_metric_model_missing_still_completes(tmp_path):
+    """test.py as a user runs it, offline with no metric file anywhere: the run completes, the columns it can
+    compute are filled, each missing model leaves its column n/a and one note line, the published rows follow."""
+    tiny_set(tmp_path / "set")
+    done = run_test_py(
+        tmp_path, "--set", f"data.root={tmp_path / 'set'}", "methods=[bicubic]", "metrics.identity=[dlib]"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "results" / "dvface_vfhq" / "table.md").read_text()
+    header = "| method | PSNR ↑ | SSIM ↑ | LPIPS ↓ | DISTS ↓ | CLIP-IQA ↑ | MUSIQ ↑ | NIQE ↓ | MANIQA ↑ | LIQE ↑ |"
+    assert table.startswith("# Benchmark") and header in table and "| E*warp x1e-3 ↓ | VIDD ↓ |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| bicubic |")).split("|")[2:-1]
+    assert row[0].strip() != "n/a" and row[12].strip() != "n/a" and row[13].strip() != "n/a"  # PSNR, E*warp, VIDD
+    assert all(row[i].strip() == "n/a" for i in (3, 4, 5, 6, 7, 8, 10, 11))  # DISTS ... LIQE, FVD, DOVER
+    notes = [line for line in table.splitlines() if line.startswith("- ")]
+    for model in MODELS:
+        line = next(n for n in notes if n.startswith(f"- {model}: "))
+        assert "unavailable" in line, line
+    assert "| KEEP (published) | 28.58 | 0.8735 |" in table and "arXiv 2604.14560" in table
+    assert "Traceback" not in done.stderr
+
+
+def test_real_footage_protocol_no_reference_columns_only(tmp_path):
+    """A set without ground truth (LQ clips only): full-reference columns n/a, E*warp (the output's flow) and
+    VIDD computed, RFV-LQ's published rows beside."""
+    tiny_set(tmp_path / "real", gt=False)
+    args = ["--set", f"data.root={tmp_path / 'real'}", "data.gt=false", "methods=[bicubic]", "metrics.identity=[dlib]"]
+    done = run_test_py(tmp_path, *args, "--set", "metrics.published=rfv_lq", "--name", "real")
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "results" / "real" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| bicubic |")).split("|")[2:-1]
+    assert [c.strip() for c in row[:3]] == ["n/a"] * 3 and row[12].strip() != "n/a" and row[13].strip() != "n/a"
+    assert "| DVFace (published) |" in table and "real footage" in table
