@@ -45,7 +45,7 @@ class WeightFile:
 KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
 PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
-METRIC_FILES = "weights/ or ~/.cache/keep/ (the benchmark's metric files, docs/benchmark.md)"
+METRIC_FILES = ""  # metric files: no flag; they are found in weights/ or the caches
 
 REGISTRY: dict[str, WeightFile] = {
     # The authors' KEEP releases; each carries its GMFlow (flownet.model.*).

@@ -152,7 +152,7 @@ def _build_pyiqa(name: str, device: str | torch.device) -> nn.Module:
 def build_iqa(name: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
     """(metric module, what it is) for `dists`, `musiq`, `niqe`, `maniqa`; KeepError when it cannot run."""
     if name == "dists":
-        vgg = _state(resolve_weights("vgg16"), "VGG16 weights")
+        vgg = _state(resolve_weights("vgg16", path_option=""), "VGG16 weights")
         net = DISTS(vgg, _state(resolve_weights("dists"), "DISTS weights"))
         return net.eval().requires_grad_(False).to(device), "DISTS (VGG16 + learned alpha/beta), RGB in [0, 1]"
     if name in PYIQA_METRICS:
