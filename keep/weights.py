@@ -175,16 +175,7 @@ REGISTRY: dict[str, WeightFile] = {
         "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
         sha256="afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
         licence="MIT (OpenAI CLIP)",
-        description="OpenAI CLIP RN50, CLIP-IQA's backbone: a TorchScript archive, not loaded by this project",
-        path_option=METRIC_FILES,
-    ),
-    "clip_vit_b32": WeightFile(
-        filename="ViT-B-32.pt",
-        url="https://openaipublic.azureedge.net/clip/models/"
-        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
-        licence="MIT (OpenAI CLIP)",
-        description="OpenAI CLIP ViT-B/32, LIQE's backbone: a TorchScript archive, not loaded by this project",
+        description="OpenAI CLIP RN50, CLIP-IQA's backbone: a TorchScript archive, tensors read by keep.torchscript",
         path_option=METRIC_FILES,
     ),
     "liqe_koniq": WeightFile(
@@ -192,7 +183,7 @@ REGISTRY: dict[str, WeightFile] = {
         url=f"{PYIQA_WEIGHTS}/liqe_koniq.pt",
         sha256="",  # no published digest
         licence="pyiqa (LIQE, Zhang et al.)",
-        description="LIQE trained on KonIQ-10k (pyiqa 'liqe'); needs the CLIP ViT-B/32 backbone",
+        description="LIQE trained on KonIQ-10k (pyiqa 'liqe'): every weight of its fine-tuned CLIP ViT-B/32",
         path_option=METRIC_FILES,
     ),
     "i3d_rgb_imagenet": WeightFile(
@@ -316,7 +307,8 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
 def read_tensors(path: str | os.PathLike, what: str = "weights"):
     """The contents of a weight file, read without running any code: a `.safetensors` file as its dict
     of tensors (`read_safetensors`), any other file with torch's weights-only unpickler (tensors,
-    numbers, strings and plain containers). Anything else in a torch file (a pickled object whose
+    numbers, strings and plain containers), a TorchScript archive as the flat state dict of its tensors
+    (`keep.torchscript`: its code is never run). Anything else in a torch file (a pickled object whose
     loading would import and call code) is refused before it runs, as one `KeepError` line naming the
     file. Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
     import pickle
@@ -326,6 +318,10 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
 
     if Path(path).suffix == ".safetensors":
         return read_safetensors(path, what)[0]
+    from .torchscript import is_torchscript_archive, read_torchscript_state
+
+    if is_torchscript_archive(path):  # its tensors only; its code is never opened (keep/torchscript.py)
+        return read_torchscript_state(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -14,10 +14,20 @@ the no-reference CLIP-IQA, MUSIQ, NIQE, MANIQA, LIQE, each `(N, 3, H, W)` RGB in
   `pyiqa.create_metric`), built without any download and filled from the local file that
   `keep.weights` resolves, read weights only (pyiqa's own loader unpickles anything). Same options
   as `pyiqa.create_metric(name)`; equal to it with the same weights (tests).
-- CLIP-IQA (Wang et al., AAAI 2023) and LIQE (Zhang et al., CVPR 2023) need OpenAI's CLIP backbone,
-  which OpenAI publishes only as TorchScript archives (RN50.pt, ViT-B-32.pt); this project does not load
-  TorchScript (loading it runs code), so these two columns stay empty with that note (registered in
-  `keep.weights` with their URLs and checksums for when a state-dict copy is at hand).
+- CLIP-IQA (Wang et al., AAAI 2023): pyiqa's `clipiqa` (the variant DVFace's group evaluates with, through
+  `pyiqa.create_metric("clipiqa")`; not CLIP-IQA+, whose prompts are learned): OpenAI's CLIP RN50, pyiqa's
+  five antonym prompt pairs ("Good image" / "bad image", "Sharp image" / "blurry image", ...), the softmax
+  probability of the positive prompt averaged over the pairs, no positional embedding (any input size).
+  OpenAI publishes RN50 only as a TorchScript archive (`RN50.pt`); its tensors are read by
+  `keep.torchscript` without running its code and given to pyiqa's `build_model` (the network pyiqa's
+  own `load` builds from the same archive after running it).
+- LIQE (Zhang et al., CVPR 2023): pyiqa's `liqe` (KonIQ-10k weights, five quality-level prompts "a photo
+  with {bad, poor, fair, good, perfect} quality", 15 of the 224 crops at stride 32, score = expected
+  level 1-5). `liqe_koniq.pt` holds every weight of its fine-tuned CLIP ViT-B/32 (pyiqa loads it
+  strictly over the OpenAI backbone), so OpenAI's ViT-B-32.pt is not needed. Frames smaller than 224 are
+  upsampled (bicubic) to a 224 short side first; pyiqa refuses them.
+Both need the `clip` tokenizer package (`openai-clip`, requirements-metrics.txt); equal to
+`pyiqa.create_metric` with the same (random stand-in) weights (tests).
 `build_iqa(name)` raises `KeepError` (one line: the file, the URL, where to put it) when a metric
 cannot run; the evaluator turns that into an empty column and a note.
 """
@@ -25,6 +35,8 @@ cannot run; the evaluator turns that into an empty column and a note.
 from __future__ import annotations
 
 import contextlib
+import io
+import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -101,7 +113,11 @@ PYIQA_METRICS: dict[str, tuple[dict, str, str]] = {
         "MANIQA, KonIQ-10k weights, 20 uniform 224 crops (pyiqa `maniqa`)",
     ),
 }
-CLIP_METRICS = {"clipiqa": "clip_rn50", "liqe": "clip_vit_b32"}  # metric -> its CLIP backbone (registry)
+CLIP_METRICS = {"clipiqa": "clip_rn50", "liqe": "liqe_koniq"}  # metric -> the file that holds its weights
+CLIP_DESCRIPTIONS = {
+    "clipiqa": "CLIP-IQA (pyiqa `clipiqa`: OpenAI RN50 read from its TorchScript archive, 5 antonym prompt pairs)",
+    "liqe": "LIQE, KonIQ-10k weights (pyiqa `liqe`: CLIP ViT-B/32, 15 crops of 224, levels 1-5)",
+}
 
 
 @contextlib.contextmanager
@@ -149,8 +165,68 @@ def _build_pyiqa(name: str, device: str | torch.device) -> nn.Module:
     return net.eval().requires_grad_(False).to(device)
 
 
+@contextlib.contextmanager
+def _pyiqa_clip_backbone(clip: nn.Module) -> Iterator[None]:
+    """While pyiqa builds CLIP-IQA or LIQE, its `load` (which would download OpenAI's TorchScript archive
+    and run it with `torch.jit.load`) returns `clip`, and LIQE's prompt-feature cache goes to a temporary
+    folder (pyiqa reads a cached file back with `weights_only=False`)."""
+    import pyiqa.archs.clipiqa_arch as clipiqa_arch
+    import pyiqa.archs.liqe_arch as liqe_arch
+
+    saved = clipiqa_arch.load, liqe_arch.load, liqe_arch.DEFAULT_CACHE_DIR
+    with tempfile.TemporaryDirectory() as cache, contextlib.redirect_stdout(io.StringIO()):
+        clipiqa_arch.load = liqe_arch.load = lambda *args, **kwargs: clip
+        liqe_arch.DEFAULT_CACHE_DIR = cache
+        try:
+            yield
+        finally:
+            clipiqa_arch.load, liqe_arch.load, liqe_arch.DEFAULT_CACHE_DIR = saved
+
+
+class MinSide(nn.Module):
+    """Upsamples (bicubic) images whose short side is below `size` before `net` (LIQE's 224 crops)."""
+
+    def __init__(self, net: nn.Module, size: int):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.size:
+            scale = self.size / min(x.shape[-2:])
+            size = [max(self.size, round(side * scale)) for side in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        return self.net(x)
+
+
+def _build_clip_metric(name: str, device: str | torch.device) -> nn.Module:
+    path = resolve_weights(CLIP_METRICS[name])
+    try:
+        from pyiqa.archs.clip_model import build_model
+        from pyiqa.archs.clipiqa_arch import CLIPIQA
+        from pyiqa.archs.liqe_arch import LIQE
+    except ImportError as exc:
+        raise KeepError(
+            f"{name} needs the optional 'pyiqa' and 'openai-clip' packages ({exc}); pip install --no-deps "
+            "pyiqa==0.1.16 -r requirements-metrics.txt"
+        ) from None
+    state = _state(path, f"{name} weights")
+    backbone = {k.removeprefix("clip_model."): v for k, v in state.items()}
+    try:
+        clip = build_model(dict(backbone)).float()  # pyiqa's build rounds to fp16 (OpenAI's files are fp16)
+        if name == "liqe":  # LIQE's fine-tuned fp32 weights, before pyiqa computes its prompt features
+            clip.load_state_dict(backbone, strict=True)
+        with _pyiqa_clip_backbone(clip):
+            net = CLIPIQA(model_type="clipiqa", backbone="RN50") if name == "clipiqa" else LIQE(pretrained=False)
+    except (KeyError, RuntimeError, AssertionError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KeepError(f"{name} weights {path} do not fit pyiqa's CLIP network: {reason:.300}") from None
+    net = net.eval().requires_grad_(False).to(device)
+    return MinSide(net, 224) if name == "liqe" else net
+
+
 def build_iqa(name: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """(metric module, what it is) for `dists`, `musiq`, `niqe`, `maniqa`; KeepError when it cannot run."""
+    """(metric module, what it is) for `dists`, `clipiqa`, `musiq`, `niqe`, `maniqa`, `liqe`; KeepError when
+    it cannot run."""
     if name == "dists":
         vgg = _state(resolve_weights("vgg16", path_option=""), "VGG16 weights")
         net = DISTS(vgg, _state(resolve_weights("dists"), "DISTS weights"))
@@ -158,11 +234,5 @@ def build_iqa(name: str, *, device: str | torch.device = "cpu") -> tuple[nn.Modu
     if name in PYIQA_METRICS:
         return _build_pyiqa(name, device), PYIQA_METRICS[name][2]
     if name in CLIP_METRICS:
-        from ..weights import REGISTRY
-
-        entry = REGISTRY[CLIP_METRICS[name]]
-        raise KeepError(
-            f"{name} needs OpenAI's CLIP backbone ({entry.filename}, {entry.url}), published only as a "
-            "TorchScript archive, which this project does not load (loading TorchScript runs code)"
-        )
+        return _build_clip_metric(name, device), CLIP_DESCRIPTIONS[name]
     raise KeepError(f"unknown image quality metric '{name}'")
