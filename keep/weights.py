@@ -202,13 +202,22 @@ REGISTRY: dict[str, WeightFile] = {
         description="torchvision RAFT-large ported from the original raft-things.pth (Chairs+Things), E*warp's flow",
         path_option="metrics.ewarp_flow (test.py --set)",
     ),
+    # DOVER's repository moved to the S-Lab licence (non-commercial) in 2024; the weights are its releases
     "dover": WeightFile(
         filename="DOVER.pth",
         url="https://github.com/QualityAssessment/DOVER/releases/download/v0.1.0/DOVER.pth",
+        sha256="",  # no published digest (also at huggingface.co/teowu/DOVER/resolve/main/DOVER.pth)
+        licence="S-Lab License 1.0, non-commercial (DOVER, Wu et al.)",
+        description="DOVER video quality (technical Swin + aesthetic ConvNeXt branches), the DOVER column",
+        path_option="metrics.dover_weights (test.py --set)",
+    ),
+    "dover_plus_plus": WeightFile(
+        filename="DOVER_plus_plus.pth",
+        url="https://huggingface.co/teowu/DOVER/resolve/main/DOVER_plus_plus.pth",
         sha256="",  # no published digest
-        licence="MIT (DOVER, Wu et al.)",
-        description="DOVER video quality (aesthetic + technical); the DOVER network is not implemented here yet",
-        path_option=METRIC_FILES,
+        licence="S-Lab License 1.0, non-commercial (DOVER, Wu et al.)",
+        description="DOVER++ (DOVER's network trained on DIVIDE-3k), for metrics.dover_weights=dover_plus_plus",
+        path_option="metrics.dover_weights (test.py --set)",
     ),
 }
 

@@ -57,6 +57,8 @@ class MetricsConfig:
     fvd_frames: PositiveInt = 16  # frames per FVD window (non-overlapping windows of each clip)
     fvd_weights: str = "i3d_rgb_imagenet"  # I3D state dict: registry name or path
     fvd_bn_eps: Annotated[float, Range(0, 1)] = 1e-3  # 1e-3: pytorch-i3d's rgb_imagenet.pt; 1e-5: TATS's copy
+    dover_weights: str = "dover"  # DOVER state dict: registry name (dover | dover_plus_plus) or path
+    dover_seed: NonNegativeInt = 0  # DOVER's frame and patch draws, the same for every method of a clip
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -3,7 +3,7 @@
 Each metric that cannot run (missing weights or package) is reported as unavailable with its reason
 in `Evaluator.notes`, and its column holds NaN; the others still run. The columns of today's papers
 (`metrics.table: dvface`: DISTS, the no-reference image metrics, E*warp, VIDD, FVD, DOVER) are built
-only for that table; a clip without ground truth gets the no-reference ones, E*warp and VIDD.
+only for that table; a clip without ground truth gets the no-reference ones, DOVER, E*warp and VIDD.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Evaluator:
         self.flow_fn = self._try("twe", lambda: self._build_flow(cfg))
         self.cfg = cfg
         self.iqa: dict[str, torch.nn.Module] = {}
-        self.ewarp_fn = self.fvd_net = None
+        self.ewarp_fn = self.fvd_net = self.dover_net = None
         self.out_embeddings: list[np.ndarray] | None = None  # the last clip's, for VIDD
         if cfg.table == "dvface":
             self._build_today(cfg)
@@ -64,10 +64,7 @@ class Evaluator:
                 self.iqa[name], self.notes[name] = built
         self.ewarp_fn = self._try("ewarp", lambda: self._build_ewarp_flow(cfg))
         self.fvd_net = self._try("fvd", lambda: self._build_fvd(cfg))
-        self.notes["dover"] = (
-            "unavailable: DOVER's network (Swin-3D + ConvNeXt-3D) is not implemented in this project yet; its "
-            "weights are registered (keep.weights 'dover')"
-        )
+        self.dover_net = self._try("dover", lambda: self._build_dover(cfg))
         if self.identity is not None:
             self.notes["vidd"] = (
                 "mean |e_t - e_t+1| of unit identity embeddings, adjacent frames (same embedder as IDS)"
@@ -103,6 +100,17 @@ class Evaluator:
         self.notes["fvd"] = (
             f"I3D logits ({cfg.fvd_weights}), 224 px, [-1, 1], non-overlapping {cfg.fvd_frames}-frame windows, "
             "restored set vs GT set (VideoGPT/TATS/cd-fvd convention)"
+        )
+        return net
+
+    def _build_dover(self, cfg: MetricsConfig):
+        from ..metrics.dover import load_dover
+        from ..weights import resolve_weights
+
+        net = load_dover(resolve_weights(cfg.dover_weights), device=self.device)
+        self.notes["dover"] = (
+            f"DOVER overall score in [0, 1] ({cfg.dover_weights}): technical view 3 x 32 frames of 7x7 32-px "
+            f"fragments, aesthetic view 32 frames at 224, fused as the reference code; draws seeded ({cfg.dover_seed})"
         )
         return net
 
@@ -202,6 +210,7 @@ class Evaluator:
         if self.cfg.table == "dvface":
             summary["ewarp"] = self._ewarp(out, ref)
             summary["vidd"] = vidd(self.out_embeddings) if self.out_embeddings is not None else float("nan")
+            summary["dover"] = self._dover(out)
         return summary
 
     def _ewarp(self, out: np.ndarray, ref: Reference) -> float:
@@ -209,6 +218,13 @@ class Evaluator:
             return float("nan")
         forward, valid = ref.ewarp or ewarp_flows(out, self._ewarp_flow_cpu, scale=self.cfg.ewarp_scale)
         return ewarp_error(out, forward, valid, scale=self.cfg.ewarp_scale)
+
+    def _dover(self, out: np.ndarray) -> float:
+        if self.dover_net is None:
+            return float("nan")
+        from ..metrics.dover import dover_score
+
+        return dover_score(out, self.dover_net, np.random.default_rng(self.cfg.dover_seed), device=self.device)
 
     def fvd_features(self, clip: np.ndarray) -> np.ndarray | None:
         """I3D features `(windows, 400)` of a clip's non-overlapping FVD windows (None: no FVD model)."""
