@@ -112,18 +112,31 @@ def test_liqe_equals_pyiqa(weights_dir, monkeypatch):
 DOVER_KEYS = __import__("pathlib").Path(__file__).with_name("data") / "dover_keys.txt"
 
 
-def test_dover_loads_the_released_key_layout_strictly(tmp_path):
+@pytest.fixture(scope="module")
+def dover_net():
+    """Our DOVER with random stand-in weights, built once (58 M values)."""
+    from keep.metrics.dover import DOVER
+
+    torch.manual_seed(0)
+    net = DOVER().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return net
+
+
+def test_dover_loads_the_released_key_layout_strictly(dover_net, tmp_path):
     """Every key of the reference model's state dict (the layout of DOVER.pth and DOVER++), with its shape,
     is a key of ours and nothing else: a released checkpoint loads strictly. A file of another layout is
     one line."""
     from keep.errors import KeepError
-    from keep.metrics.dover import DOVER, load_dover
+    from keep.metrics.dover import load_dover
 
     lines = [line.split() for line in DOVER_KEYS.read_text().splitlines() if not line.startswith("#")]
     expected = {key: tuple(int(n) for n in shape.split("x")) if shape != "-" else () for key, shape in lines}
-    net = DOVER()
-    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == expected
-    net.load_state_dict({k: torch.zeros(shape) for k, shape in expected.items()}, strict=True)
+    state = dover_net.state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == expected
+    dover_net.load_state_dict({k: state[k] for k in expected}, strict=True)
     wrong = tmp_path / "wrong.pth"
     torch.save({"technical_backbone.norm.weight": torch.ones(768)}, wrong)
     with pytest.raises(KeepError, match="do not fit DOVER's network: 380 missing keys") as info:
@@ -131,10 +144,10 @@ def test_dover_loads_the_released_key_layout_strictly(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_dover_views_and_a_tiny_forward():
+def test_dover_views_and_a_tiny_forward(dover_net):
     """The views DOVER samples (frame runs, fragments, the resized aesthetic view) and a forward of the whole
     network on small inputs with random weights; the fusion as the reference code computes it."""
-    from keep.metrics.dover import DOVER, frame_indices, fuse, sample_views
+    from keep.metrics.dover import frame_indices, fuse, sample_views
 
     rng = np.random.default_rng(0)
     runs = frame_indices(200, 32, 3, 2, rng)  # 3 runs of 32 frames 2 apart, each inside its third
@@ -149,12 +162,8 @@ def test_dover_views_and_a_tiny_forward():
     runs = frame_indices(40, 32, 3, 2, np.random.default_rng(0))  # 40 frames: each third starts at its start
     torch.testing.assert_close(pixels.reshape(96, 224, 224, 3), torch.from_numpy(clip[runs]).float(), atol=1e-3, rtol=0)
 
-    torch.manual_seed(0)
-    net = DOVER().eval()
     with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-        a, t = net(aesthetic[:, :, :8, :64, :64], technical[:2, :, :8, :64, :64])
+        a, t = dover_net(aesthetic[:, :, :8, :64, :64], technical[:2, :, :8, :64, :64])
     assert torch.isfinite(a) and torch.isfinite(t)
     assert fuse(-0.08285, 0.1107) == 0.5 and fuse(float(a), float(t)) == pytest.approx(
         1 / (1 + np.exp(-(0.6104 * (float(t) - 0.1107) / 0.07355 + 0.3896 * (float(a) + 0.08285) / 0.03774)))

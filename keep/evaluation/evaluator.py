@@ -50,6 +50,7 @@ class Evaluator:
         self.cfg = cfg
         self.iqa: dict[str, torch.nn.Module] = {}
         self.ewarp_fn = self.fvd_net = self.dover_net = None
+        self.failed: set[str] = set()  # metrics that failed on some clip: their column is n/a for the whole run
         self.out_embeddings: list[np.ndarray] | None = None  # the last clip's, for VIDD
         if cfg.table == "dvface":
             self._build_today(cfg)
@@ -190,14 +191,24 @@ class Evaluator:
         return result
 
     def _today_frames(self, out: np.ndarray, gt: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The image metrics of the dvface table per frame. A metric that cannot score these frames (pyiqa's
+        NIQE below 96 px, ...) leaves its column n/a with the reason in its note, and is not tried again."""
         result = {name: np.full(len(out), np.nan) for name in TODAY_FRAME_METRICS}
-        for name, net in self.iqa.items():
+        for name, net in list(self.iqa.items()):
             if name not in NO_REFERENCE and gt is None:
                 continue
-            for t in range(len(out)):
-                x = (to_tensor(out[t : t + 1]).to(self.device) + 1) / 2
-                value = net(x, (to_tensor(gt[t : t + 1]).to(self.device) + 1) / 2) if name == "dists" else net(x)
-                result[name][t] = float(torch.as_tensor(value).flatten()[0])
+            try:
+                for t in range(len(out)):
+                    x = (to_tensor(out[t : t + 1]).to(self.device) + 1) / 2
+                    value = net(x, (to_tensor(gt[t : t + 1]).to(self.device) + 1) / 2) if name == "dists" else net(x)
+                    result[name][t] = float(torch.as_tensor(value).flatten()[0])
+            except Exception as exc:  # any failure inside a metric's network ends in its note
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                size = f"{out.shape[2]}x{out.shape[1]}"
+                self.notes[name] = f"not computed: it failed on {size} frames ({type(exc).__name__}: {reason:.200})"
+                result[name][:] = np.nan
+                del self.iqa[name]
+                self.failed.add(name)
         return result
 
     def clip(self, out: np.ndarray, per_frame: dict[str, np.ndarray], ref: Reference) -> dict[str, float]:

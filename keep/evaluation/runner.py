@@ -149,6 +149,9 @@ def _run(cfg: BenchmarkConfig, clips: list[str], model, evaluator: Evaluator, ou
 
     columns = TABLES[cfg.metrics.table]
     summary = summarize(clip_rows, cfg.methods, columns)
+    for name in evaluator.failed:  # not an average over the clips it happened to work on
+        for values in summary.values():
+            values[name] = float("nan")
     if cfg.metrics.table == "dvface":
         _set_level(summary, cfg, model, fvd_real, fvd_fake)
     header = _header(cfg, len(clips), total_frames, model)
