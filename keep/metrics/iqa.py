@@ -14,10 +14,11 @@ the no-reference CLIP-IQA, MUSIQ, NIQE, MANIQA, LIQE, each `(N, 3, H, W)` RGB in
   `pyiqa.create_metric`), built without any download and filled from the local file that
   `keep.weights` resolves, read weights only (pyiqa's own loader unpickles anything). Same options
   as `pyiqa.create_metric(name)`; equal to it with the same weights (tests).
-- CLIP-IQA (Wang et al., AAAI 2023): pyiqa's `clipiqa` (the variant DVFace's group evaluates with, through
-  `pyiqa.create_metric("clipiqa")`; not CLIP-IQA+, whose prompts are learned): OpenAI's CLIP RN50, pyiqa's
-  five antonym prompt pairs ("Good image" / "bad image", "Sharp image" / "blurry image", ...), the softmax
-  probability of the positive prompt averaged over the pairs, no positional embedding (any input size).
+- CLIP-IQA (Wang et al., AAAI 2023): pyiqa's `clipiqa` (what DOVE's evaluation script, by DVFace's first
+  author, computes with `pyiqa.create_metric("clipiqa")`; not CLIP-IQA+, whose prompts are learned):
+  OpenAI's CLIP RN50, pyiqa's five antonym prompt pairs ("Good image" / "bad image", "Sharp image" /
+  "blurry image", ...), the softmax probability of the positive prompt averaged over the pairs, no
+  positional embedding (any input size).
   OpenAI publishes RN50 only as a TorchScript archive (`RN50.pt`); its tensors are read by
   `keep.torchscript` without running its code and given to pyiqa's `build_model` (the network pyiqa's
   own `load` builds from the same archive after running it).
