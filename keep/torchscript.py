@@ -56,6 +56,13 @@ def _identity(value, *_):
     return value
 
 
+def _wrapped(function):
+    def call(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return call
+
+
 class RefusedGlobal(pickle.UnpicklingError):
     pass
 
@@ -67,9 +74,10 @@ class _ArchiveUnpickler(pickle.Unpickler):
         self.placeholders: dict[str, type] = {}
         from torch._weights_only_unpickler import _tensor_rebuild_functions
 
-        self.allowed = {f"torch._utils.{f.__name__}": f for f in _tensor_rebuild_functions()}
-        self.allowed["collections.OrderedDict"] = collections.OrderedDict
-        self.allowed |= {f"torch.jit._pickle.{name}": _identity for name in JIT_LIST_HELPERS}
+        # fresh wrappers per read: a BUILD opcode aimed at an allowed global can only change the wrapper
+        self.allowed = {f"torch._utils.{f.__name__}": _wrapped(f) for f in _tensor_rebuild_functions()}
+        self.allowed["collections.OrderedDict"] = type("OrderedDict", (collections.OrderedDict,), {})
+        self.allowed |= {f"torch.jit._pickle.{name}": _wrapped(_identity) for name in JIT_LIST_HELPERS}
 
     def find_class(self, module: str, name: str):
         full = f"{module}.{name}"

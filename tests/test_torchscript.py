@@ -105,3 +105,14 @@ def test_damaged_archive_is_one_line(archive, tmp_path):
         read_torchscript_state(cut)
     assert "\n" not in str(info.value)
     assert not is_torchscript_archive(tmp_path / "nothing.pt")
+
+
+def test_build_aimed_at_an_allowed_function_changes_nothing_outside(archive, tmp_path):
+    """BUILD with a slot state sets attributes: aimed at an allowed rebuild function, it reaches a wrapper."""
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    name = b"__defaults__"
+    payload = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X" + len(name).to_bytes(4, "little") + name
+    payload += b"K\x01\x85s\x86b."  # (None, {"__defaults__": (1,)}), BUILD
+    with pytest.raises(KeepError, match="does not hold a module"):
+        read_torchscript_state(planted(archive[0], tmp_path, payload))
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
