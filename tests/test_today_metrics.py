@@ -339,12 +339,20 @@ def test_dvface_table_with_every_metric_model_missing_still_completes(tmp_path):
 
 def test_real_footage_protocol_no_reference_columns_only(tmp_path):
     """A set without ground truth (LQ clips only): full-reference columns n/a, E*warp (the output's flow) and
-    VIDD computed, RFV-LQ's published rows beside."""
+    VIDD computed, RFV-LQ's published rows beside. NIQE's parameters are there, but pyiqa's NIQE works on
+    96-px blocks and cannot score these 64-px frames: its column is n/a with the reason, the run goes on."""
+    import scipy.io
+
     tiny_set(tmp_path / "real", gt=False)
+    (tmp_path / "no_weights").mkdir()
+    a = np.random.default_rng(0).normal(size=(36, 36))
+    niqe = {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": a @ a.T / 36 + np.eye(36)}
+    scipy.io.savemat(tmp_path / "no_weights" / "niqe_modelparameters.mat", niqe)
     args = ["--set", f"data.root={tmp_path / 'real'}", "data.gt=false", "methods=[bicubic]", "metrics.identity=[dlib]"]
     done = run_test_py(tmp_path, *args, "--set", "metrics.published=rfv_lq", "--name", "real")
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "results" / "real" / "table.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| bicubic |")).split("|")[2:-1]
     assert [c.strip() for c in row[:3]] == ["n/a"] * 3 and row[12].strip() != "n/a" and row[13].strip() != "n/a"
+    assert row[6].strip() == "n/a" and "- niqe: not computed: it failed on 64x64 frames" in table
     assert "| DVFace (published) |" in table and "real footage" in table
