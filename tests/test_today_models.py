@@ -20,7 +20,7 @@ pytestmark = [
         "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning", "ignore::torch.jit.TracerWarning"
     ),
 ]
-pyiqa = pytest.importorskip("pyiqa", reason="optional: pip install --no-deps pyiqa -r requirements-metrics.txt")
+OPTIONAL = "optional: pip install --no-deps pyiqa==0.1.16 -r requirements-metrics.txt"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,8 @@ def test_clipiqa_from_a_torchscript_archive_equals_pyiqa(weights_dir, monkeypatc
     """OpenAI publishes RN50 only as a TorchScript archive: a traced tiny CLIP saved like it (with the
     three integer attributes OpenAI's archives carry) is read without running it; pyiqa's own `load`
     runs `torch.jit.load` on the same archive."""
-    import clip as openai_clip
+    pyiqa = pytest.importorskip("pyiqa", reason=OPTIONAL)
+    openai_clip = pytest.importorskip("clip", reason=OPTIONAL)
     import pyiqa.archs.clipiqa_arch as clipiqa_arch
 
     from keep.metrics.iqa import build_iqa
@@ -85,6 +86,8 @@ def test_clipiqa_from_a_torchscript_archive_equals_pyiqa(weights_dir, monkeypatc
 def test_liqe_equals_pyiqa(weights_dir, monkeypatch):
     """liqe_koniq.pt holds every weight of LIQE's fine-tuned CLIP (pyiqa loads it strictly): ours builds the
     network from it alone; pyiqa's reference builds OpenAI's backbone (here the tiny one) and loads it over."""
+    pyiqa = pytest.importorskip("pyiqa", reason=OPTIONAL)
+    pytest.importorskip("clip", reason=OPTIONAL)
     import pyiqa.archs.liqe_arch as liqe_arch
     from pyiqa.archs.clip_model import CLIP
 
