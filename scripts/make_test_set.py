@@ -11,6 +11,13 @@ smaller, same file names) with the degradation pipeline (`keep.data.degrade_clip
 fields on top. Each clip's generator is seeded from `--seed` and the clip's name (not its position in
 the listing), so adding or removing clips leaves the others' inputs unchanged, and re-running
 reproduces them bit for bit. Existing LQ clips are kept unless `--overwrite`.
+
+DicFace's VFHQ-Test release (GT frame folders, `<clip>.txt` landmark files, the clip list; docs/benchmark.md)
+is aligned into `<root>/GT` first with `--dicface-gt DIR --dicface-landmarks DIR [--dicface-list FILE]`
+(`keep.evaluation.dicface`); its LQ frames too with `--dicface-lq DIR`, otherwise LQ is synthesised:
+
+    python scripts/make_test_set.py --root datasets/dvface_vfhq --protocol dicface \
+        --dicface-gt release/GT --dicface-landmarks release/landmarks --dicface-list release/vfhq_test.txt
 """
 
 from __future__ import annotations
@@ -34,9 +41,17 @@ from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_conf
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.evaluation.data import list_clips  # noqa: E402
+from keep.evaluation.dicface import align_release  # noqa: E402
 from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
 from keep.image import list_images, read_image, write_image  # noqa: E402
-from keep.paths import move_into_place, partial_path, remove_partials, stale_partials, write_atomically  # noqa: E402
+from keep.paths import (  # noqa: E402
+    check_output_outside_inputs,
+    move_into_place,
+    partial_path,
+    remove_partials,
+    stale_partials,
+    write_atomically,
+)
 from keep.threads import set_threads  # noqa: E402
 
 
@@ -90,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="global seed; each clip's seed also uses its name")
     parser.add_argument("--overwrite", action="store_true", help="rewrite LQ clips that exist")
+    parser.add_argument("--dicface-gt", help="DicFace release: GT frame folders <clip>/*.png, aligned into GT/")
+    parser.add_argument("--dicface-landmarks", help="DicFace release: folder of <clip>.txt (10 numbers per frame)")
+    parser.add_argument("--dicface-list", help="DicFace release: clip list, lines '<clip path>/<frames>'")
+    parser.add_argument("--dicface-lq", help="DicFace release: LQ frame folders, aligned into LQ/ (no synthesis)")
     add_set_argument(parser)
     add_threads_argument(parser)
     args = parser.parse_args(argv)
@@ -120,6 +139,21 @@ def _main(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     params = from_dict(DegradationConfig, apply_overrides(protocol.degradation, args.overrides))
     root = Path(args.root)
+    if args.dicface_gt or args.dicface_landmarks:
+        if not (args.dicface_gt and args.dicface_landmarks):
+            raise KeepError("--dicface-gt and --dicface-landmarks go together (the release's frames and landmarks)")
+        for out in (root / "GT", root / "LQ"):
+            check_output_outside_inputs(out, [args.dicface_gt, args.dicface_landmarks, args.dicface_lq])
+        clips = align_release(
+            args.dicface_gt, args.dicface_landmarks, root, clip_list=args.dicface_list, lq=args.dicface_lq
+        )
+        print(f"aligned {len(clips)} clips of the DicFace release into {root / 'GT'}")
+        if args.dicface_lq:
+            (root / "LQ" / "source.json").write_text(
+                json.dumps({"lq": "DicFace release", "from": args.dicface_lq}) + "\n"
+            )
+            print(f"aligned their LQ frames into {root / 'LQ'} (nothing synthesised)")
+            return 0
     record = {"protocol": protocol.name, "seed": args.seed, "clip_seed": "sha256(f'{seed}:{clip}')"}
     list_clips(root)  # a missing or empty GT/ is reported before anything is written
     if not args.overwrite:

@@ -1,4 +1,5 @@
-"""Reading test sets: `root/GT/<clip>/*.png` with `root/LQ/<clip>/*.png` (same file names)."""
+"""Reading test sets: `root/GT/<clip>/*.png` with `root/LQ/<clip>/*.png` (same file names); sets of real
+footage without ground truth (`data.gt: false`): `root/LQ/<clip>/*.png` only."""
 
 from __future__ import annotations
 
@@ -15,17 +16,18 @@ from ..image import list_images, read_image
 class Clip:
     name: str
     frame_names: list[str]
-    gt: np.ndarray  # (T, H, W, 3) uint8 RGB
+    gt: np.ndarray | None  # (T, H, W, 3) uint8 RGB; None for real footage without ground truth
     lq: np.ndarray  # (T, H/4, W/4, 3) uint8 RGB
 
 
-def list_clips(root: str | Path, names: tuple[str, ...] = ()) -> list[str]:
-    gt_root = Path(root) / "GT"
+def list_clips(root: str | Path, names: tuple[str, ...] = (), *, folder: str = "GT") -> list[str]:
+    """Clip names under `root/<folder>/` (GT; LQ for a set without ground truth)."""
+    gt_root = Path(root) / folder
     if not gt_root.is_dir():
-        raise KeepError(f"test set {root}: no GT/ folder (expected {gt_root}/<clip>/*.png)")
-    available = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
+        raise KeepError(f"test set {root}: no {folder}/ folder (expected {gt_root}/<clip>/*.png)")
+    available = sorted(p.name for p in gt_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not available:
-        raise KeepError(f"test set {root}: GT/ holds no clip folders")
+        raise KeepError(f"test set {root}: {folder}/ holds no clip folders")
     missing = [n for n in names if n not in available]
     if missing:
         raise KeepError(f"test set {root}: no clip {missing[0]!r} (clips: {', '.join(available[:10])}...)")
@@ -73,6 +75,18 @@ def load_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
     gt, lq = _stack([read_image(p) for p in gt_files], name), _stack([read_image(p) for p in lq_files], name)
     _check_sizes(name, gt.shape[1:], lq.shape[1:])
     return Clip(name=name, frame_names=[p.stem for p in gt_files], gt=gt, lq=lq)
+
+
+def load_lq_clip(root: str | Path, name: str, *, max_frames: int = 0) -> Clip:
+    """Read one clip of a set without ground truth: `root/LQ/<clip>/*.png`, square frames of one size."""
+    files = list_images(Path(root) / "LQ" / name)
+    files = files[:max_frames] if max_frames > 0 else files
+    if not files:
+        raise KeepError(f"clip {name}: no frames in {Path(root) / 'LQ' / name}")
+    lq = _stack([read_image(p) for p in files], name)
+    if lq.shape[1] != lq.shape[2]:
+        raise KeepError(f"clip {name}: LQ frames are {lq.shape[2]}x{lq.shape[1]}; aligned faces are square")
+    return Clip(name=name, frame_names=[p.stem for p in files], gt=None, lq=lq)
 
 
 def _check_sizes(name: str, gt_shape: tuple[int, ...], lq_shape: tuple[int, ...]) -> None:

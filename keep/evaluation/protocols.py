@@ -11,6 +11,13 @@ CRF 18-25, 128 px LQ (x4 from 512 GT). Not in the name, taken from the released 
 (the closest published recipe): the 21-tap kernel, isotropic / anisotropic kernels 0.7 / 0.3 (here
 seven `iso` and three `aniso` entries, drawn uniformly), the resize kernel among area / bilinear /
 bicubic. No Poisson noise, no second noise step, no JPEG: the name lists one noise and a codec only.
+
+`dicface` (the sets of DVFace's Table 1 where only GT is at hand, e.g. HDTF): DicFace's released
+options for its VFHQ-Test set (`VFHQRealDegradationDatasetNew`, val): 21-tap iso / aniso kernels 0.7 /
+0.3 with sigma 0.1-10, x4 down with area / bilinear / bicubic at 0.2 / 0.4 / 0.4, Gaussian noise 0-10
+(grey with probability 0.5 there; this pipeline's noise is per channel), H.264 CRF 18-25. DicFace then
+upsamples the LQ back to GT size and aligns both with the clip's 5-point landmark file; here LQ stays
+x4 smaller and the methods upsample it (docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -53,6 +60,30 @@ PROTOCOLS: dict[str, Protocol] = {
         config="configs/test_vfhq_easy.yml",
         published="the paper's VFHQ table (docs/benchmark.md): the KEEP row, PSNR 27.99 / SSIM 0.827 / "
         "LPIPS 0.162 / IDS 0.796 / AKD 8.82",
+    ),
+    "dicface": Protocol(
+        name="dicface",
+        description="DicFace's released VFHQ-Test degradation: blur sigma 0.1-10, noise 0-10, H.264 CRF 18-25, x4",
+        degradation={
+            "scale": 4,
+            "blur_prob": 1.0,
+            "kernel_size": 21,
+            "kernel_types": ["iso"] * 7 + ["aniso"] * 3,  # iso 0.7 / aniso 0.3
+            "blur_sigma": [0.1, 10.0],
+            "noise_prob": 1.0,
+            "noise_sigma": [0.0, 10.0],
+            "poisson_prob": 0.0,
+            "resize_modes": ["area", "bilinear", "bilinear", "bicubic", "bicubic"],  # 0.2 / 0.4 / 0.4
+            "noise2_prob": 0.0,
+            "jpeg_prob": 0.0,
+            "codec_prob": 1.0,
+            "codecs": ["libx264"],
+            "crf": [18, 25],
+        },
+        config="configs/test_dvface.yml",
+        published="DVFace Table 1 (VFHQ-Test, HDTF) as far as DVFace synthesised its LQ as DicFace did: the "
+        "parameters are DicFace's released options (options/clip5_bs2_512_align_nofix_multiscale.yaml, val set), "
+        "DVFace's own recipe could not be read here; docs/benchmark.md",
     ),
     "training": Protocol(
         name="training",

@@ -22,14 +22,52 @@ COLUMNS = (
 )
 
 
-def summarize(clip_rows: list[dict], methods: tuple[str, ...]) -> dict[str, dict[str, float]]:
+# The columns of today's face-video tables, in their order (DVFace, arXiv 2604.14560, Tables 1-2): header
+# with the direction (up: higher is better), scale, decimals. AKD is the landmark distance divided by the
+# face size (512): the published values (0.002-0.013) fit that normalisation; E*warp is shown x 10^3.
+DVFACE_COLUMNS = (
+    ("psnr", "PSNR ↑", 1.0, 2),
+    ("ssim", "SSIM ↑", 1.0, 4),
+    ("lpips", "LPIPS ↓", 1.0, 4),
+    ("dists", "DISTS ↓", 1.0, 4),
+    ("clipiqa", "CLIP-IQA ↑", 1.0, 4),
+    ("musiq", "MUSIQ ↑", 1.0, 2),
+    ("niqe", "NIQE ↓", 1.0, 2),
+    ("maniqa", "MANIQA ↑", 1.0, 4),
+    ("liqe", "LIQE ↑", 1.0, 2),
+    ("akd", "AKD/512 ↓", 1.0 / 512, 4),
+    ("fvd", "FVD ↓", 1.0, 2),
+    ("dover", "DOVER ↑", 1.0, 4),
+    ("ewarp", "E*warp x1e-3 ↓", 1e3, 2),
+    ("vidd", "VIDD ↓", 1.0, 4),
+    ("params", "Params (M)", 1e-6, 2),
+    ("runtime", "Runtime (s/clip)", 1.0, 2),
+)
+TABLES = {"keep": COLUMNS, "dvface": DVFACE_COLUMNS}
+PUBLISHED = Path(__file__).with_name("published.yml")
+
+
+def published_rows(dataset: str) -> tuple[dict[str, dict[str, float]], str]:
+    """The published rows of `dataset` ({method: {column key: value}}) and their source (published.yml)."""
+    import yaml
+
+    data = yaml.safe_load(PUBLISHED.read_text())
+    if dataset not in data["datasets"]:
+        from ..errors import KeepError
+
+        raise KeepError(f"no published rows for '{dataset}'; choose one of {sorted(data['datasets'])}")
+    rows = {f"{m} (published)": values for m, values in data["datasets"][dataset].items()}
+    return rows, data["source"]
+
+
+def summarize(clip_rows: list[dict], methods: tuple[str, ...], columns: tuple = COLUMNS) -> dict[str, dict[str, float]]:
     """Mean over clips of each per-clip value (clips weigh equally), NaN-aware, per method."""
     summary = {}
     for method in methods:
         rows = [r for r in clip_rows if r["method"] == method]
         summary[method] = {}
-        for key, *_ in COLUMNS:
-            values = np.array([r[key] for r in rows], dtype=np.float64)
+        for key, *_ in columns:
+            values = np.array([r.get(key, np.nan) for r in rows], dtype=np.float64)
             finite_or_inf = values[~np.isnan(values)]
             summary[method][key] = float(np.mean(finite_or_inf)) if finite_or_inf.size else float("nan")
     return summary
@@ -43,12 +81,23 @@ def _fmt(value: float, scale: float, decimals: int) -> str:
     return f"{value * scale:.{decimals}f}"
 
 
-def markdown_table(summary: dict[str, dict[str, float]], header_lines: list[str], notes: dict[str, str]) -> str:
+def markdown_table(
+    summary: dict[str, dict[str, float]],
+    header_lines: list[str],
+    notes: dict[str, str],
+    columns: tuple = COLUMNS,
+    published: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """The table: one row per method (n/a: not computed, the notes say why); `published` rows (values as
+    printed in their paper, AKD already normalised, E*warp already x 10^3) follow, marked as such."""
     lines = [*header_lines, ""]
-    lines.append("| method | " + " | ".join(h for _, h, _, _ in COLUMNS) + " |")
-    lines.append("| --- " * (len(COLUMNS) + 1) + "|")
+    lines.append("| method | " + " | ".join(h for _, h, _, _ in columns) + " |")
+    lines.append("| --- " * (len(columns) + 1) + "|")
     for method, values in summary.items():
-        cells = [_fmt(values[key], scale, decimals) for key, _, scale, decimals in COLUMNS]
+        cells = [_fmt(values.get(key, float("nan")), scale, decimals) for key, _, scale, decimals in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for method, values in (published or {}).items():
+        cells = [str(values[key]) if key in values else "" for key, *_ in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "Metrics:"]
     lines += [f"- {name}: {text}" for name, text in notes.items()]

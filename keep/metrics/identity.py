@@ -93,3 +93,15 @@ def identity_similarity(embedding: np.ndarray, ref_embedding: np.ndarray) -> flo
     """IDS: cosine similarity of two embeddings (1 = same direction)."""
     norm = np.linalg.norm(embedding) * np.linalg.norm(ref_embedding)
     return float(np.dot(embedding, ref_embedding) / max(norm, 1e-12))
+
+
+def vidd(embeddings: Sequence[np.ndarray]) -> float:
+    """VIDD, the identity distance between adjacent frames (SVFR, Wang et al. 2025; DVFace Tables 1-2):
+    mean over t of || e_t / |e_t| - e_{t+1} / |e_{t+1}| ||_2 over a clip's per-frame identity embeddings
+    (lower: the identity holds steadier). The published values (0.43-0.77 on VFHQ-Test, HDTF, RFV-LQ and
+    VoxCeleb2) fit this Euclidean distance of unit embeddings (= sqrt(2 - 2 cos)); the papers' text,
+    which would settle the exact distance, could not be read here (docs/benchmark.md). NaN for one frame."""
+    if len(embeddings) < 2:
+        return float("nan")
+    unit = np.stack([e / max(np.linalg.norm(e), 1e-12) for e in embeddings]).astype(np.float64)
+    return float(np.linalg.norm(unit[1:] - unit[:-1], axis=1).mean())
