@@ -26,7 +26,7 @@ def passive_openmp_waits() -> bool:
     parallel region. With another process on one of the cores, the spinning threads take the CPU
     from the one they wait for; the tiny network ran ~15x slower with 2 threads than with 1 on a
     loaded 2-core machine, and ~1.3x faster with 2 threads than with 1 once idle threads sleep
-    (docs/speed.md, `scripts/benchmark_contention.py`).
+    (docs/speed.md, `python -m benchmarks contention`).
     """
     global _PASSIVE_WAITS
     if _PASSIVE_WAITS is None:
