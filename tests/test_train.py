@@ -136,19 +136,25 @@ def test_stage_three_step_changes_only_cft_cfa_and_discriminator(tmp_path, clip_
 
 
 def test_the_trainers_flow_runs_in_float32_under_a_bf16_autocast(tmp_path, clip_folder):
-    """One precision rule for flow in training and inference (keep.flow.clip_flows): the trainer's autocast
-    (configs/keep.yml trains in bf16) does not reach the estimator, whose flows stay exact float32."""
+    """One precision rule for flow in training and inference (keep.flow.clip_flows): the autocast of the
+    trainer's step (configs/keep.yml trains in bf16) does not reach the estimator, whose flows stay exact
+    float32. The step stops at its first flow call: what the estimator saw is the test, not a bf16 step."""
+
+    class FlowCalled(Exception):
+        pass
+
     cfg = tiny_config("kalman", tmp_path, clip_folder, "train.total_steps=1", "train.precision=bf16", "val=null")
     trainer = Trainer(cfg)
     kernel, seen = torch.ones(2, 3, 1, 1), []
 
     def flow(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        seen.append((target.dtype, autocast_dtype("cpu"), F.conv2d(target, kernel).dtype))
-        return F.conv2d(target - source, kernel)
+        seen.append((target.dtype, autocast_dtype("cpu"), F.conv2d(target - source, kernel).dtype))
+        raise FlowCalled
 
     trainer.tools.flow = flow
-    trainer.fit()
-    assert seen and set(seen) == {(torch.float32, None, torch.float32)}
+    with pytest.raises(FlowCalled):
+        trainer.train_step(next(iter(trainer.loader())))
+    assert seen == [(torch.float32, None, torch.float32)]  # under the step's bf16 autocast: bf16 conv
 
 
 def test_trainable_follows_the_stage_unless_overridden(tmp_path, clip_folder):
