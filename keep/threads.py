@@ -1,9 +1,10 @@
 """CPU threads: OpenMP's wait policy, the cores this process may use, and the threads torch and OpenCV get
 (issue 10; measured in docs/speed.md).
 
-Every entry point (inference.py, train.py, test.py, app.py, scripts/) calls `passive_openmp_waits()` first
-thing, before anything imports torch, and `set_threads(args.threads)` once its arguments are parsed. Importing
-`keep` changes nothing: the package imports torch only when one of its names is used.
+Every entry point (inference.py, train.py, test.py, app.py, scripts/, `python -m benchmarks`) calls
+`passive_openmp_waits()` first thing, before anything imports torch, and `set_threads(args.threads)` once its
+arguments are parsed. Importing `keep` changes nothing: the package imports torch only when one of its names
+is used.
 """
 
 from __future__ import annotations
