@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import av
+import cv2
 import numpy as np
 import torch
 
@@ -30,6 +32,7 @@ from keep.cuda_graphs import GraphedStep
 from keep.errors import KeepError
 from keep.restorer import Restorer
 from keep.threads import cpu_cores
+from keep.video import open_input
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "assets" / "carphone_sample.mp4"
@@ -135,8 +138,6 @@ def peak_rss_mib(pid: int | str) -> float:
 def two_person_frame(sources: list[np.ndarray], t: int, width: int, height: int) -> np.ndarray:
     """Frame t of the two-person clip: two crops of the sample (its frames t and t + 37, two people as far as
     a detector can tell), each scaled to the height, side by side."""
-    import cv2
-
     half, parts = width // 2, []
     for offset in (0, 37):
         src = sources[(t + offset) % len(sources)]
@@ -147,8 +148,6 @@ def two_person_frame(sources: list[np.ndarray], t: int, width: int, height: int)
 
 
 def sample_frames() -> list[np.ndarray]:
-    from keep.video import open_input
-
     return [f.rgb for f in open_input(SAMPLE)]
 
 
@@ -159,8 +158,6 @@ def two_person_frames(count: int, width: int, height: int) -> list[np.ndarray]:
 
 def write_two_person_clip(path: Path, frames: int, width: int = 960, height: int = 540, *, crf: int = 18) -> Path:
     """The two-person clip as H.264 at 25 fps, one frame at a time (long clips stay small in memory)."""
-    import av
-
     sources = sample_frames()
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
