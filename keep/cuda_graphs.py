@@ -12,8 +12,8 @@ batch 1 went from 32.6 to 45.0 frames/s (docs/speed.md).
 
 Frames without a prediction (a clip's first), training (autograd on) and CPU tensors run the step
 eagerly. A capture that fails logs one line and that signature runs eagerly from then on. The step
-captured is `KEEP.step` or one given in its place (`keep.restorer.Restorer` gives its
-`torch.compile`d version when asked: the compiled kernels are then what the graphs replay).
+captured is `KEEP.step` or one given in its place that computes the same (a `torch.compile`d step, whose
+kernels the graphs then replay: `python -m benchmarks speed --compile`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .archs.keep_arch import KEEP, FrameOutput, FrameStep
-from .precision import tf32_state
+from .precision import autocast_dtype, tf32_state
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,6 @@ class _Captured:
     graph: torch.cuda.CUDAGraph
     inputs: list[torch.Tensor]  # static input buffers: z_obs, prev_out, flow, gain, taps, CFA memory
     output: FrameOutput  # static outputs, overwritten by every replay
-
-
-def _autocast_state() -> tuple[bool, torch.dtype | None]:
-    """Whether CUDA autocast is on, and its dtype (None when off)."""
-    try:
-        enabled = torch.is_autocast_enabled("cuda")
-        return enabled, torch.get_autocast_dtype("cuda") if enabled else None
-    except TypeError:  # torch < 2.4
-        enabled = torch.is_autocast_enabled()
-        return enabled, torch.get_autocast_gpu_dtype() if enabled else None
 
 
 class GraphedStep:
@@ -116,7 +106,7 @@ class GraphedStep:
             tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
             tap_scales,
             memory_scales,
-            _autocast_state(),
+            autocast_dtype("cuda"),
             tf32_state(),
             float(fidelity),  # a Python float: baked into the captured kernels
             next(self.network.parameters()).data_ptr(),  # the weights the graph reads (moved: new graph)
@@ -135,11 +125,11 @@ class GraphedStep:
             return self.step(z_obs, taps, memory, prev_out, flow, gain, fidelity=fidelity)
 
         device = inputs[0].device
-        autocast, dtype = _autocast_state()
+        dtype = autocast_dtype("cuda")
         # autocast's cache of cast weights must stay off while capturing: a cached cast made during
         # capture would be freed when the context exits, under the graph's feet. The warm-up runs under
         # the same setting, so that a compiled step meets the same state (no recompilation in capture).
-        no_cache = torch.autocast("cuda", dtype=dtype or torch.float16, enabled=autocast, cache_enabled=False)
+        no_cache = torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None, cache_enabled=False)
         try:
             side = torch.cuda.Stream(device)  # warm-up off the default stream, as capture requires
             side.wait_stream(torch.cuda.current_stream(device))

@@ -1,16 +1,12 @@
-"""Numeric precision modes and inference-only speed settings (issue #2, docs/speed.md).
+"""Numeric precision modes and the CPU allocator setting of inference (docs/speed.md).
 
 - `autocast(device, precision)`: the context the network runs in: `fp32` (exact), `tf32` (GPU: float32
   storage, TensorFloat-32 tensor cores for convolutions and matrix products), `bf16`, `fp16`.
 - `tf32(enabled)`: TF32 on or off for the duration. PyTorch's default lets cuDNN convolutions use TF32,
   which on an H100 moved the golden case's output by 0.1 and flipped codes (and the released GMFlow's
   flows by up to 56 px with stand-in weights): `fp32` on a GPU therefore switches it off, and flows are
-  always estimated with it off (docs/speed.md).
-- `prepare_for_inference(model, channels_last=...)`: layout change that makes the convolutions
-  (97% of the work) faster with oneDNN / cuDNN and changes no weight value. Not bit-exact: on the
-  golden case the codes stay identical but the output moves by up to 1.5e-3 (oneDNN's NHWC
-  convolution and group norm round differently), over the 1e-3 parity bound; the plain (NCHW)
-  layout is the exact mode. The model stays trainable.
+  always estimated in `fp32` (`keep.flow.clip_flows`, training and inference alike).
+- `autocast_dtype(device_type)`: the one question "is autocast on, and in what dtype".
 - `reuse_freed_memory()`: CPU allocator setting for large activations (Linux, glibc).
 """
 
@@ -22,7 +18,6 @@ import sys
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -75,30 +70,20 @@ def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.
         stack.enter_context(tf32(precision == "tf32"))
     if dtype is not None:
         stack.enter_context(torch.autocast(device_type=device_type, dtype=dtype))
-    elif _autocast_enabled(device_type):
+    elif autocast_dtype(device_type) is not None:
         stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
     return stack
 
 
-def _autocast_enabled(device_type: str) -> bool:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs in on `device_type` ('cpu', 'cuda', ...), None when it is off."""
     try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
-    """Switch every 4-D weight to the channels-last (NHWC) layout, in place; returns `model`.
-
-    Convolutions then produce channels-last activations, which oneDNN (CPU) and cuDNN (tensor cores)
-    run without layout reorders; the attention blocks read channels-last maps as `(N, h*w, C)` tokens
-    for free. Values are untouched, but the rounding differs (see the module docstring): same codes
-    on the golden case, output within 2e-3. Inputs need no change: the first convolution propagates
-    the layout.
-    """
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
+        enabled = torch.is_autocast_enabled(device_type)
+        return torch.get_autocast_dtype(device_type) if enabled else None
+    except (TypeError, AttributeError):  # torch < 2.4: one function per device type
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def reuse_freed_memory() -> bool:
@@ -120,6 +105,4 @@ def reuse_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-__all__ = [
-    "PRECISIONS", "autocast", "check_precision", "prepare_for_inference", "reuse_freed_memory", "tf32", "tf32_state",
-]  # fmt: skip
+__all__ = ["PRECISIONS", "autocast", "autocast_dtype", "check_precision", "reuse_freed_memory", "tf32", "tf32_state"]

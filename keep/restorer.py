@@ -10,29 +10,21 @@ clip from its frames alone:
     model.network                                   # the bare nn.Module (state dict, training, hooks)
 
 The settings live here and nowhere else: `precision` (the network runs in `keep.precision.autocast`
-of it; flows are always estimated in exact float32), `fidelity` (the CFT weight `KEEP.run` takes,
-CodeFormer's `w`), `cuda_graphs` (on a GPU the frames of a window are replayed from CUDA graphs,
-`keep.cuda_graphs`: same kernels, same values), `compile_step` (the per-frame step through
-`torch.compile` with that backend, inside the CUDA graphs on a GPU: fused kernels, values within
-the precision's rounding; off by default until measured, issue 20, docs/speed.md).
-`keep.streaming.StreamingRestorer` and the pipeline run the network through `Restorer.run`, so they
-follow them.
+of it; flows are always estimated in exact float32, `keep.flow.clip_flows`), `fidelity` (the CFT weight
+`KEEP.run` takes, CodeFormer's `w`), `cuda_graphs` (on a GPU the frames of a window are replayed from
+CUDA graphs, `keep.cuda_graphs`: same kernels, same values). `keep.streaming.StreamingRestorer` and the
+pipeline run the network through `Restorer.run`, so they follow them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
-
 import torch
-from einops import rearrange
 
-from .archs.keep_arch import KEEP, FrameStep, KEEPConfig, KEEPOutput, KEEPState
+from .archs.keep_arch import KEEP, KEEPConfig, KEEPOutput, KEEPState
 from .cuda_graphs import GraphedStep
 from .errors import KeepError
-from .precision import autocast, check_precision, tf32
-
-FlowEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .flow import FlowEstimator, clip_flows
+from .precision import autocast, check_precision
 
 
 def check_fidelity(value: float) -> float:
@@ -54,15 +46,13 @@ class Restorer:
         precision: str = "fp32",
         fidelity: float = 1.0,
         cuda_graphs: bool = True,
-        compile_step: str | None = None,
     ):
         self.network = network
         self.flow = flow
         self.precision = precision
         self.fidelity = fidelity
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the per-frame recurrence from CUDA graphs
-        self.compile_step = compile_step  # a torch.compile backend ("inductor") for the per-frame step, or None
-        self._step: tuple[tuple, FrameStep] | None = None  # (what it was made for, the step)
+        self._graphed: GraphedStep | None = None
 
     @property
     def precision(self) -> str:
@@ -86,21 +76,14 @@ class Restorer:
     def fidelity(self, value: float) -> None:
         self._fidelity = check_fidelity(value)
 
-    def frame_step(self) -> FrameStep | None:
-        """What `KEEP.run` computes its predicted frames with: a `GraphedStep` on CUDA, around the compiled
-        step with `compile_step`; the compiled step alone elsewhere; None: `KEEP.step`. Made once and
-        kept (captured graphs, compiled code) while the network and these settings stay."""
-        graphs = self.cuda_graphs and self.device.type == "cuda"
-        if not graphs and self.compile_step is None:
+    def frame_step(self) -> GraphedStep | None:
+        """What `KEEP.run` computes its predicted frames with: with `cuda_graphs` on CUDA a `GraphedStep`,
+        made once and kept (its captured graphs) while the network stays; else None (`KEEP.step`)."""
+        if not (self.cuda_graphs and self.device.type == "cuda"):
             return None
-        made_for = (id(self.network), graphs, self.compile_step)
-        if self._step is None or self._step[0] != made_for:
-            step = self.network.step
-            if self.compile_step is not None:
-                # fullgraph: a graph break would split the step into pieces run from Python again
-                step = torch.compile(step, backend=self.compile_step, fullgraph=True, dynamic=False)
-            self._step = made_for, GraphedStep(self.network, step=step) if graphs else step
-        return self._step[1]
+        if self._graphed is None or self._graphed.network is not self.network:
+            self._graphed = GraphedStep(self.network)
+        return self._graphed
 
     @property
     def config(self) -> KEEPConfig:
@@ -118,27 +101,14 @@ class Restorer:
         self.network.eval()
         return self
 
-    @torch.no_grad()
     def flows(self, lq: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Flows frame t -> t-1 of a window, all pairs in one estimator call.
-
-        lq: `(B, T, 3, H, W)` in [-1, 1]; previous: `(B, 3, H, W)` the frame before the window, or None.
-        Returns `(B, T', 2, H, W)` with T' = T when `previous` is given (entry 0: frame 0 -> previous),
-        else T - 1; None when there is no pair.
-        """
-        targets = lq if previous is not None else lq[:, 1:]
-        sources = lq[:, :-1] if previous is None else torch.cat([previous[:, None], lq[:, :-1]], dim=1)
-        if targets.shape[1] == 0:
+        """Flows frame t -> t-1 of a window (`keep.flow.clip_flows`: all pairs in one estimator call, exact
+        float32); None when the window has no pair (one frame, no `previous`)."""
+        if lq.shape[1] - (previous is None) < 1:
             return None
         if self.flow is None:
             raise ValueError("no flows given and no flow estimator set (keep.load_model(..., flow='dis'))")
-        flat = lambda x: rearrange(x, "b t c h w -> (b t) c h w")  # noqa: E731
-        # flows in exact float32 whatever precision the network runs at: no autocast, no TF32 (with bf16
-        # autocast the released GMFlow's flows moved enough to change a quarter of the golden codes)
-        exact = tf32(False) if lq.device.type == "cuda" else nullcontext()
-        with exact, torch.autocast(lq.device.type, enabled=False):
-            flows = self.flow(flat(targets), flat(sources)).float()
-        return rearrange(flows, "(b t) c h w -> b t c h w", b=lq.shape[0])
+        return clip_flows(self.flow, lq, previous)
 
     def run(
         self,

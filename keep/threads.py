@@ -1,9 +1,10 @@
 """CPU threads: OpenMP's wait policy, the cores this process may use, and the threads torch and OpenCV get
 (issue 10; measured in docs/speed.md).
 
-Every entry point (inference.py, train.py, test.py, app.py, scripts/) calls `passive_openmp_waits()` first
-thing, before anything imports torch, and `set_threads(args.threads)` once its arguments are parsed. Importing
-`keep` changes nothing: the package imports torch only when one of its names is used.
+Every entry point (inference.py, train.py, test.py, app.py, scripts/, `python -m benchmarks`) calls
+`passive_openmp_waits()` first thing, before anything imports torch, and `set_threads(args.threads)` once its
+arguments are parsed. Importing `keep` changes nothing: the package imports torch only when one of its names
+is used.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def passive_openmp_waits() -> bool:
     parallel region. With another process on one of the cores, the spinning threads take the CPU
     from the one they wait for; the tiny network ran ~15x slower with 2 threads than with 1 on a
     loaded 2-core machine, and ~1.3x faster with 2 threads than with 1 once idle threads sleep
-    (docs/speed.md, `scripts/benchmark_contention.py`).
+    (docs/speed.md, `python -m benchmarks contention`).
     """
     global _PASSIVE_WAITS
     if _PASSIVE_WAITS is None:

@@ -3,7 +3,8 @@
     python scripts/prepare_vfhq.py --input datasets/VFHQ/train_frames --annotations datasets/VFHQ/annotations \
         --out datasets/VFHQ/train_aligned
 
-Input: a folder whose entries are clips, each a folder of frames or a video file. Landmarks: from
+Input: a folder whose entries are clips, each a folder of frames or a video file, read as inference reads
+them (`keep.video.open_input`: a phone's portrait video upright, every frame at the first frame's size). Landmarks: from
 `--annotations/<clip>.txt` when given (VFHQ annotation layout: every line made only of numbers is
 `frame_index [x0 y0 w h] lx1 ly1 ... lx5 ly5`, the last ten numbers being the 5 landmarks: left eye,
 right eye, nose, left and right mouth corner in image coordinates), otherwise detected per frame with
@@ -28,13 +29,13 @@ passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/th
 import numpy as np  # noqa: E402
 
 from keep.cli import add_threads_argument, run_main  # noqa: E402
-from keep.data.datasets import read_video  # noqa: E402
 from keep.errors import KeepError  # noqa: E402
 from keep.face.align import align_face, estimate_affine  # noqa: E402
 from keep.face.detectors import DlibDetector  # noqa: E402
-from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.image import write_image  # noqa: E402
 from keep.paths import check_output_outside_inputs  # noqa: E402
 from keep.threads import set_threads  # noqa: E402
+from keep.video import open_input  # noqa: E402
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:
@@ -71,14 +72,6 @@ def align(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     return align_face(frame, estimate_affine(landmarks, size), size)
 
 
-def clip_frames(entry: Path):
-    if entry.is_dir():
-        for i, p in enumerate(list_images(entry)):
-            yield i, read_image(p)
-    else:
-        yield from enumerate(read_video(entry))
-
-
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     root = Path(args.input)
@@ -97,16 +90,18 @@ def _main(args: argparse.Namespace) -> None:
             detector = LargestFace()
         out_dir = Path(args.out) / name
         previous, written = None, 0
-        for index, frame in clip_frames(entry):
-            points = marks.get(index) if marks is not None else detector(frame)
+        reader = open_input(entry)
+        for frame in reader:
+            points = marks.get(frame.index) if marks is not None else detector(frame.rgb)
             points = points if points is not None else previous
             if points is None:
                 continue  # no face yet in this clip
             previous = points
             out_dir.mkdir(parents=True, exist_ok=True)  # with the first aligned frame: a failed clip leaves nothing
-            write_image(out_dir / f"{index:08d}.png", align(frame, points, args.size))
+            write_image(out_dir / f"{frame.index:08d}.png", align(frame.rgb, points, args.size))
             written += 1
-        print(f"{name}: {written} aligned frames")
+        notes = [note for note in (reader.size_changes.message(), reader.stopped) if note]
+        print(f"{name}: {written} aligned frames" + "".join(f"; {note}" for note in notes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,23 +30,16 @@ import numpy as np  # noqa: E402
 
 from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
 from keep.config import apply_overrides, from_dict, load_config, to_dict  # noqa: E402
-from keep.data.datasets import read_video, square_resize  # noqa: E402
+from keep.data.datasets import read_frames  # noqa: E402
 from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.image import list_images, read_image, write_image  # noqa: E402
+from keep.image import write_image  # noqa: E402
 from keep.paths import check_output_outside_inputs  # noqa: E402
 from keep.threads import set_threads  # noqa: E402
 
 
 def load_frames(path: Path, size: int, frames: int) -> np.ndarray:
-    if path.is_dir():
-        files = list_images(path)[:frames]
-        if not files:
-            raise KeepError(f"no images in {path}")
-        return np.stack([square_resize(read_image(p), size) for p in files])
-    if not path.is_file():
-        raise KeepError(f"input not found: {path}")
-    return np.stack([square_resize(f, size) for f in read_video(path)[:frames]])
+    """The first `frames` frames of a video or a folder of frames, upright, square-resized to `size`."""
+    return read_frames(path, size, (0, frames))
 
 
 def degradation_config(opt: str | None, overrides: list[str]) -> DegradationConfig:

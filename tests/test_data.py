@@ -1,6 +1,7 @@
 """Clip sampling of the training data: frame interval and reversal (docs/training.md), seeded per item."""
 
 from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ from keep.data.datasets import DataConfig, FaceClipDataset
 from keep.data.degradations import DegradationConfig
 from keep.errors import KeepError
 
+REPO = Path(__file__).resolve().parent.parent
 OFF = DegradationConfig(scale=1, blur_prob=0, noise_prob=0, noise2_prob=0, codec_prob=0)
 
 
@@ -87,7 +89,44 @@ def test_data_paths_that_hold_no_training_data_say_what_they_are(numbered_clips,
 
 
 def test_the_default_data_path_is_the_sample_clip_in_the_repository():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / DataConfig().path
+    path = REPO / DataConfig().path
     assert path.is_file(), f"DataConfig's default path {path} is not in the repository"
+
+
+# retinaface_mobilenet's five points in frame 0 of the sample (176 x 144): eyes, nose tip, mouth corners
+SAMPLE_LANDMARKS = np.array([[80.69, 58.52], [101.44, 56.86], [93.02, 70.04], [83.58, 79.83], [101.72, 78.56]])
+
+
+def test_a_portrait_phone_clip_is_prepared_for_training_upright(tmp_path):
+    """A phone stores a portrait clip sideways with a rotation for players to apply. Training data is read
+    as inference reads it (keep.video.open_input), so the clip comes out upright: aligned by
+    scripts/prepare_vfhq.py and as a `video` source of the training data."""
+    import importlib.util
+
+    import footage
+
+    from keep.data.datasets import square_resize
+    from keep.face.align import align_face, estimate_affine
+    from keep.image import read_image
+
+    upright = [f[:, 40:136] for f in footage.sample_frames(2)]  # 96 x 144, portrait, a face
+    raw, notes = tmp_path / "raw", tmp_path / "notes"
+    raw.mkdir()
+    notes.mkdir()
+    phone = footage.write_clip(raw / "phone.mp4", [footage.stored(f, 3, False) for f in upright], rotation=(-90, False))
+    marks = SAMPLE_LANDMARKS - [40, 0]  # VFHQ's annotation layout, in the upright frame's coordinates
+    (notes / "phone.txt").write_text(
+        "".join(f"{t} 0 0 96 144 " + " ".join(map(str, marks.ravel())) + "\n" for t in (0, 1))
+    )
+    spec = importlib.util.spec_from_file_location("prepare_vfhq", REPO / "scripts" / "prepare_vfhq.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    args = ["--input", str(raw), "--annotations", str(notes), "--out", str(tmp_path / "aligned"), "--size", "64"]
+    assert prepare.main([*args, "--threads", "1"]) == 0
+    aligned = read_image(tmp_path / "aligned" / "phone" / "00000000.png")
+    expected = align_face(upright[0], estimate_affine(marks, 64), 64)
+    assert np.abs(aligned.astype(int) - expected).mean() < 6  # H.264's loss only (read sideways: 44)
+
+    cfg = DataConfig(source="video", path=str(phone), gt_size=64, clip_length=1, hflip=False, degradation=OFF)
+    gt = (FaceClipDataset(cfg)[0]["gt"][0].permute(1, 2, 0).numpy() + 1) * 127.5
+    assert np.abs(gt - square_resize(upright[0], 64)).mean() < 6  # (read sideways: 45)

@@ -33,7 +33,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_TRAIN = "configs/tiny/released/stage1_vqgan.yml"
-ERROR_LINE = re.compile(r"^(error: |[\w.\-]+: error: )")
+ERROR_LINE = re.compile(r"^(error: |[\w.\- ]+: error: )")  # argparse's prog: a script, or python -m benchmarks X
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,16 @@ FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--set", "overlap=threads"
 TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no_progress", "--set", "results_dir={out}")
 MAKE = "scripts/make_test_set.py"
-BPIPE = ("scripts/benchmark_pipeline.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
-BCOMPOSE = ("scripts/benchmark_compose.py", "--size", "128x96", "--frames", "2", "--crop", "64")
-BSPEED = ("scripts/benchmark_speed.py", "--weights", "preset:tiny", "--frames", "1", "--window", "1")
 PREP = "scripts/prepare_vfhq.py"
 PREVIEW = "scripts/preview_degradations.py"
-CONTENTION = ("scripts/benchmark_contention.py", "--seconds", "1")
-BDETECT = ("scripts/benchmark_detector.py", "--frames", "1", "--repeats", "1", "--size", "64x64")
+# the lab: `python -m benchmarks COMMAND ...` (the folder runs as its __main__.py)
+LAB = "benchmarks"
+BPIPE = (LAB, "pipeline", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
+BCOMPOSE = (LAB, "compose", "--size", "128x96", "--frames", "2", "--crop", "64")
+BSPEED = (LAB, "speed", "--weights", "preset:tiny", "--frames", "1", "--window", "1")
+BPROFILE = (LAB, "profile", "--weights", "preset:tiny")
+CONTENTION = (LAB, "contention", "--seconds", "1")
+BDETECT = (LAB, "detect", "--frames", "1", "--repeats", "1", "--size", "64x64")
 
 CASES: list[Case] = [
     # inference.py
@@ -168,40 +171,6 @@ CASES: list[Case] = [
     bad(MAKE, "--root", "{in}/set", "--protocol", "vfhq_hard", match="protocol"),
     bad(MAKE, "--root", "{in}/set", "--threads", "0", match="threads"),
     good(MAKE, "--root", "{out}/gray_copy", "--protocol", "vfhq_easy"),  # grayscale GT (copied to {out})
-    # scripts/benchmark_pipeline.py
-    bad(*BPIPE, "-i", "{in}/missing.mp4", match="missing.mp4"),
-    bad(*BPIPE, "-i", "{in}/corrupt.mp4", match="corrupt.mp4"),
-    bad(*BPIPE, "-i", "{in}/gray", "--model", "{in}/random_state.pth", match="checkpoint"),
-    bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
-    bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
-    bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
-    bad(*BPIPE, "-i", "{in}/gray", "--set", "nosuch=1", match="nosuch"),  # the keys of inference.py's --set
-    bad(*BPIPE, "-i", "{in}/gray", "--set", "overlap=threads", match="--modes"),
-    # scripts/benchmark_compose.py
-    bad(*BCOMPOSE, "--size", "wide", match="size"),
-    bad(*BCOMPOSE, "--frames", "0", match="frames"),
-    bad(*BCOMPOSE, "--preset", "warp9", match="preset"),
-    bad(*BCOMPOSE, "--threads", "0", match="threads"),
-    good(*BCOMPOSE, "--preset", "ultrafast", "--json", "{out}/compose.json"),
-    # scripts/benchmark_speed.py
-    bad(*BSPEED, "--device", "cuda", match="cuda"),
-    bad(*BSPEED, "--device", "tpu", match="tpu"),
-    bad(*BSPEED, "--threads", "0", match="threads"),
-    bad(*BSPEED, "--flow_batch", "0", match="--flow_batch"),
-    bad(*BSPEED, "--flow", "farneback", match="--flow"),
-    bad("scripts/benchmark_speed.py", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
-    bad("scripts/benchmark_speed.py", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
-    # scripts/profile_gpu.py (the options of benchmark_speed.py that say what runs, and its own)
-    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--window", "0", match="--window"),
-    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--top", "0", match="--top"),
-    bad("scripts/profile_gpu.py", "--weights", "preset:tiny", "--device", "cuda", match="cuda"),
-    # scripts/benchmark_detector.py
-    bad(*BDETECT, "--device", "cuda", match="cuda"),
-    bad(*BDETECT, "--device", "tpu", match="tpu"),
-    bad(*BDETECT, "--threads", "0", match="threads"),
-    bad(*BDETECT, "--size", "big", match="size"),
-    bad(*BDETECT, "--detect_sizes", "0,-1", match="detect_sizes"),
-    bad(*BDETECT, "--frames", "0", match="frames"),
     # scripts/prepare_vfhq.py
     bad(PREP, "--input", "{in}/missing", "--out", "{out}", match="missing"),
     bad(PREP, "--input", "{in}/empty", "--out", "{out}", match="empty"),
@@ -218,9 +187,47 @@ CASES: list[Case] = [
     bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--threads", "0", match="threads"),
     bad(PREVIEW, "--input", "{in}/gray", "--out", "{out}/p.png", "--opt", "{in}/binary.yml", match="not UTF-8"),
     bad(PREVIEW, "--input", "{in}/audio.m4a", "--out", "{out}/p.png", match="no video stream"),
-    # scripts/benchmark_contention.py
+]
+
+LAB_CASES: list[Case] = [  # the lab's commands: run with -m lab
+    bad(LAB, "nosuch", match="unknown command"),
+    # pipeline
+    bad(*BPIPE, "-i", "{in}/missing.mp4", match="missing.mp4"),
+    bad(*BPIPE, "-i", "{in}/corrupt.mp4", match="corrupt.mp4"),
+    bad(*BPIPE, "-i", "{in}/gray", "--model", "{in}/random_state.pth", match="checkpoint"),
+    bad(*BPIPE, "-i", "{in}/gray", "--device", "cuda", match="cuda"),
+    bad(*BPIPE, "-i", "{in}/gray", "--device", "tpu", match="tpu"),
+    bad(*BPIPE, "-i", "{in}/gray", "--threads", "0", match="threads"),
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "nosuch=1", match="nosuch"),  # the keys of inference.py's --set
+    bad(*BPIPE, "-i", "{in}/gray", "--set", "overlap=threads", match="--modes"),
+    # compose
+    bad(*BCOMPOSE, "--size", "wide", match="size"),
+    bad(*BCOMPOSE, "--frames", "0", match="frames"),
+    bad(*BCOMPOSE, "--preset", "warp9", match="preset"),
+    bad(*BCOMPOSE, "--threads", "0", match="threads"),
+    good(*BCOMPOSE, "--preset", "ultrafast", "--json", "{out}/compose.json"),
+    # speed
+    bad(*BSPEED, "--device", "cuda", match="cuda"),
+    bad(*BSPEED, "--device", "tpu", match="tpu"),
+    bad(*BSPEED, "--threads", "0", match="threads"),
+    bad(*BSPEED, "--flow_batch", "0", match="--flow_batch"),
+    bad(*BSPEED, "--flow", "farneback", match="--flow"),
+    bad(LAB, "speed", "--weights", "{in}/missing.pth", "--frames", "1", match="missing.pth"),
+    bad(LAB, "speed", "--weights", "{in}/random_state.pth", "--frames", "1", match="checkpoint"),
+    # profile (the options of speed that say what runs, and its own)
+    bad(*BPROFILE, "--window", "0", match="--window"),
+    bad(*BPROFILE, "--top", "0", match="--top"),
+    bad(*BPROFILE, "--device", "cuda", match="cuda"),
+    # detect
+    bad(*BDETECT, "--device", "cuda", match="cuda"),
+    bad(*BDETECT, "--device", "tpu", match="tpu"),
+    bad(*BDETECT, "--threads", "0", match="threads"),
+    bad(*BDETECT, "--size", "big", match="size"),
+    bad(*BDETECT, "--detect_sizes", "0,-1", match="detect_sizes"),
+    bad(*BDETECT, "--frames", "0", match="frames"),
+    # contention
     bad(*CONTENTION, "--threads", "0", match="threads"),
-    bad("scripts/benchmark_contention.py", "--seconds", "0", match="seconds"),
+    bad(LAB, "contention", "--seconds", "0", match="seconds"),
     bad(*CONTENTION, "--compare", "0", match="compare"),
 ]
 
@@ -363,7 +370,9 @@ def runner():
     instance.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize(
+    "case", [*CASES, *(pytest.param(c, marks=pytest.mark.lab) for c in LAB_CASES)], ids=lambda c: c.id
+)
 def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_path: Path):
     out = tmp_path / "out"
     if case.ok and "{out}/gray_copy" in case.args:  # make_test_set writes LQ/ into its root: give it a copy
@@ -440,10 +449,12 @@ def test_importing_keep_changes_nothing():
     assert result.stdout.strip().splitlines()[-1] == "None"
 
 
-# Every entry point asks for passive waits itself, first thing (keep/threads.py): every script included.
+# Every entry point asks for passive waits itself, first thing (keep/threads.py): every script included, and
+# the lab's one entry point before any of its commands loads (`benchmarks COMMAND`: the folder's __main__.py).
 ENTRY_POINTS = ["inference.py", "train.py", "test.py", "app.py"] + sorted(
     f"scripts/{p.name}" for p in (REPO / "scripts").glob("*.py")
 )
+LAB_COMMANDS = ["benchmarks speed", "benchmarks profile", "benchmarks pipeline", "benchmarks ddp"]
 WATCH = """
 import json, os, runpy, sys
 
@@ -458,9 +469,10 @@ class Watch:  # the policy in force when the script first imports torch; the imp
 
 sys.meta_path.insert(0, Watch())
 policies, path, repo = {}, list(sys.path), os.getcwd()
-for script in sys.argv[1:]:
+for entry in sys.argv[1:]:
+    script, *command = entry.split()
     os.environ.pop("OMP_WAIT_POLICY", None)
-    sys.argv, sys.path[:] = [script, "--help"], [os.path.dirname(os.path.abspath(script)), *path]
+    sys.argv, sys.path[:] = [script, *command, "--help"], [os.path.dirname(os.path.abspath(script)), *path]
     try:
         runpy.run_path(script, run_name="__main__")
         when = "end"
@@ -468,7 +480,7 @@ for script in sys.argv[1:]:
         when = "torch"
     except SystemExit:
         when = "end"
-    policies[script] = [when, os.environ.get("OMP_WAIT_POLICY")]
+    policies[entry] = [when, os.environ.get("OMP_WAIT_POLICY")]
     for name, module in list(sys.modules.items()):  # the next script imports the project's modules afresh
         file = getattr(module, "__file__", None) or ""  # (not the packages of a virtual environment kept in the repo)
         if file.startswith(repo) and "site-packages" not in file:
@@ -481,13 +493,18 @@ print(json.dumps(policies))
 def policies_at_torch_import() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-c", WATCH, *ENTRY_POINTS], env=env, capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-c", WATCH, *ENTRY_POINTS, *LAB_COMMANDS],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("script", ENTRY_POINTS)
+@pytest.mark.parametrize("script", [*ENTRY_POINTS, *(pytest.param(c, marks=pytest.mark.lab) for c in LAB_COMMANDS)])
 def test_entry_points_ask_for_passive_waits_before_torch_loads(script, policies_at_torch_import):
     when, policy = policies_at_torch_import[script]
     assert policy == "PASSIVE", (
@@ -495,14 +512,28 @@ def test_entry_points_ask_for_passive_waits_before_torch_loads(script, policies_
     )
 
 
+def test_the_package_never_imports_the_lab():
+    """benchmarks/ imports keep, never the other way: the product runs without its lab (read from the source)."""
+    import ast
+
+    offenders = []
+    for path in [*(REPO / "keep").rglob("*.py"), *REPO.glob("*.py"), *(REPO / "scripts").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] == "benchmarks"]
+    assert not offenders, offenders
+
+
 def test_option_names_are_spelled_with_underscores():
-    """One spelling convention across inference.py, train.py, test.py, app.py and scripts/ (keep/cli.py,
-    issue 17): `--save_frames`, `--no_cuda_graphs`. Read from the parsers' source: no interpreter per script.
+    """One spelling convention across inference.py, train.py, test.py, app.py, scripts/ and benchmarks/
+    (keep/cli.py): `--save_frames`, `--no_cuda_graphs`. Read from the parsers' source: no interpreter per script.
     `argparse.BooleanOptionalAction` is refused too, as it adds a hyphenated `--no-...` of its own."""
     import ast
 
     hyphenated = []
-    for script in [*ENTRY_POINTS, "keep/cli.py"]:
+    lab = [str(p.relative_to(REPO)) for p in sorted((REPO / "benchmarks").glob("*.py"))]
+    for script in [*ENTRY_POINTS, *lab, "keep/cli.py"]:
         tree = ast.parse((REPO / script).read_text(), script)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr == "BooleanOptionalAction":

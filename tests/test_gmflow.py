@@ -115,33 +115,6 @@ def test_net_output_shape(size):
     assert flow.shape == (1, 2, *size)
 
 
-def test_speed_benchmark_times_gmflow_beside_the_network():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_speed.py"
-    spec = importlib.util.spec_from_file_location("benchmark_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    r = bench.main(
-        [
-            "--weights",
-            "preset:tiny",
-            "--flow",
-            "gmflow",
-            "--frames",
-            "3",
-            "--window",
-            "2",
-            "--threads",
-            "1",
-            "--no_reuse_memory",
-        ]
-    )
-    assert r["flow"] == "gmflow" and r["flow_pairs"] == 2 and r["flow_size"] == 64
-    assert 0 < r["flow_s_per_pair_min"] and 0 < r["network_s_per_frame_min"] < r["s_per_frame_min"]
-
-
 def test_wrong_weights_are_a_clear_error():
     from keep.errors import KeepError
 

@@ -14,10 +14,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from keep.config import load_config
 from keep.errors import KeepError
+from keep.precision import autocast_dtype
 from keep.train import TrainConfig, Trainer
 from keep.train.schedules import lr_at
 
@@ -132,6 +134,28 @@ def test_stage_three_step_changes_only_cft_cfa_and_discriminator(tmp_path, clip_
     trainer.fit()
     assert changed_modules(before, trainer.network.state_dict()) == {"cft", "cfa"}
     assert all(not torch.equal(disc_before[k], v) for k, v in trainer.disc.state_dict().items())
+
+
+def test_the_trainers_flow_runs_in_float32_under_a_bf16_autocast(tmp_path, clip_folder):
+    """One precision rule for flow in training and inference (keep.flow.clip_flows): the autocast of the
+    trainer's step (configs/keep.yml trains in bf16) does not reach the estimator, whose flows stay exact
+    float32. The step stops at its first flow call: what the estimator saw is the test, not a bf16 step."""
+
+    class FlowCalled(Exception):
+        pass
+
+    cfg = tiny_config("kalman", tmp_path, clip_folder, "train.total_steps=1", "train.precision=bf16", "val=null")
+    trainer = Trainer(cfg)
+    kernel, seen = torch.ones(2, 3, 1, 1), []
+
+    def flow(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        seen.append((target.dtype, autocast_dtype("cpu"), F.conv2d(target - source, kernel).dtype))
+        raise FlowCalled
+
+    trainer.tools.flow = flow
+    with pytest.raises(FlowCalled):
+        trainer.train_step(next(iter(trainer.loader())))
+    assert seen == [(torch.float32, None, torch.float32)]  # under the step's bf16 autocast: bf16 conv
 
 
 def test_trainable_follows_the_stage_unless_overridden(tmp_path, clip_folder):
@@ -426,14 +450,14 @@ def test_train_py_conventions(tmp_path, clip_folder):
 
 # ------------------------------------------------------------------------------------------ DDP
 def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
-    """scripts/benchmark_ddp.py: each tiny released stage (GAN on) in 2 gloo processes x 1 clip, against the
+    """`python -m benchmarks ddp`: each tiny released stage (GAN on) in 2 gloo processes x 1 clip, against the
     same script in 1 process x 2 clips (spawned and threaded alike, so that nothing but DDP differs). In
     float64, so that rounding noise stays below Adam's epsilon (see the script's docstring): then the
     weights agree to 1e-8 after 2 steps, and every stage's weights moved."""
 
     def train(out: Path, *options: str) -> str:
         done = subprocess.run(
-            [sys.executable, "scripts/benchmark_ddp.py", "--steps", "2", "--out", str(out), "--dtype", "float64"]
+            [sys.executable, "-m", "benchmarks", "ddp", "--steps", "2", "--out", str(out), "--dtype", "float64"]
             + list(options),
             cwd=REPO,
             env={**ENV, "OMP_NUM_THREADS": "1"},
@@ -444,8 +468,7 @@ def test_ddp_two_processes_match_one_process_over_the_combined_batch(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    from benchmark_ddp import CONFIGS, stage_overrides
+    from benchmarks.ddp import CONFIGS, stage_overrides
 
     stdout = train(tmp_path / "ddp")
     lines = [ln for ln in stdout.splitlines() if "collectives per step" in ln]

@@ -7,58 +7,36 @@ checkpoint converter only renames the top-level modules.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-# Device types on which group norm runs in autocast's bf16 / fp16 instead of float32 (issue 20,
-# docs/speed.md). CUDA autocast lists group_norm among its float32 ops: each norm then copies the
-# conv's half-precision output to float32, normalises into float32, the SiLU runs in float32 and the
-# next conv casts back, about 3.5 times the bytes the same chain moves in half precision, over the
-# largest activations. The half-precision kernel still accumulates its statistics in float32. CPU
-# autocast keeps group norm in bf16 already, so the CPU is left as it is (`norm_in_autocast_dtype`
-# changes this set for a while: tests, benchmarks).
-_NORM_IN_AUTOCAST_DTYPE: set[str] = {"cuda"}
 _HALF = (torch.bfloat16, torch.float16)
 
 
-@contextlib.contextmanager
-def norm_in_autocast_dtype(device_types: Iterable[str]) -> Iterator[None]:
-    """Group norm in autocast's dtype on `device_types` only, for the duration (restored after)."""
-    saved = set(_NORM_IN_AUTOCAST_DTYPE)
-    _NORM_IN_AUTOCAST_DTYPE.clear()
-    _NORM_IN_AUTOCAST_DTYPE.update(device_types)
-    try:
-        yield
-    finally:
-        _NORM_IN_AUTOCAST_DTYPE.clear()
-        _NORM_IN_AUTOCAST_DTYPE.update(saved)
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast runs in on `device_type`, None when it is off."""
-    try:
-        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+def half_group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """Group norm of a bf16 / fp16 input `(N, C, H, W)` in that dtype, outside autocast: the kernel keeps
+    its statistics in float32; the weight, the bias and the output are rounded once to the input's dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.group_norm(x, num_groups, weight.to(x.dtype), bias.to(x.dtype), eps)
 
 
 class GroupNorm(nn.GroupNorm):
-    """`nn.GroupNorm` (same parameters) that, under autocast on the device types chosen above, keeps
-    an input already in autocast's dtype in that dtype: float32 statistics, the output rounded once
-    to bf16 / fp16 (its affine parameters too). Exactly `nn.GroupNorm` otherwise, float32 included."""
+    """`nn.GroupNorm` (same parameters) that keeps a CUDA input in bf16 / fp16 in that dtype
+    (`half_group_norm`); exactly `nn.GroupNorm` otherwise, float32 and the CPU included.
+
+    CUDA autocast lists group_norm among its float32 ops: each norm would copy the convolution's
+    half-precision output to float32, normalise into float32, the SiLU would run in float32 and the next
+    convolution cast back, about 3.5 times the bytes the same chain moves in half precision, over the
+    largest activations (docs/speed.md). CPU autocast keeps group norm in bf16 already, so the CPU is left
+    as it is. The input's dtype decides (a half-precision input is autocast's output, or a half network's):
+    the network stays a function of its inputs and its weights.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in _HALF and x.device.type in _NORM_IN_AUTOCAST_DTYPE and x.dtype == _autocast_dtype(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
-                return F.group_norm(x, self.num_groups, weight, bias, self.eps)
+        if x.device.type == "cuda" and x.dtype in _HALF:
+            return half_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # nn.GroupNorm's forward
 
 

@@ -2,7 +2,8 @@
 `scripts/prepare_vfhq.py`), or a folder of images. Each item is a (gt, lq) pair of clips.
 
 Sources:
-- `video`: one video file; the whole frame, center-cropped to a square and resized, is treated as an
+- `video`: one video file, read as inference reads it (`keep.video.open_input`: upright, every frame at
+  the first frame's size); the whole frame, center-cropped to a square and resized, is treated as an
   aligned face (tiny CPU runs on the sample carphone clip; no face detection).
 - `clips`: `root/<clip>/<frame>.png|jpg` of aligned crops (what `prepare_vfhq.py` writes).
 - `images`: `root/*.png|jpg` aligned single faces (stage I / II); every item is a one-frame clip.
@@ -30,6 +31,7 @@ import torch
 from ..config import ConfigValueError, NonNegativeInt, PositiveInt, Range, check_fields
 from ..errors import KeepError
 from ..image import IMAGE_SUFFIXES, list_images, read_image, to_tensor  # noqa: F401 (IMAGE_SUFFIXES re-exported)
+from ..video import open_input
 from .degradations import DegradationConfig, degrade_clip
 
 SOURCES = ("video", "clips", "images")
@@ -62,28 +64,6 @@ class DataConfig:
             )
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video file -> uint8 RGB `(T, H, W, 3)`."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise KeepError(f"video not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:  # an audio file (issue 19: was an IndexError)
-                raise KeepError(f"{path} has no video stream (an audio-only file?)")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.error.FFmpegError as exc:
-        raise KeepError(f"cannot decode video {path}: {exc}") from None
-    if not frames:
-        raise KeepError(f"video {path} has no frames")
-    sizes = sorted({f.shape[1::-1] for f in frames})
-    if len(sizes) > 1:
-        raise KeepError(f"video {path} changes frame size ({' and '.join(f'{w}x{h}' for w, h in sizes[:2])})")
-    return np.stack(frames)
-
-
 def square_resize(img: np.ndarray, size: int) -> np.ndarray:
     """Center-crop an image `(H, W, 3)` to a square and resize it to `(size, size, 3)`."""
     height, width = img.shape[:2]
@@ -94,6 +74,25 @@ def square_resize(img: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(crop)
     interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
     return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def read_frames(path: str | Path, size: int, frame_range: tuple[int, int] = (0, -1)) -> np.ndarray:
+    """Frames `[start, stop)` (stop -1: to the end) of a video file or a folder of frames, read as inference
+    reads them (`keep.video.open_input`: upright, all at the first frame's size), each center-cropped to a
+    square and resized -> uint8 RGB `(T, size, size, 3)`. KeepError when no frame of that range decodes."""
+    start, stop = frame_range
+    frames, decoded = [], iter(open_input(path))
+    try:
+        for frame in decoded:
+            if stop >= 0 and frame.index >= stop:
+                break
+            if frame.index >= start:
+                frames.append(square_resize(frame.rgb, size))
+    finally:
+        decoded.close()  # the file, also when the range ends before the video
+    if not frames:
+        raise KeepError(f"video {path} has no frames in frame_range {list(frame_range)}")
+    return np.stack(frames)
 
 
 def check_data_path(root: Path, source: str, section: str = "data") -> None:
@@ -131,12 +130,8 @@ class FaceClipDataset(torch.utils.data.Dataset):
         root = Path(cfg.path)
         check_data_path(root, cfg.source, section)
         if cfg.source == "video":
-            frames = read_video(root)
-            start, stop = cfg.frame_range
-            stop = len(frames) if stop < 0 else min(stop, len(frames))
-            frames = frames[start:stop]
-            self._video = np.stack([square_resize(f, cfg.gt_size) for f in frames])
-            self.starts = list(range(0, len(frames) - length + 1, stride))
+            self._video = read_frames(root, cfg.gt_size, cfg.frame_range)
+            self.starts = list(range(0, len(self._video) - length + 1, stride))
         else:
             if cfg.source == "images":
                 self.clips = [[p] for p in list_images(root)]

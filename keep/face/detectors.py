@@ -16,7 +16,7 @@ detector also has `detect_batch(frames) -> one list per frame`, which batches wh
 - `auto`: the first of `retinaface_resnet50`, `retinaface_mobilenet`, `dlib` that can be built,
   with one log line for each one skipped and why.
 
-Figures (coverage, speed, landmark distances): docs/inference.md, `scripts/compare_detectors.py`.
+Figures (coverage, speed, landmark distances): docs/inference.md, `python -m benchmarks detectors`.
 """
 
 from __future__ import annotations

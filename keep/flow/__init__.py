@@ -11,6 +11,9 @@ sampled at `p + flow(p)` looks like `target`. KEEP asks for target = frame t, so
 - `dis`: OpenCV's dense inverse search; classical, no weights, runs anywhere.
 - `auto`: the checkpoint's own GMFlow when it has one, else `raft_large` when its weights are already
   on disk, else `dis`; it never downloads, and says once which it chose and why.
+
+`clip_flows(estimator, clip)` is how training and inference both ask for the flows of a clip, so that
+they follow one precision rule: flows are estimated in exact float32, whatever the network runs at.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import logging
 from collections.abc import Callable, Mapping
 
 import torch
+from einops import rearrange
 
 from ..errors import KeepError, WeightsUnavailable
+from ..precision import autocast
 from ..weights import REGISTRY, resolve_weights
 from .dis import DISFlow
 from .gmflow import GMFlow, GMFlowNet
@@ -96,8 +101,30 @@ def build_flow(
     return FLOW_ESTIMATORS[name](device=device, weights=weights, gmflow_state=gmflow_state)
 
 
+@torch.no_grad()
+def clip_flows(flow: FlowEstimator, clip: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Flows frame t -> t-1 of clips, all pairs in one estimator call, in exact float32.
+
+    clip: `(B, T, 3, H, W)` in [-1, 1]; previous: `(B, 3, H, W)` the frame before the clip, or None.
+    Returns `(B, T', 2, H, W)` float32 pixels, T' = T when `previous` is given (entry 0: frame 0 -> previous),
+    else T - 1.
+
+    The precision rule of flow, for training and inference alike: no autocast and no TF32 around the
+    estimator, whatever precision the network runs at. Under bf16 autocast the released GMFlow's flows
+    moved enough to change a quarter of the golden codes, and TF32 moved them by up to 56 px on an H100
+    (docs/speed.md); a model trained on other flows than it is run with would learn the wrong warps.
+    """
+    targets = clip if previous is not None else clip[:, 1:]
+    sources = clip[:, :-1] if previous is None else torch.cat([previous[:, None], clip[:, :-1]], dim=1)
+    flat = lambda x: rearrange(x, "b t c h w -> (b t) c h w")  # noqa: E731
+    with autocast(clip.device, "fp32"):
+        flows = flow(flat(targets), flat(sources)).float()
+    return rearrange(flows, "(b t) c h w -> b t c h w", b=clip.shape[0])
+
+
 __all__ = [
     "build_flow",
+    "clip_flows",
     "choose_auto",
     "FLOW_ESTIMATORS",
     "FlowEstimator",

@@ -28,6 +28,7 @@ from einops import rearrange
 from torch import nn
 
 from ..archs.keep_arch import KEEP
+from ..flow import clip_flows  # flows in exact float32 under the trainer's autocast, as in inference
 from ..losses import code_cross_entropy, l1_loss, latent_mse, temporal_feature_loss
 from .config import LossSection
 
@@ -51,13 +52,6 @@ class StepOutput(NamedTuple):
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "b t c h w -> (b t) c h w")
-
-
-@torch.no_grad()
-def clip_flows(flow: FlowFn, clip: torch.Tensor) -> torch.Tensor:
-    """clip `(B, T, 3, H, W)` in [-1, 1] -> flows frame t -> t-1 `(B, T-1, 2, H, W)` in pixels."""
-    flows = flow(_flat(clip[:, 1:]), _flat(clip[:, :-1])).float()
-    return rearrange(flows, "(b t) c h w -> b t c h w", b=clip.shape[0])
 
 
 @torch.no_grad()

@@ -1,10 +1,10 @@
-"""Milliseconds per frame of the back worker's stages alone: background, paste, encode (issue #11).
+"""Milliseconds per frame of the back worker's stages alone: background, paste, encode.
 
-    python scripts/benchmark_compose.py --size 1920x1080 --frames 40
-    python scripts/benchmark_compose.py --size 1920x1080 --frames 40 --preset veryfast
-    python scripts/benchmark_compose.py --size 1920x1080 --frames 40 --input hdr     # 10-bit HLG, HEVC out
+    python -m benchmarks compose --size 1920x1080 --frames 40
+    python -m benchmarks compose --size 1920x1080 --frames 40 --preset veryfast
+    python -m benchmarks compose --size 1920x1080 --frames 40 --input hdr     # 10-bit HLG, HEVC out
 
-Input: the generated two-person clip of `scripts/benchmark_pipeline.py` (`two_person_frame`: two crops of
+Input: the generated two-person clip of `benchmarks pipeline` (`common.two_person_frame`: two crops of
 the shipped carphone sample side by side), built in memory. Each person's five landmarks are fixed (what
 `retinaface_mobilenet` finds in carphone frames 0 and 37, mapped into the frame), so every frame pastes two
 faces of the same size, about 380 x 470 px at 1080p. The "restored" faces are the aligned crops of the
@@ -21,9 +21,6 @@ encoder's delayed frames included through the final flush). Prints ms/frame per 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -31,16 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keep.background import BicubicUpsampler
+from keep.errors import KeepError
+from keep.face.align import align_face, estimate_affine
+from keep.face.parsing import FeatherMask
+from keep.pipeline.compose import ComposeStage
+from keep.pipeline.items import RestoredFace, RestoredFrame
+from keep.threads import set_threads
+from keep.video import VideoWriter
+from keep.video.colour import HLG, SRGB, Colour, planes_from_view
+from keep.video.io import PRESETS
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from benchmark_pipeline import SAMPLE, two_person_frame  # noqa: E402
-
-from keep.cli import add_threads_argument, run_main  # noqa: E402
-from keep.threads import cpu_cores, set_threads  # noqa: E402
+from .common import add_common_arguments, frame_size, machine, parser, sample_frames, two_person_frame, write_json
 
 # retinaface_mobilenet's landmarks (x, y) in carphone frames 0 and 37 (176 x 144), the two people's faces
 CARPHONE_LANDMARKS = {
@@ -57,24 +56,13 @@ def two_person_landmarks(source_size: tuple[int, int], width: int, height: int) 
     return [(np.array(CARPHONE_LANDMARKS[o]) + 0.5) * scale - 0.5 - [left - k * half, 0] for k, o in enumerate((0, 37))]
 
 
-def _main(args: argparse.Namespace) -> int:
-    from keep.background import BicubicUpsampler
-    from keep.errors import KeepError
-    from keep.face.align import align_face, estimate_affine
-    from keep.face.parsing import FeatherMask
-    from keep.pipeline.compose import ComposeStage
-    from keep.pipeline.items import RestoredFace, RestoredFrame
-    from keep.video import VideoWriter, open_input
-    from keep.video.colour import HLG, SRGB, Colour, planes_from_view
-
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     threads = set_threads(args.threads)
-    try:
-        width, height = (int(v) for v in args.size.split("x"))
-    except ValueError:
-        raise KeepError(f"--size must be WIDTHxHEIGHT (e.g. 1920x1080), got '{args.size}'") from None
+    width, height = frame_size(args.size)
     if width < 64 or height < 64 or width % 2 or height % 2 or args.frames < 1 or args.crop < 16:
         raise KeepError("--size must be even and at least 64x64, --frames >= 1, --crop >= 16")
-    sources = [f.rgb for f in open_input(SAMPLE)]
+    sources = sample_frames()
     landmarks = two_person_landmarks(sources[0].shape[:2], width, height)
     matrices = [estimate_affine(points, args.crop) for points in landmarks]
     frames = [two_person_frame(sources, t, width, height) for t in range(args.frames)]
@@ -104,7 +92,7 @@ def _main(args: argparse.Namespace) -> int:
         total = time.perf_counter() - start
     print(f"{args.frames} frames {width}x{height} ({args.input}: {colour.format}), 2 faces each ({args.crop} px "
           f"crops), crf {args.crf}, preset {args.preset}")  # fmt: skip
-    print(f"{cpu_cores()} CPU cores, {threads} torch threads, load average {os.getloadavg()[0]:.1f}")
+    print(machine(threads))
     print(f"{'stage':<11} {'ms/frame':>9} {'frames/s':>9}")
     report = {}
     for stage in ("background", "paste", "convert", "encode"):
@@ -112,28 +100,18 @@ def _main(args: argparse.Namespace) -> int:
         report[stage] = round(1000 * seconds / args.frames, 2)
         print(f"{stage:<11} {report[stage]:9.1f} {args.frames / seconds:9.1f}")
     print(f"all (with aligning the crops) {1000 * total / args.frames:.1f} ms/frame")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        figures = {"ms_per_frame": report, "size": args.size, "frames": args.frames, "input": args.input}
-        Path(args.json).write_text(json.dumps(figures))
-    return 0
+    figures = {"ms_per_frame": report, "size": args.size, "frames": args.frames, "input": args.input}
+    write_json(args.json, figures)
+    return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    from keep.video.io import PRESETS
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("compose", __doc__)
     p.add_argument("--size", default="1920x1080", help="frame size WxH")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--crop", type=int, default=512, help="restored face crop size (the network's img_size)")
     p.add_argument("--crf", type=int, default=18)
     p.add_argument("--preset", default="medium", choices=PRESETS, help="libx264 preset")
     p.add_argument("--input", default="video", choices=("video", "hdr", "rgb"), help="frames held as (see above)")
-    p.add_argument("--json", help="also write the figures to this file")
-    add_threads_argument(p)
-    args = p.parse_args(argv)
-    return run_main(lambda: _main(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    add_common_arguments(p, device=False)
+    return p.parse_args(argv)

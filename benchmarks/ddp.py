@@ -1,7 +1,7 @@
 """Gradient synchronisation in multi-process training, before and after DistributedDataParallel.
 
-    python scripts/benchmark_ddp.py [--stages vqgan kalman cft_cfa] [--steps 3] [--processes 2] [--batch_size 1]
-                                     [--out DIR] [--dtype float32]
+    python -m benchmarks ddp [--stages vqgan kalman cft_cfa] [--steps 3] [--processes 2] [--batch_size 1]
+                             [--out DIR] [--dtype float32]
 
 Trains each tiny released-recipe stage (configs/tiny/released/, from random weights, GAN on from the first
 step) in `--processes` CPU processes (gloo) and prints, per stage, the collectives one training step
@@ -21,23 +21,19 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+from keep.config import load_config
+from keep.train import TrainConfig, Trainer
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from .common import REPO, parser
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-
-from keep.cli import run_main  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {
     "vqgan": REPO / "configs/tiny/released/stage1_vqgan.yml",
     "kalman": REPO / "configs/tiny/released/stage2_kalman.yml",
@@ -102,9 +98,6 @@ class CommCounter:
 
 def _train(stage: str, rank: int, world: int, args: argparse.Namespace, counter: CommCounter) -> tuple:
     """Train one stage in this rank; returns (parameter tensors, per-step counts, seconds per step)."""
-    from keep.config import load_config
-    from keep.train import TrainConfig, Trainer
-
     overrides = stage_overrides(Path(args.root) / f"rank{rank}", args.steps, args.batch_size) + [f"name={stage}"]
     trainer = Trainer(load_config(TrainConfig, CONFIGS[stage], overrides))
     if world > 1:  # one process trains without DDP: nothing to count
@@ -151,9 +144,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _main(args: argparse.Namespace) -> None:
-    import tempfile
-
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as root:
@@ -177,17 +169,12 @@ def _main(args: argparse.Namespace) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--batch_size", type=int, default=1, help="clips per process and step")
-    parser.add_argument("--out", help="folder for each rank's final weights")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training precision")
-    args = parser.parse_args(argv)
-    return run_main(lambda: _main(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("ddp", __doc__)
+    p.add_argument("--stages", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--batch_size", type=int, default=1, help="clips per process and step")
+    p.add_argument("--out", help="folder for each rank's final weights")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training precision")
+    return p.parse_args(argv)

@@ -1,9 +1,9 @@
 """Where the time goes in `inference.py`, and how close overlapping the stages gets to the best it can do.
 
-    python scripts/benchmark_pipeline.py --model preset:tiny --detector dlib --flow dis --threads 1
-    python scripts/benchmark_pipeline.py --model keep --flow dis --frames 8 --modes off processes
-    python scripts/benchmark_pipeline.py -i clip.mp4 --model keep --device cuda --frames 200 --modes processes
-    python scripts/benchmark_pipeline.py --model keep --device cuda --set cuda_graphs=false stage_groups=cpu
+    python -m benchmarks pipeline --model preset:tiny --detector dlib --flow dis --threads 1
+    python -m benchmarks pipeline --model keep --flow dis --frames 8 --modes off processes
+    python -m benchmarks pipeline -i clip.mp4 --model keep --device cuda --frames 200 --modes processes
+    python -m benchmarks pipeline --model keep --device cuda --set cuda_graphs=false stage_groups=cpu
 
 Without `-i` it generates a reproducible 960x540 clip with two people (two crops of the shipped carphone
 sample side by side, 37 frames apart; `--size 1920x1080` for 1080p). It builds the pipeline once per
@@ -22,69 +22,36 @@ every other setting is a `--set` key of inference.py (docs/inference.md), except
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keep.cli import add_set_argument
+from keep.config import load_config
+from keep.devices import PRECISION_CHOICES, resolve_device
+from keep.errors import KeepError
+from keep.face.detectors import DETECTORS
+from keep.flow import FLOW_ESTIMATORS
+from keep.pipeline import STAGE_TIMERS, STAGES, Pipeline, PipelineOptions
+from keep.precision import reuse_freed_memory
+from keep.threads import cpu_cores, set_threads
+from keep.video import VideoWriter, open_input
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main  # noqa: E402
-from keep.config import load_config  # noqa: E402
-from keep.devices import PRECISION_CHOICES  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.face.detectors import DETECTORS  # noqa: E402
-from keep.flow import FLOW_ESTIMATORS  # noqa: E402
-from keep.pipeline import STAGE_TIMERS, STAGES, Pipeline, PipelineOptions  # noqa: E402
-from keep.threads import cpu_cores, set_threads  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "assets" / "carphone_sample.mp4"
-
-
-def two_person_frame(sources: list[np.ndarray], t: int, width: int, height: int) -> np.ndarray:
-    """Frame t of the two-person clip: two carphone crops (frames t and t + 37), each scaled to the height."""
-    import cv2
-
-    half, parts = width // 2, []
-    for offset in (0, 37):
-        src = sources[(t + offset) % len(sources)]
-        scaled = cv2.resize(src, (round(src.shape[1] * height / src.shape[0]), height), interpolation=cv2.INTER_CUBIC)
-        left = (scaled.shape[1] - half) // 2
-        parts.append(scaled[:, left : left + half])
-    return np.concatenate(parts, axis=1)
-
-
-def make_two_person_clip(path: Path, frames: int, width: int = 960, height: int = 540, *, crf: int = 18) -> Path:
-    """Write the generated two-person clip (H.264, 25 fps) and return its path."""
-    import av
-
-    from keep.video import open_input
-
-    sources = [f.rgb for f in open_input(SAMPLE)]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for t in range(frames):
-            frame = av.VideoFrame.from_ndarray(two_person_frame(sources, t, width, height), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+from .common import (
+    add_common_arguments,
+    frame_size,
+    machine,
+    parser,
+    peak_memory_mib,
+    write_json,
+    write_two_person_clip,
+)
 
 
 def first_frames(source: Path, count: int, folder: Path) -> Path:
     """The first `count` frames of `source` as a clip (audio not needed for timing)."""
-    from keep.video import VideoWriter, open_input
-
     reader = open_input(source)
     clip = folder / f"{source.stem}.mp4"
     writer = VideoWriter(clip, width=reader.width, height=reader.height, fps=reader.fps, crf=0)
@@ -209,39 +176,57 @@ def report_overlapped(mode: str, summary: dict, frames: int, alone: dict | None)
     return {key: summary[key] for key in keys} | {"faces_per_second": round(summary["faces"] / summary["seconds"], 2)}
 
 
-def _main(args: argparse.Namespace) -> int:
-    import torch
-
-    from keep.devices import resolve_device
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("pipeline", __doc__)
+    p.add_argument("-i", "--input", help="a video (default: the generated two-person clip)")
+    p.add_argument("--size", default="960x540", help="generated clip size WxH")
+    p.add_argument("--frames", type=int, default=0, help="only the first N frames (generated clip: 40)")
+    p.add_argument("--model", default="keep")
+    p.add_argument("--detector", default="dlib", choices=("auto", *DETECTORS))
+    p.add_argument("--flow", default="dis", choices=("auto", *FLOW_ESTIMATORS))
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
+    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
+    p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
+    add_common_arguments(p)
+    add_set_argument(p)  # any other pipeline setting: cuda_graphs=false, stage_groups=gpu, detect_size=0, ...
+    args = p.parse_args(argv)
     if args.modes[0] != "off" and "off" in args.modes:
         raise KeepError("--modes: put 'off' first")
+    args.size = frame_size(args.size)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     pipeline_options(args, "off").check()  # a bad --set key or value fails now, before anything is loaded
     args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
-    cores = cpu_cores()
     if args.device == "cpu":
-        from keep.precision import reuse_freed_memory
-
         reuse_freed_memory()  # as inference.py does on CPU
     if args.input:  # a bad input fails now, before any model is built
-        from keep.video import open_input
-
         open_input(args.input).close()
     with tempfile.TemporaryDirectory() as tmp:
         if args.input:
             clip = first_frames(Path(args.input), args.frames, Path(tmp)) if args.frames else Path(args.input)
         else:
-            width, height = (int(v) for v in args.size.split("x"))
-            clip = make_two_person_clip(Path(tmp) / f"two_person_{height}p.mp4", args.frames or 40, width, height)
+            width, height = args.size
+            clip = write_two_person_clip(Path(tmp) / f"two_person_{height}p.mp4", args.frames or 40, width, height)
         runs = run_modes(args, clip, Path(tmp))
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = report_runs(args, runs, str(args.input or clip.name), threads)
+    write_json(args.json, report)
+    return report
+
+
+def report_runs(args: argparse.Namespace, runs: dict[str, dict], clip: str, threads: int) -> dict:
+    """Print the stages alone, each overlapped mode against them and the memory; the figures."""
+    cores = cpu_cores()
     first = next(iter(runs.values()))
     frames = first["frames"]
-    print(f"\n{args.input or clip.name}: {frames} frames, {first['faces']} faces, {first['tracks']} tracks")
+    print(f"\n{clip}: {frames} frames, {first['faces']} faces, {first['tracks']} tracks")
     print(f"model {args.model} on {args.device} ({first['precision']}), detector {first['detector']}, flow {args.flow}")
-    print(f"{cores} CPU cores, {threads} torch threads per process, load average {os.getloadavg()[0]:.1f}")
-    report = {"clip": str(args.input or clip.name), "frames": frames, "cpu_cores": cores, "torch_threads": threads,
+    print(machine(threads))
+    report = {"clip": clip, "frames": frames, "cpu_cores": cores, "torch_threads": threads,
               "repeats": args.repeats, "load_average": round(os.getloadavg()[0], 2)}  # fmt: skip
     alone = report_alone(runs["off"], frames, cores, args.device) if "off" in runs else None
     report.update(alone or {})
@@ -250,34 +235,9 @@ def _main(args: argparse.Namespace) -> int:
             report[mode] = report_overlapped(mode, summary, frames, alone)
     main_mode = next((m for m in args.modes if m != "off"), "off")
     report["frames_per_second"] = runs[main_mode]["frames_per_second"]
-    report["peak_rss_mib"] = round(peak_rss_mib)
-    print(f"peak RSS (main process) {peak_rss_mib:.0f} MiB")
-    if torch.cuda.is_available() and args.device.startswith("cuda"):
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB ({torch.cuda.get_device_name()})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-i", "--input", help="a video (default: the generated two-person clip)")
-    p.add_argument("--size", default="960x540", help="generated clip size WxH")
-    p.add_argument("--frames", type=int, default=0, help="only the first N frames (generated clip: 40)")
-    p.add_argument("--model", default="keep")
-    p.add_argument("--detector", default="dlib", choices=("auto", *DETECTORS))
-    p.add_argument("--flow", default="dis", choices=("auto", *FLOW_ESTIMATORS))
-    add_device_argument(p, default="cpu")
-    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="auto: fp16 on CUDA, else fp32")
-    p.add_argument("--window", type=int, default=20)
-    p.add_argument("--modes", nargs="+", default=["off", "processes"], choices=("off", "threads", "processes"))
-    p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest counts (shared machines)")
-    add_threads_argument(p)
-    add_set_argument(p)  # any other pipeline setting: cuda_graphs=false, stage_groups=gpu, detect_size=0, ...
-    p.add_argument("--json", help="also write the figures to this file")
-    args = p.parse_args(argv)
-    return run_main(lambda: _main(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    report["peak_rss_mib"] = round(peak_memory_mib(torch.device("cpu")))
+    print(f"peak RSS (main process) {report['peak_rss_mib']} MiB")
+    if args.device.startswith("cuda"):
+        gpu = torch.device(args.device)
+        print(f"peak GPU memory {peak_memory_mib(gpu):.0f} MiB ({torch.cuda.get_device_name(gpu)})")
+    return report

@@ -1,9 +1,9 @@
-"""Face detectors on the project's clips: coverage, speed, and landmarks against dlib's (issue #12).
+"""Face detectors on the project's clips: coverage, speed, and landmarks against dlib's.
 
-    python scripts/compare_detectors.py                          # ../shared/media, all offline detectors
-    python scripts/compare_detectors.py --dlib_cnn_stride 4      # also dlib's CNN (MMOD), every 4th frame
-    python scripts/compare_detectors.py --detectors retinaface_mobilenet --device cuda
-    python scripts/compare_detectors.py --detectors retinaface_mobilenet --face_sizes 16,20,24,32 --stride 4
+    python -m benchmarks detectors                          # ../shared/media, all offline detectors
+    python -m benchmarks detectors --dlib_cnn_stride 4      # also dlib's CNN (MMOD), every 4th frame
+    python -m benchmarks detectors --detectors retinaface_mobilenet --device cuda
+    python -m benchmarks detectors --detectors retinaface_mobilenet --face_sizes 16,20,24,32 --stride 4
 
 For each clip (carphone_pristine.mp4 and carphone_distorted.mp4 by default) and each detector:
 the share of frames with at least one face (coverage) and milliseconds per frame, one frame per
@@ -12,7 +12,7 @@ mean distance per landmark between each detector's 5 points and dlib's (eye cent
 6 eye points of the 68, nose tip 30, mouth corners 48 and 54), in pixels and relative to dlib's
 inter-ocular distance, over the frames where both found a face (the best-scoring one each).
 
-With `--face_sizes`, also the smallest faces each detector finds (issue #11): every `--stride`th frame
+With `--face_sizes`, also the smallest faces each detector finds: every `--stride`th frame
 of each clip shrunk (area resize) so that its face measures N px (`keep.pipeline.faces.face_size`,
 3x the eye-to-mouth distance, as found by the first detector at the clip's own size), set on a gray
 canvas, and the coverage at each N.
@@ -35,26 +35,20 @@ the same face; a false track has mostly false faces), and in how many frames the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keep.errors import KeepError
+from keep.face.detectors import DETECTORS, Detection, build_detector
+from keep.pipeline.faces import face_size
+from keep.threads import set_threads
+from keep.video import open_input
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+from .common import REPO, add_common_arguments, fastest, parser, write_json
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.face.detectors import DETECTORS, Detection, build_detector  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
-from keep.video import open_input  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 POINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 
 
@@ -81,11 +75,10 @@ class DlibCNNDetector:
 def timed(detector, frames: list[np.ndarray], batch: int) -> tuple[list[list[Detection]], float]:
     """Detections of every frame and milliseconds per frame, `batch` frames per call."""
     detector.detect_batch(frames[:batch])  # warm-up (first-call allocations, lazy imports)
-    start = time.perf_counter()
-    found = []
-    for i in range(0, len(frames), batch):
-        found.extend(detector.detect_batch(frames[i : i + batch]))
-    return found, 1000 * (time.perf_counter() - start) / len(frames)
+    found, seconds = fastest(
+        lambda: [d for i in range(0, len(frames), batch) for d in detector.detect_batch(frames[i : i + batch])], 1
+    )
+    return found, 1000 * seconds / len(frames)
 
 
 def best(detections: list[Detection]) -> Detection | None:
@@ -112,10 +105,6 @@ def landmark_distances(found: list[list[Detection]], reference: list[list[Detect
 
 def smallest_faces(detectors: dict, frames: list[np.ndarray], sizes: list[int]) -> dict:
     """Coverage of each detector on the frames shrunk so the face measures each of `sizes` pixels."""
-    import cv2
-
-    from keep.pipeline.faces import face_size
-
     first = next(iter(detectors.values()))
     native = [face_size(best(found).landmarks) for found in first.detect_batch(frames) if found]
     if not native:
@@ -314,7 +303,8 @@ def face_size_table(clips: dict, detectors: dict, args: argparse.Namespace, resu
             print(f"{name:<22} {clip:<26} " + " ".join(f"{row[n]:>5.0%}" for n in sizes))
 
 
-def _main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     threads = set_threads(args.threads)
     clips = {name: [f.rgb for f in open_input(Path(args.media) / name)] for name in args.clips.split(",")}
     detectors = {}
@@ -336,20 +326,17 @@ def _main(args: argparse.Namespace) -> int:
     if args.tracks:
         track_table(clips, args, results)
     print(f"\n{args.device}, {threads} torch threads")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    write_json(args.json, results)
+    return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("detectors", __doc__)
     p.add_argument("--media", default=str(REPO.parent / "shared" / "media"), help="folder of the clips")
     p.add_argument("--clips", default="carphone_pristine.mp4,carphone_distorted.mp4")
     p.add_argument("--detectors", default=",".join(d for d in DETECTORS if d != "retinaface_resnet50"))
     p.add_argument("--dlib_cnn_stride", type=int, default=0, help="also dlib's CNN on every Nth frame (0: off)")
-    add_device_argument(p, default="cpu")
     p.add_argument("--batch", type=int, default=8, help="frames per call for the batched timing")
-    add_threads_argument(p)
     p.add_argument(
         "--face_sizes", default="", help="also: coverage with faces shrunk to these sizes (px, comma-separated)"
     )
@@ -358,10 +345,5 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strip_factors", default="1,2,3,4", help="shrink factors the strips are detected at")
     p.add_argument("--tracks", default="", help="also: tracks left out by min_track at these score thresholds")
     p.add_argument("--min_tracks", default="1,2,3,4,5,6,8", help="min_track values for --tracks")
-    p.add_argument("--json", help="also write the figures to this file")
-    args = p.parse_args(argv)
-    return run_main(lambda: _main(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    add_common_arguments(p)
+    return p.parse_args(argv)

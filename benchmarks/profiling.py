@@ -1,9 +1,9 @@
-"""Where the network's time goes: `torch.profiler` around one window of what benchmark_speed.py times (issue 20).
+"""Where the network's time goes: `torch.profiler` around one window of what `benchmarks speed` times.
 
-    python scripts/profile_gpu.py --device cuda --precision fp16 --batch 4 --out results/profile_fp16
-    python scripts/profile_gpu.py --weights preset:tiny --window 2 --out /tmp/profile    # CPU, seconds
+    python -m benchmarks profile --device cuda --precision fp16 --batch 4 --out results/profile_fp16
+    python -m benchmarks profile --weights preset:tiny --window 2 --out /tmp/profile    # CPU, seconds
 
-Builds the model and its inputs as `scripts/benchmark_speed.py` does, from the same options (`--weights`
+Builds the model and its inputs as `python -m benchmarks speed` does, from the same options (`--weights`
 random: the released configuration with random weights, `--precision`, `--batch`, `--window`,
 `--flow`, `--compile`, ...), restores two windows unprofiled (allocator, cuDNN's algorithm search, CUDA
 graph capture, compilation), then profiles the next window, which continues them (every frame of it
@@ -23,31 +23,19 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from torch.autograd import DeviceType
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+from keep.devices import resolve_device
+from keep.threads import set_threads
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-import torch  # noqa: E402
-from torch.autograd import DeviceType  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmark_speed, beside this file
-
-import benchmark_speed as bench  # noqa: E402
-
-from keep.archs.blocks import norm_in_autocast_dtype  # noqa: E402
-from keep.cli import run_main  # noqa: E402
-from keep.devices import resolve_device  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.precision import prepare_for_inference  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
+from . import speed
+from .common import at_least_one, device_name, group_norm_in_float32, load_golden, parser
 
 # Kind of work of an operator, from its name: first pattern that matches (self times are summed by kind).
 KINDS = (
@@ -63,15 +51,14 @@ KINDS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bench.add_run_arguments(p, cuda_graphs=False)  # eager: each kernel attributed to its operator
+    p = parser("profile", __doc__)
+    speed.add_run_arguments(p, cuda_graphs=False)  # eager: each kernel attributed to its operator
     p.add_argument("--top", type=int, default=25, help="rows of the operator and kernel tables")
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="folder for profile.md and the trace")
     p.add_argument("--no_trace", dest="trace", action="store_false", help="no trace.json.gz")
     args = p.parse_args(argv)
-    bench.check_run_arguments(args)
-    if args.top < 1:
-        raise KeepError("--top must be >= 1")
+    speed.check_run_arguments(args)
+    at_least_one(args, "top")
     return args
 
 
@@ -196,18 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     args.device = str(device)
     set_threads(args.threads)
-    with nullcontext() if args.norm_in_autocast_dtype else norm_in_autocast_dtype(()):
+    with group_norm_in_float32() if args.group_norm_fp32 else nullcontext():
         return profile(args, device)
 
 
 def profile(args: argparse.Namespace, device: torch.device) -> dict:
-    golden_state, golden_case = bench.load_golden() if args.weights == "golden" else (None, None)
-    model = bench.build_model(args, golden_state)
-    prepare_for_inference(model.network, channels_last=args.channels_last)
+    golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
+    model = speed.build_model(args, golden_state)
     # two windows to warm up (a stream's first window and one that continues a state: with --compile
     # each is compiled for its own input layouts), then the third profiled
     args.frames = 3 * args.window
-    frames, flows = bench.make_inputs(args, model.config.img_size, golden_case)
+    frames, flows = speed.make_inputs(args, model.config.img_size, golden_case)
     on_gpu = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
     profiler = torch.profiler.profile(activities=activities)
@@ -225,9 +211,9 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict:
     labels = labelled(model.network, model.flow) if args.compile is None else nullcontext(model.flow)
     with labels as flow:
         model.flow = flow
-        bench.stream(model, frames, flows, args, device, on_window=between_windows)
+        speed.stream(model, frames, flows, args, device, on_window=between_windows)
     summary = summarise(profiler.key_averages(), on_gpu=on_gpu, wall_s=clock["wall"], top=args.top)
-    name = torch.cuda.get_device_name(device) if on_gpu else bench.cpu_name()
+    name = device_name(device)
     graphs = "CUDA graphs (replays profiled whole)" if args.cuda_graphs and on_gpu else "eager"
     title = (
         f"KEEP {args.weights} weights, {args.precision}, batch {args.batch}, window {args.window}, "
@@ -242,7 +228,3 @@ def profile(args: argparse.Namespace, device: torch.device) -> dict:
     print(text, end="")
     print(f"\nwritten: {args.out / 'profile.md'}" + (f", {args.out / 'trace.json.gz'}" if args.trace else ""))
     return summary
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(lambda: main() and None))  # exit codes of keep.cli: 2 for bad input

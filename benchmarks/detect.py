@@ -1,10 +1,10 @@
-"""Milliseconds per frame of `retinaface_mobilenet`'s `detect_batch` on large frames (issue #11).
+"""Milliseconds per frame of `retinaface_mobilenet`'s `detect_batch` on large frames.
 
-    python scripts/benchmark_detector.py                              # CPU, 1920x1080, detect sizes 0 and 1280
-    python scripts/benchmark_detector.py --device cuda --detect_sizes 0,1280,960
-    python scripts/benchmark_detector.py --size 3840x2160 --detect_sizes 0,1920,1280,960
+    python -m benchmarks detect                              # CPU, 1920x1080, detect sizes 0 and 1280
+    python -m benchmarks detect --device cuda --detect_sizes 0,1280,960
+    python -m benchmarks detect --size 3840x2160 --detect_sizes 0,1920,1280,960
 
-The frames are the generated two-person frames of `scripts/benchmark_pipeline.py` (two crops of the
+The frames are the generated two-person frames of `benchmarks pipeline` (two crops of the
 shipped carphone sample side by side, 37 frames apart, scaled to `--size`), `--frames` distinct ones,
 detected `--batch` per call (the pipeline's 8), after one warm-up pass. For each `--detect_sizes`
 entry (0: full resolution; else frames of more than its square in pixels are shrunk by an integer
@@ -18,44 +18,25 @@ there and missed here, and the faces found here only.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keep.devices import resolve_device
+from keep.errors import KeepError
+from keep.face.detectors import RetinaFaceMobileNetDetector
+from keep.threads import set_threads
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
-from keep.devices import resolve_device  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def two_person_frames(count: int, width: int, height: int) -> list[np.ndarray]:
-    from benchmark_pipeline import SAMPLE, two_person_frame
-
-    from keep.video import open_input
-
-    sources = [f.rgb for f in open_input(SAMPLE)]
-    return [two_person_frame(sources, t, width, height) for t in range(count)]
+from .common import add_common_arguments, at_least_one, fastest, frame_size, parser, two_person_frames, write_json
 
 
 def timed(detector, frames: list[np.ndarray], batch: int, repeats: int) -> tuple[list, float]:
-    """Detections of every frame and the fastest pass's milliseconds per frame."""
+    """Detections of every frame, `batch` frames per call, and the fastest pass's milliseconds per frame
+    (`detect_batch` returns host arrays: the GPU is done when it returns)."""
     detector.detect_batch(frames[:batch])  # warm-up: first-call allocations, cuDNN's choice of kernels
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        found = [d for i in range(0, len(frames), batch) for d in detector.detect_batch(frames[i : i + batch])]
-        best = min(best, time.perf_counter() - start)  # detect_batch returns host arrays: the GPU is done
+    found, best = fastest(
+        lambda: [d for i in range(0, len(frames), batch) for d in detector.detect_batch(frames[i : i + batch])], repeats
+    )
     return found, 1000 * best / len(frames)
 
 
@@ -91,25 +72,20 @@ def landmark_distances(found: list, reference: list) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("detect", __doc__)
     p.add_argument("--size", default="1920x1080", help="frame size WIDTHxHEIGHT")
     p.add_argument("--detect_sizes", default="0,1280", help="comma-separated detect sizes (0: full resolution)")
     p.add_argument("--frames", type=int, default=32, help="distinct frames generated")
     p.add_argument("--batch", type=int, default=8, help="frames per detect_batch call (the pipeline's 8)")
     p.add_argument("--repeats", type=int, default=3, help="passes over the frames; the fastest counts")
-    add_device_argument(p, default="cpu")
-    add_threads_argument(p)
-    p.add_argument("--json", help="also write the figures to this file")
+    add_common_arguments(p)
     args = p.parse_args(argv)
+    args.width, args.height = frame_size(args.size)
     try:
-        args.width, args.height = (int(v) for v in args.size.lower().split("x"))
         args.sizes = [int(v) for v in args.detect_sizes.split(",")]
     except ValueError:
-        raise KeepError(
-            f"--size must be WIDTHxHEIGHT, got '{args.size}'; --detect_sizes integers, got '{args.detect_sizes}'"
-        ) from None
-    if args.frames < 1 or args.batch < 1 or args.repeats < 1:
-        raise KeepError("--frames, --batch and --repeats must be >= 1")
+        raise KeepError(f"--detect_sizes must be integers, got '{args.detect_sizes}'") from None
+    at_least_one(args, "frames", "batch", "repeats")
     if min(args.sizes) < 0:
         raise KeepError(f"--detect_sizes must be >= 0 (0: full resolution), got '{args.detect_sizes}'")
     return args
@@ -117,8 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def first_call(device, frames: list, args: argparse.Namespace, results: dict):
     """The first detector, built and called once: what start-up costs in a fresh process."""
-    from keep.face.detectors import RetinaFaceMobileNetDetector
-
     start = time.perf_counter()
     detector = RetinaFaceMobileNetDetector(device=str(device), detect_size=args.sizes[0], batch_size=args.batch)
     built = time.perf_counter() - start
@@ -130,9 +104,7 @@ def first_call(device, frames: list, args: argparse.Namespace, results: dict):
     return detector
 
 
-def main(argv: list[str] | None = None) -> int:
-    from keep.face.detectors import RetinaFaceMobileNetDetector
-
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
@@ -163,10 +135,5 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{size:>11} {row['factor']:>6} {ms:>9.2f} {row['faces_per_frame']:>11.2f}  {shown}")
     print(f"\n{args.size}, {len(frames)} frames, {args.batch} per call, {device}, {threads} torch threads")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))
+    write_json(args.json, results)
+    return results

