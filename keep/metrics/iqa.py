@@ -170,7 +170,7 @@ def _build_pyiqa(name: str, device: str | torch.device) -> nn.Module:
 def _pyiqa_clip_backbone(clip: nn.Module) -> Iterator[None]:
     """While pyiqa builds CLIP-IQA or LIQE, its `load` (which would download OpenAI's TorchScript archive
     and run it with `torch.jit.load`) returns `clip`, and LIQE's prompt-feature cache goes to a temporary
-    folder (pyiqa reads a cached file back with `weights_only=False`)."""
+    folder (pyiqa unpickles a cached file when it reads it back)."""
     import pyiqa.archs.clipiqa_arch as clipiqa_arch
     import pyiqa.archs.liqe_arch as liqe_arch
 

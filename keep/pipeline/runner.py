@@ -357,4 +357,4 @@ class Runner:
             worker.join(timeout)
             if worker.is_alive() and hasattr(worker, "kill"):  # SIGKILL: the workers ignore SIGTERM
                 worker.kill()
-                worker.join(1)
+                worker.join(10)  # a killed process is gone at once; a loaded machine may take a moment to reap it
