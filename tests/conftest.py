@@ -43,3 +43,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The modules whose tests run longest (subprocesses: training, Ray, whole videos), in that order, go first: the
+# two xdist workers then share the short tests at the end instead of one of them idling beside a long test
+# that started last. Each module stays in one piece, so its module-scoped fixtures are made once.
+LONG_FIRST = ("test_train", "test_ray", "test_no_hang", "test_inference", "test_faces", "test_app",
+              "test_detector_coverage", "test_today_metrics", "test_footage", "test_golden", "test_runner")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).stem, len(LONG_FIRST)))
