@@ -27,6 +27,7 @@ from keep.face.detectors import Detection
 from keep.flow import build_flow
 from keep.pipeline.faces import FaceStage
 from keep.pipeline.items import FaceFrame, FramePool, FrameRef, Job
+from keep.pipeline.options import RunOptions
 from keep.pipeline.restore import RestoreStage
 from keep.pipeline.stage import FreeSlots
 from keep.restorer import Restorer
@@ -100,8 +101,8 @@ def test_track_state_lives_while_the_tracker_keeps_the_track():
     pool = FramePool(4, 96, 96)
     pool.frames[:] = np.random.default_rng(0).integers(0, 255, pool.frames.shape, dtype=np.uint8)
     landmarks = template(64) + 16
-    stage = RestoreStage(model, window=2, gain_context=0)
-    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
+    stage = RestoreStage(model, window=2)
+    stage.start(Job(Path("clip.mp4"), pool, None, RunOptions()), FreeSlots(len(pool)))
 
     def push(index: int, faces: dict, live: set) -> list:
         return stage.push(FaceFrame(index, index % 4, index, faces, frozenset(live)))
@@ -141,8 +142,10 @@ class BatchDetector:
 def test_face_stage_uses_detect_batch_and_counts_small_faces():
     detector = BatchDetector()
     pool = FramePool(32, 80, 80)
-    stage = FaceStage(detector, min_face=16, max_gap=2, smooth_sigma=0, batch=4)
-    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
+    stage = FaceStage(detector, batch=4)
+    stage.start(
+        Job(Path("clip.mp4"), pool, None, RunOptions(min_face=16, max_gap=2, smooth_sigma=0)), FreeSlots(len(pool))
+    )
     out = [f for i in range(10) for f in stage.push(FrameRef(i, i, i))] + stage.finish()
     assert detector.batches == [4, 4, 2]
     assert [f.index for f in out] == list(range(10)) and all(list(f.faces) == [0] for f in out)
@@ -270,10 +273,11 @@ def test_cpu_workers_give_way_to_the_restore_stage():
     assert worker_niceness("cpu") == WORKER_NICENESS > 0
     assert worker_niceness("cuda") == 0
     groups = [
-        ("front", [DecodeSpec(), FacesSpec(detector="retinaface_mobilenet")]),
+        ("front", [DecodeSpec(), FacesSpec(detector="retinaface_mobilenet", device="cpu", detect_size=0)]),
         ("main", []),
-        ("back", [ComposeSpec(size=64, mask="feather")]),
-    ]
+        ("back", [ComposeSpec(size=64, mask="feather", device="cpu", bg_upsampler="bicubic", bg_tile=0,
+                              face_upsample=False)]),
+    ]  # fmt: skip
     runner = Runner(groups, mode="processes", window=4, device="cpu")
     try:
         ours = os.getpriority(os.PRIO_PROCESS, 0)
