@@ -309,3 +309,51 @@ def test_opencv_threads_follow_torch_and_the_writer_takes_a_thread_count(tmp_pat
         writer.close()
         assert (b" threads=1 " in path.read_bytes()) == (threads == 1)  # x264's settings, stored in the stream
         assert len(list(open_input(path))) == 3
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_the_apps_kept_pipeline_takes_each_runs_settings_and_is_built_again_only_for_its_own(tmp_path):
+    """keep.webapp.Jobs keeps its pipeline: a job that changes only what its run chooses (`RunOptions`: fidelity,
+    upscale) runs on the same network and stage workers, and its output changes as asked (fidelity 0 restores
+    other faces, upscale 2 doubles the size, the first settings again give the first output bit for bit); one
+    that changes what the pipeline is built from (`BuildOptions`: the detector, the flow) needs a new one."""
+    from dataclasses import replace
+
+    from footage import sample_frames, write_clip
+
+    import keep
+    from keep.pipeline import PipelineOptions
+    from keep.webapp import Jobs, Limits
+
+    root = tmp_path / "app"
+    (root / "upload").mkdir(parents=True)
+    clip = write_clip(root / "upload" / "clip.mp4", sample_frames(3))  # the face of the sample, 176x144
+    keep.save_checkpoint(tmp_path / "tiny.pth", tiny())  # its CFT is no identity: the fidelity changes faces
+    jobs = Jobs(root, Limits(max_frames=100, max_pixels=10**6, max_seconds=60))
+    base = PipelineOptions(
+        model=str(tmp_path / "tiny.pth"), detector="dlib", flow="dis", mask="feather", overlap="threads"
+    )
+
+    def restored(options: PipelineOptions) -> np.ndarray:
+        result = jobs.run("session", clip, options, lambda done, total, what: None)
+        return np.stack([frame.rgb for frame in open_input(result.video)])
+
+    try:
+        first = restored(base)
+        pipeline, model, runner = jobs.pipeline, jobs.pipeline.model, jobs.pipeline.runner
+        workers = dict(runner.workers)
+        quality = restored(replace(base, fidelity=0.0))
+        doubled = restored(replace(base, upscale=2))
+        again = restored(base)
+        assert jobs.pipeline is pipeline and pipeline.model is model and pipeline.runner is runner
+        assert runner.workers == workers and all(worker.is_alive() for worker in workers.values())
+        assert jobs.builds == 1 and pipeline.builds == 1
+        assert first.shape == quality.shape == (3, 144, 176, 3) and np.abs(quality.astype(int) - first).max() > 8
+        assert doubled.shape == (3, 288, 352, 3)
+        assert np.array_equal(again, first)  # nothing of a run's settings stays behind
+        per_run = dict(faces="0", draw_box=True, crf=30, preset="veryfast", min_face=8.0, max_gap=2, gain_context=2)
+        assert jobs._kept(replace(base, **per_run)) is pipeline
+        for built_once in (dict(detector="auto"), dict(flow="gmflow"), dict(face_upsample=True), dict(window=8)):
+            assert jobs._kept(replace(base, **built_once)) is None, built_once  # `_pipeline` builds a new one
+    finally:
+        jobs.close()
