@@ -282,7 +282,6 @@ def _main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     set_threads(args.threads)
     base = PipelineOptions(model=args.model, device=str(device))
-    base.check()
     if device.type == "cpu":
         from keep.precision import reuse_freed_memory
 

@@ -110,12 +110,13 @@ def _main(args: argparse.Namespace) -> int:
     from keep.pipeline import collect_inputs, prepare_process, restore_inputs
     from keep.pipeline.choice import face_choice
 
-    options = options_from_args(args)
-    options.check()
+    options = options_from_args(args)  # every value checked here, before anything is loaded
     if options.engine == "local":  # Ray workers ready their own processes, on the cluster's devices
         prepare_process(options, args.threads)
     inputs = collect_inputs(args.input)  # every output is checked before any model is loaded
-    face_choice(options)  # a photo without a face: one error line before anything is written (then cached)
+    face_choice(
+        options.faces, options
+    )  # a photo without a face: one error line before anything is written (then cached)
     items, folder, rank = inputs.items, inputs.folder, torchrun_place().rank
     if inputs.skipped_line() and rank == 0:
         print(inputs.skipped_line(), flush=True)

@@ -34,6 +34,7 @@ from keep.face.align import align_face, estimate_affine
 from keep.face.parsing import FeatherMask
 from keep.pipeline.compose import ComposeStage
 from keep.pipeline.items import RestoredFace, RestoredFrame
+from keep.pipeline.options import RunOptions
 from keep.threads import set_threads
 from keep.video import VideoWriter
 from keep.video.colour import HLG, SRGB, Colour, planes_from_view
@@ -69,10 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     colour = {"rgb": SRGB, "video": Colour("yuv420p", 1, 1, 1, 1, 1), "hdr": Colour("yuv420p10le", 9, 1, 9, HLG, 9)}
     colour = colour[args.input]
     pictures = [planes_from_view(rgb, colour) for rgb in frames]  # as the decoder leaves them in the frame pool
-    compose = ComposeStage(
-        size=args.crop, masker=FeatherMask(args.crop), background=BicubicUpsampler(), face_upsampler=None,
-        upscale=1, draw_box=False,
-    )  # fmt: skip
+    compose = ComposeStage(size=args.crop, masker=FeatherMask(args.crop), background=BicubicUpsampler(),
+                           face_upsampler=None)  # fmt: skip
+    compose.use(RunOptions())  # at --upscale 1, no boxes
     timer = compose.timer  # the pipeline's own stage timer; encode is timed here as the encode stage times it
     with tempfile.TemporaryDirectory() as tmp:
         writer = VideoWriter(

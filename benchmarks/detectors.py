@@ -202,11 +202,13 @@ def given_out(found: list[list[Detection]], frames: list[np.ndarray], min_track:
     it gives out; and the short tracks it left out."""
     from keep.pipeline.faces import FaceStage
     from keep.pipeline.items import FramePool, FrameRef, Job
+    from keep.pipeline.options import RunOptions
     from keep.pipeline.stage import FreeSlots
 
     pool = FramePool(len(frames), *frames[0].shape[:2])
-    stage = FaceStage(Replay(found), min_face=16.0, max_gap=5, smooth_sigma=1.5, min_track=min_track)
-    stage.start(Job(Path("clip"), 25.0, pool, None), FreeSlots(len(pool)))
+    stage = FaceStage(Replay(found))
+    settings = RunOptions(min_face=16.0, max_gap=5, smooth_sigma=1.5, min_track=min_track)
+    stage.start(Job(Path("clip"), pool, None, settings), FreeSlots(len(pool)))
     out = []
     for index, rgb in enumerate(frames):
         pool[index][...] = rgb

@@ -88,16 +88,17 @@ def pipeline_options(args: argparse.Namespace, mode: str) -> PipelineOptions:
 
 def run_modes(args: argparse.Namespace, clip: Path, tmp: Path) -> dict[str, dict]:
     """Per mode, the fastest of `--repeats` runs (each mode's pipeline built before any run is timed)."""
-    pipelines = {}
+    pipelines, settings = {}, {}
     for mode in args.modes:  # all built first, so that the runs can alternate
-        pipelines[mode] = Pipeline(pipeline_options(args, mode))
+        settings[mode] = pipeline_options(args, mode)
+        pipelines[mode] = Pipeline(settings[mode])
         pipelines[mode].build()  # model loading and worker start-up are not timed
     tries: dict[str, list[dict]] = {mode: [] for mode in args.modes}
     try:
         for _ in range(args.repeats):  # modes alternate: a change of load on the machine hits all of them
             for mode, pipeline in pipelines.items():
                 before = cpu_seconds(pipeline)
-                summary = pipeline.run(clip, tmp / mode, progress=False)
+                summary = pipeline.run(clip, tmp / mode, settings[mode], progress=False)
                 after = cpu_seconds(pipeline)
                 summary["cpu_by_process"] = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
                 summary["cpu_seconds"] = round(sum(summary["cpu_by_process"].values()), 2)
@@ -199,7 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    pipeline_options(args, "off").check()  # a bad --set key or value fails now, before anything is loaded
+    pipeline_options(args, "off")  # a bad --set key or value fails now, before anything is loaded
     args.device = str(resolve_device(args.device))
     threads = set_threads(args.threads)
     if args.device == "cpu":

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
                     rows.append({"frames": restored, **peaks, "sum": round(sum(peaks.values()), 1)})
                     print(f"{restored:6d} frames: peak RSS {rows[-1]}", flush=True)
 
-            summary = pipeline.run(clip, Path(tmp) / "out", progress=False, on_restored=sample)
+            summary = pipeline.run(clip, Path(tmp) / "out", options, progress=False, on_restored=sample)
     first, last = rows[0], rows[-1]
     growth = last["sum"] / first["sum"] - 1
     print(f"\n{summary['frames']} frames in {summary['seconds']:.0f} s ({summary['frames_per_second']:.1f} frames/s)")

@@ -87,6 +87,8 @@ PositiveFloat = Annotated[float, Range(0, low_open=True)]  # learning rates, fac
 NonNegativeFloat = Annotated[float, Range(0)]  # loss weights (0 = off), norms, sigmas
 Probability = Annotated[float, Range(0, 1)]
 FolderName = Annotated[str, PlainName()]
+FIDELITY = Range(0, 1)  # the CFT weight (CodeFormer's w): 0 quality .. 1 fidelity to the input (keep.restorer)
+Fidelity = Annotated[float, FIDELITY]
 
 
 class ConfigValueError(KeepError):
@@ -105,10 +107,11 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
-def check_fields(cfg: Any) -> None:
+def check_fields(cfg: Any, kind: type | None = None) -> None:
     """Check each field of the dataclass `cfg` against the rules of its annotation (see the module
-    docstring); call it from `__post_init__`. Nested sections check themselves when they are built."""
-    for name, tp in _hints(type(cfg)).items():
+    docstring); call it from `__post_init__`. Nested sections check themselves when they are built.
+    kind: only the fields of this dataclass, one `cfg`'s class derives from (default: `cfg`'s class)."""
+    for name, tp in _hints(kind or type(cfg)).items():
         _check(tp, getattr(cfg, name), name)
 
 

@@ -1,17 +1,18 @@
-"""Devices by name, and what a device runs by default (issue 20: the precision; the pipeline's grouping of
-stages is decided from the device in `keep.pipeline.options.stage_groups`)."""
+"""Devices by name, and what a device runs by default (the precision; the pipeline's grouping of stages is decided
+from the device in `keep.pipeline.options.stage_groups`)."""
 
 from __future__ import annotations
 
+import torch
+
 from .errors import KeepError
+from .precision import PRECISIONS
 
-PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")  # keep.precision.PRECISIONS and `auto`
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what `--precision` takes: auto, by the device (`resolve_precision`)
 
 
-def resolve_device(name: str):
+def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda`, `cuda:N`, `mps` or `auto` -> a `torch.device` that exists here, else KeepError."""
-    import torch
-
     name = str(name).strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,9 +39,7 @@ def resolve_device(name: str):
 def resolve_precision(precision: str, device: str) -> str:
     """The network's precision on `device` (`keep.precision` names): `auto` is fp16 on a CUDA GPU, whose codes
     agreed with fp32 on 99.5% of the golden case on an H100 (bf16: 95.1%; docs/speed.md), and exact fp32
-    elsewhere; any other name is kept as it is."""
-    if precision not in PRECISION_CHOICES:
-        raise KeepError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISION_CHOICES)}")
+    elsewhere; any other name is kept as it is (names are checked where they are chosen: `PRECISION_CHOICES`)."""
     if precision != "auto":
         return precision
     return "fp16" if str(device).startswith("cuda") else "fp32"

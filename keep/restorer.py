@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from .archs.keep_arch import KEEP, KEEPConfig, KEEPOutput, KEEPState
+from .config import FIDELITY
 from .cuda_graphs import GraphedStep
 from .errors import KeepError
 from .flow import FlowEstimator, clip_flows
@@ -28,9 +29,9 @@ from .precision import autocast, check_precision
 
 
 def check_fidelity(value: float) -> float:
-    """The fidelity (CFT weight, CodeFormer's `w`) as a float in [0, 1]; KeepError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise KeepError(f"fidelity (CFT weight) must be between 0 and 1, got {value!r}")
+    """The fidelity (CFT weight, CodeFormer's `w`) as a float in `FIDELITY`; KeepError otherwise."""
+    if not FIDELITY.allows(value):
+        raise KeepError(f"fidelity (CFT weight) must be {FIDELITY}, got {value!r}")
     return float(value)
 
 

@@ -32,6 +32,7 @@ import torch
 from .archs.keep_arch import KEEP, KEEPState
 from .restorer import Restorer
 
+WINDOW = 20  # frames restored per network call, state carried across calls (the pipeline's and the benchmark's default)
 MODES = ("carry", "reset", "released")
 
 
@@ -95,7 +96,7 @@ class _Stream:
 class StreamingRestorer:
     """The Kalman / KEEP state of many streams, restored window by window (see the module docstring).
 
-        streams = StreamingRestorer(model, window=20)        # a Restorer (or a bare KEEP: flows given)
+        streams = StreamingRestorer(model, window=WINDOW)    # a Restorer (or a bare KEEP: flows given)
         results = streams.step({track: lq})                  # lq (T, 3, S, S) in [-1, 1] -> {track: StreamOutput}
         streams.retain(live_tracks)                          # forget the streams that ended
         for out in streams.restore(frames):                  # or: frames (B, 3, S, S), one stream per face
@@ -110,7 +111,7 @@ class StreamingRestorer:
         self,
         model: Restorer | KEEP,
         *,
-        window: int = 20,
+        window: int = WINDOW,
         gain_context: int = 0,
         mode: str = "carry",
         timer: Callable[[str], AbstractContextManager] | None = None,

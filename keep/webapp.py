@@ -6,8 +6,10 @@ output folder per job inside the app's own temporary folder:
 - `Limits`: the largest video a request may bring (megabytes, refused by Gradio while it is uploaded;
   frames, pixels, seconds), checked on the header before any work and again while frames are restored
   (for headers without a frame count).
-- `Jobs`: one pipeline kept between requests and rebuilt when a request asks for other options; one
-  job at a time on the device; a job is cancelled through its session (the cancel button, or the
+- `Jobs`: one pipeline kept between requests, built again only when a request changes what it is built from
+  (`BuildOptions`: the model, Background enhancement, Face upsample); what a request chooses for its own run
+  (`RunOptions`: fidelity, upscale, boxes, faces) goes with the run, nothing loaded again; one job at a time on
+  the device; a job is cancelled through its session (the cancel button, or the
   session's end), from the pipeline's `on_restored` callback: the pipeline then stops its workers and
   removes the partial video, as after any failure (docs/inference.md, "Errors"). The upload of a job
   that fails, is refused or is cancelled is removed when the job ends, unless another job uses the same
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import threading
@@ -39,11 +42,13 @@ from .background import resize
 from .errors import KeepError
 from .face.align import align_face
 from .image import write_image
-from .pipeline import STAGES, Pipeline, PipelineOptions, outputs_of
+from .pipeline import STAGES, BuildOptions, Pipeline, PipelineOptions, outputs_of
 from .pipeline.choice import parse_faces
 from .pipeline.inputs import Input
 from .video import open_input
 from .weights import KEEP_MODEL_OPTION, REGISTRY, resolve_weights
+
+log = logging.getLogger(__name__)
 
 SESSION_TTL_S = 3600  # outputs of a session that never said goodbye (an API client) live this long after its last job
 FACE_CROP = 192  # pixels of a face in the gallery
@@ -195,6 +200,7 @@ class Jobs:
         self.sessions: dict[str, Session] = {}
         self.running: Counter[Path] = Counter()  # the uploads of the jobs running now
         self.pipeline: Pipeline | None = None
+        self.builds = 0  # pipelines built so far (a request that changes only what its run chooses builds none)
 
     def folder(self, session: str) -> Path:
         return self.root / "sessions" / session
@@ -269,10 +275,12 @@ class Jobs:
 
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            progress(0, reader.num_frames, "loading the model")
+            if self._kept(options) is None:
+                progress(0, reader.num_frames, "loading the model")
             pipeline = self._pipeline(options)
+            progress(0, reader.num_frames, "restoring")
             summary = pipeline.run(
-                Input(video, "video"), outdir, progress=False, on_restored=on_frame("restoring"),
+                Input(video, "video"), outdir, options, progress=False, on_restored=on_frame("restoring"),
                 on_surveyed=on_frame("finding the chosen faces"),
             )  # fmt: skip
         if summary["tracks"] == 0:
@@ -305,20 +313,28 @@ class Jobs:
             raise KeepError("the photo must be uploaded to this app")
         return None if photo is None else photo.resolve()
 
+    def _kept(self, options: PipelineOptions) -> Pipeline | None:
+        """The kept pipeline if it is built from what `options` asks to be built (`BuildOptions`), else None."""
+        if self.pipeline is not None and self.pipeline.options == BuildOptions.of(options):
+            return self.pipeline
+        return None
+
     def _pipeline(self, options: PipelineOptions) -> Pipeline:
-        """The pipeline for `options`: the one kept (whatever faces it chose before: a run reads them), or a new one
-        in its place."""
-        if self.pipeline is not None:
-            kept = self.pipeline.options
-            if replace(options, faces=kept.faces, identity_threshold=kept.identity_threshold) == kept:
-                self.pipeline.options = options
-                return self.pipeline
-        if not options.model.startswith("preset:"):
-            resolve_weights(options.model)  # weights that cannot be had fail here, before the kept pipeline goes
+        """The pipeline for `options`: the one kept when it is built from the same `BuildOptions` (the run's own
+        settings, `RunOptions`, go with each run), or a new one in its place."""
+        kept = self._kept(options)
+        if kept is not None:
+            return kept
+        build = BuildOptions.of(options)
+        if not build.model.startswith("preset:"):
+            resolve_weights(build.model)  # weights that cannot be had fail here, before the kept pipeline goes
         self._close_pipeline()
-        pipeline = Pipeline(options)
+        started = time.perf_counter()
+        pipeline = Pipeline(build)
         pipeline.build()  # the network and the stage workers, while the page says "loading the model"
         self.pipeline = pipeline
+        self.builds += 1
+        log.info("pipeline built in %.1f s: %s on %s", time.perf_counter() - started, build.model, build.device)
         return pipeline
 
     def cancel(self, session: str) -> int:

@@ -487,3 +487,30 @@ def test_the_page_restores_only_the_largest_face_in_chromium(server, two_people,
         browser.quit()
     man, astronaut = changed_halves(clip, played)
     assert man > 5 and astronaut < 3 and man > 3 * astronaut
+
+
+def test_a_request_changing_only_fidelity_and_upscale_restores_at_once_on_the_kept_pipeline(server, tmp_path):
+    """Fidelity and upscale are the run's own (`keep.pipeline.RunOptions`): a request that changes only them starts
+    restoring within a second of being sent, on the network and worker processes of the request before it (the app
+    logs each pipeline it builds: none for the second request, at most one for both)."""
+    url, process, temp = server
+    server_log = temp.parent / "server.log"
+    api = client(url)
+    clip = write_clip(tmp_path / "short.mp4", sample_frames(8))
+    builds = server_log.read_text().count("pipeline built")
+    restore(api, clip)  # on the pipeline the tests before built, else on a new one
+    built = server_log.read_text().count("pipeline built")
+    workers = worker_pids(process.pid)
+    job = api.submit({"video": handle_file(str(clip))}, fidelity=0.5, upscale=2, api_name="/restore")
+    sent = time.monotonic()
+    while not job.done() and not any(unit.desc == "restoring" for unit in job.status().progress_data or []):
+        assert time.monotonic() < sent + JOB_TIMEOUT_S, "the job made no progress"
+        time.sleep(0.02)
+    waited = time.monotonic() - sent
+    video, *_ = job.result(timeout=JOB_TIMEOUT_S)
+    print(f"restoring began {waited:.2f} s after the request")
+    assert waited < 1.0, f"restoring began {waited:.2f} s after the request"
+    assert workers and worker_pids(process.pid) == workers  # no worker started, none stopped
+    assert 1 <= built <= builds + 1 and server_log.read_text().count("pipeline built") == built
+    source = stream_facts(clip)
+    assert stream_facts(video["video"])["size"] == (2 * source["size"][0], 2 * source["size"][1])

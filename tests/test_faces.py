@@ -175,7 +175,7 @@ def test_identity_distances(footage, tmp_path):
     Through the pipeline's API with a threshold of 0, so the survey measures and nothing is restored."""
     from skimage.data import astronaut
 
-    from keep.pipeline import Pipeline, PipelineOptions
+    from keep.pipeline import BuildOptions, Pipeline, RunOptions
 
     photos = {
         "man, frame 60 of the sample clip": footage["man"],
@@ -186,15 +186,13 @@ def test_identity_distances(footage, tmp_path):
     write_image(photos["man, frame 74 of the sample clip"], sample_frames(1, start=74)[0])
     grey = astronaut()[::2, ::2].mean(-1, keepdims=True).round().astype(np.uint8).repeat(3, -1)
     write_image(photos["astronaut's photo, grey, 256 px"], grey)
-    options = PipelineOptions(
-        model="preset:tiny", detector="retinaface_mobilenet", flow="dis", overlap="off", identity_threshold=0.0
-    )
+    options = BuildOptions(model="preset:tiny", detector="retinaface_mobilenet", flow="dis", overlap="off")
     same, different = [], []
     print("\nidentity distance | track 0 (astronaut) | track 1 (man)")
     with Pipeline(options) as pipeline:
         for n, (name, photo) in enumerate(photos.items()):
-            pipeline.options.faces = str(photo)
-            summary = pipeline.run(footage["clip"], tmp_path / str(n), progress=False)
+            settings = RunOptions(faces=str(photo), identity_threshold=0.0)
+            summary = pipeline.run(footage["clip"], tmp_path / str(n), settings, progress=False)
             distances = {entry["track"]: entry["distance"] for entry in summary["track_list"]}
             person = MAN if name.startswith("man") else ASTRONAUT
             same.append(distances[person])

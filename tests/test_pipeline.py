@@ -27,6 +27,7 @@ from keep.face.detectors import Detection
 from keep.flow import build_flow
 from keep.pipeline.faces import FaceStage
 from keep.pipeline.items import FaceFrame, FramePool, FrameRef, Job
+from keep.pipeline.options import RunOptions
 from keep.pipeline.restore import RestoreStage
 from keep.pipeline.stage import FreeSlots
 from keep.restorer import Restorer
@@ -100,8 +101,8 @@ def test_track_state_lives_while_the_tracker_keeps_the_track():
     pool = FramePool(4, 96, 96)
     pool.frames[:] = np.random.default_rng(0).integers(0, 255, pool.frames.shape, dtype=np.uint8)
     landmarks = template(64) + 16
-    stage = RestoreStage(model, window=2, gain_context=0)
-    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
+    stage = RestoreStage(model, window=2)
+    stage.start(Job(Path("clip.mp4"), pool, None, RunOptions()), FreeSlots(len(pool)))
 
     def push(index: int, faces: dict, live: set) -> list:
         return stage.push(FaceFrame(index, index % 4, index, faces, frozenset(live)))
@@ -141,8 +142,10 @@ class BatchDetector:
 def test_face_stage_uses_detect_batch_and_counts_small_faces():
     detector = BatchDetector()
     pool = FramePool(32, 80, 80)
-    stage = FaceStage(detector, min_face=16, max_gap=2, smooth_sigma=0, batch=4)
-    stage.start(Job(Path("clip.mp4"), 25.0, pool, None), FreeSlots(len(pool)))
+    stage = FaceStage(detector, batch=4)
+    stage.start(
+        Job(Path("clip.mp4"), pool, None, RunOptions(min_face=16, max_gap=2, smooth_sigma=0)), FreeSlots(len(pool))
+    )
     out = [f for i in range(10) for f in stage.push(FrameRef(i, i, i))] + stage.finish()
     assert detector.batches == [4, 4, 2]
     assert [f.index for f in out] == list(range(10)) and all(list(f.faces) == [0] for f in out)
@@ -270,10 +273,11 @@ def test_cpu_workers_give_way_to_the_restore_stage():
     assert worker_niceness("cpu") == WORKER_NICENESS > 0
     assert worker_niceness("cuda") == 0
     groups = [
-        ("front", [DecodeSpec(), FacesSpec(detector="retinaface_mobilenet")]),
+        ("front", [DecodeSpec(), FacesSpec(detector="retinaface_mobilenet", device="cpu", detect_size=0)]),
         ("main", []),
-        ("back", [ComposeSpec(size=64, mask="feather")]),
-    ]
+        ("back", [ComposeSpec(size=64, mask="feather", device="cpu", bg_upsampler="bicubic", bg_tile=0,
+                              face_upsample=False)]),
+    ]  # fmt: skip
     runner = Runner(groups, mode="processes", window=4, device="cpu")
     try:
         ours = os.getpriority(os.PRIO_PROCESS, 0)
@@ -305,3 +309,51 @@ def test_opencv_threads_follow_torch_and_the_writer_takes_a_thread_count(tmp_pat
         writer.close()
         assert (b" threads=1 " in path.read_bytes()) == (threads == 1)  # x264's settings, stored in the stream
         assert len(list(open_input(path))) == 3
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_the_apps_kept_pipeline_takes_each_runs_settings_and_is_built_again_only_for_its_own(tmp_path):
+    """keep.webapp.Jobs keeps its pipeline: a job that changes only what its run chooses (`RunOptions`: fidelity,
+    upscale) runs on the same network and stage workers, and its output changes as asked (fidelity 0 restores
+    other faces, upscale 2 doubles the size, the first settings again give the first output bit for bit); one
+    that changes what the pipeline is built from (`BuildOptions`: the detector, the flow) needs a new one."""
+    from dataclasses import replace
+
+    from footage import sample_frames, write_clip
+
+    import keep
+    from keep.pipeline import PipelineOptions
+    from keep.webapp import Jobs, Limits
+
+    root = tmp_path / "app"
+    (root / "upload").mkdir(parents=True)
+    clip = write_clip(root / "upload" / "clip.mp4", sample_frames(3))  # the face of the sample, 176x144
+    keep.save_checkpoint(tmp_path / "tiny.pth", tiny())  # its CFT is no identity: the fidelity changes faces
+    jobs = Jobs(root, Limits(max_frames=100, max_pixels=10**6, max_seconds=60))
+    base = PipelineOptions(
+        model=str(tmp_path / "tiny.pth"), detector="dlib", flow="dis", mask="feather", overlap="threads"
+    )
+
+    def restored(options: PipelineOptions) -> np.ndarray:
+        result = jobs.run("session", clip, options, lambda done, total, what: None)
+        return np.stack([frame.rgb for frame in open_input(result.video)])
+
+    try:
+        first = restored(base)
+        pipeline, model, runner = jobs.pipeline, jobs.pipeline.model, jobs.pipeline.runner
+        workers = dict(runner.workers)
+        quality = restored(replace(base, fidelity=0.0))
+        doubled = restored(replace(base, upscale=2))
+        again = restored(base)
+        assert jobs.pipeline is pipeline and pipeline.model is model and pipeline.runner is runner
+        assert runner.workers == workers and all(worker.is_alive() for worker in workers.values())
+        assert jobs.builds == 1 and pipeline.builds == 1
+        assert first.shape == quality.shape == (3, 144, 176, 3) and np.abs(quality.astype(int) - first).max() > 8
+        assert doubled.shape == (3, 288, 352, 3)
+        assert np.array_equal(again, first)  # nothing of a run's settings stays behind
+        per_run = dict(faces="0", draw_box=True, crf=30, preset="veryfast", min_face=8.0, max_gap=2, gain_context=2)
+        assert jobs._kept(replace(base, **per_run)) is pipeline
+        for built_once in (dict(detector="auto"), dict(flow="gmflow"), dict(face_upsample=True), dict(window=8)):
+            assert jobs._kept(replace(base, **built_once)) is None, built_once  # `_pipeline` builds a new one
+    finally:
+        jobs.close()

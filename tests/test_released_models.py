@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import keep.pipeline
 from inference import main
 from keep.config import load_config
 from keep.errors import KeepError
 from keep.evaluation import BenchmarkConfig
 from keep.evaluation.runner import _load_network
+from keep.pipeline.restore import RestoreStage
 from keep.weights import REGISTRY
 
 SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "carphone_sample.mp4"
@@ -36,14 +36,16 @@ class Stop(KeepError):
 
 
 def test_fidelity_flag_reaches_the_network(tmp_path, capsys, monkeypatch):
+    """The fidelity is the run's (`RunOptions`): the restore stage sets it on the network for each input."""
     seen = []
+    start = RestoreStage.start
 
-    def restore(self, item, out, **options):
-        self.build()  # the network is loaded for the first input
+    def started(self, job, slots):
+        start(self, job, slots)
         seen.append(self.model.fidelity)
-        raise Stop("stopped by the test before decoding")
+        raise Stop("stopped by the test before restoring")
 
-    monkeypatch.setattr(keep.pipeline.Pipeline, "restore", restore)
+    monkeypatch.setattr(RestoreStage, "start", started)
     args = ["-i", str(SAMPLE), "-o", str(tmp_path / "out"), "--model", "preset:tiny", "--has_aligned"]
     args += ["--set", "overlap=off"]  # no worker processes to start
     assert main([*args, "--fidelity", "0.25"]) == 2 and seen == [0.25]

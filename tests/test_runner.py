@@ -14,7 +14,9 @@ import pytest
 from keep.errors import KeepError
 from keep.image import write_image
 from keep.pipeline.decode import DecodeSpec
+from keep.pipeline.faces import FacesSpec
 from keep.pipeline.items import FramePool, FrameRef, Job
+from keep.pipeline.options import RunOptions
 from keep.pipeline.runner import Runner
 from keep.pipeline.stage import Chain, FreeSlots, Stage
 from keep.video import open_input
@@ -113,8 +115,8 @@ def run_input(runner: Runner, folder: Path, progress=lambda count: None) -> dict
     """One input through `runner`, as `Pipeline.restore` sends it: a pool sized by the runner, the main
     process's reader handed to the decode stage where it runs in this process."""
     reader = open_input(folder)
-    pool = FramePool(runner.pool_size(), reader.height, reader.width, shared=runner.mode == "processes")
-    job = Job(folder, 25.0, pool, None, reader if runner.source_in_process else None)
+    pool = FramePool(runner.pool_size(RunOptions()), reader.height, reader.width, shared=runner.mode == "processes")
+    job = Job(folder, pool, None, RunOptions(), reader if runner.source_in_process else None)
     return runner.run(job, progress)
 
 
@@ -154,16 +156,21 @@ def test_pool_sizes_cover_what_the_stages_and_queues_hold():
     inline = Runner(GROUPINGS["cpu"], mode="off", window=4, device="cpu")
     try:
         assert inline.held == overlapped.held == 3  # the hold stage's
-        assert inline.pool_size() == 3 + 2
-        assert overlapped.pool_size() == 3 + (2 * 4 + 8) + 2 * 4 + 3  # Q1 and Q2 as docs/inference.md says
+        assert inline.pool_size(RunOptions()) == 3 + 2
+        assert overlapped.pool_size(RunOptions()) == 3 + (2 * 4 + 8) + 2 * 4 + 3  # Q1 and Q2 as docs/inference.md says
     finally:
         overlapped.close()
+    # the faces stage holds its smoother's look-ahead too, which each run's tracker settings size
+    faces = FacesSpec(detector="dlib", device="cpu", detect_size=0)
+    assert faces.run_held(RunOptions()) == 1 + 5 + 5  # sigma 1.5: radius 5; max_gap 5
+    assert faces.run_held(RunOptions(max_gap=2, smooth_sigma=0, min_track=9)) == 8  # min_track - 1
+    assert faces.run_held(RunOptions(has_aligned=True)) == 0
 
 
 def test_a_chain_passes_each_output_on_at_once_and_finishes_in_order():
     """Depth first: an item leaves the chain as soon as every stage has passed it; finish() flushes each stage
     through the stages after it."""
-    job = Job(Path("none"), 25.0, FramePool(4, 2, 2), None)
+    job = Job(Path("none"), FramePool(4, 2, 2), None, RunOptions())
     chain = Chain([Hold(2), Hold(1)])
     chain.start(job, FreeSlots(4))
     out: list[int] = []

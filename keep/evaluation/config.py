@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from ..config import FolderName, NonNegativeInt, PositiveInt, Range, check_fields
+from ..config import Fidelity, FolderName, NonNegativeInt, PositiveInt, Range, check_fields
 from ..errors import KeepError
+from ..streaming import WINDOW
 
 TABLE_NAMES = ("keep", "dvface")  # keep.evaluation.report.TABLES
 
@@ -32,8 +33,8 @@ class DataConfig:
 class ModelConfig:
     source: str = "keep"  # checkpoint path, registry name, or preset:<name> (keep.load_model)
     flow: str = "auto"  # flow for the Kalman prediction (keep.flow.build_flow); auto: the checkpoint's GMFlow
-    fidelity: Annotated[float, Range(0, 1)] = 1.0  # CFT weight (CodeFormer's -w); 1 in every release
-    window: PositiveInt = 20  # streaming window (keep.streaming.StreamingRestorer)
+    fidelity: Fidelity = 1.0  # CFT weight (CodeFormer's -w); 1 in every release
+    window: PositiveInt = WINDOW  # streaming window (keep.streaming.StreamingRestorer)
     gain_context: NonNegativeInt = 0
     stream_mode: str = "carry"  # carry: state across windows; reset: independent windows; released: the
     # released test (independent windows, the short last one reflection-circle padded to `window`)

@@ -1,4 +1,4 @@
-"""Many inputs in one call: skip the finished ones, share the rest over `torchrun` processes (issue #11),
+"""Many inputs in one call: skip the finished ones, share the rest over `torchrun` processes,
 or over the workers of a Ray cluster (`--set engine=ray`, `ray_engine`).
 
     python inference.py -i videos/ -o out                               # one output per video
@@ -31,7 +31,7 @@ from ..distributed import start_process_group, stop_process_group, torchrun_plac
 from ..errors import KeepError
 from ..paths import FileLock
 from .inputs import Input, Outputs, check_outputs, make_output_folder, outputs_of
-from .options import PipelineOptions
+from .options import PipelineOptions, RunOptions
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _run(
             item, wait = queue.pop(0)
             out = outputs_of(item, outdir, options.container)
             try:
-                status, summary = restore_one(pipeline, item, out, wait=wait, progress=progress)
+                status, summary = restore_one(pipeline, item, out, options, wait=wait, progress=progress)
             except KeepError as exc:
                 if not keep_going:
                     raise
@@ -206,9 +206,10 @@ def _run(
 
 
 def restore_one(
-    pipeline: Pipeline, item: Input, out: Outputs, *, wait: bool, progress: bool
+    pipeline: Pipeline, item: Input, out: Outputs, settings: RunOptions, *, wait: bool, progress: bool
 ) -> tuple[str, dict | None]:
-    """Restore one input under its output's lock (`keep.paths.FileLock`): the unit of work of every engine.
+    """Restore one input with `settings` (or a `PipelineOptions`'s per-run part) under its output's lock
+    (`keep.paths.FileLock`): the unit of work of every engine.
 
     Returns ("done", summary); ("skipped", None) when another run finished the output since the list was made;
     ("busy", None) when another run is writing it and not `wait` (put it off, then call again with `wait`).
@@ -220,11 +221,12 @@ def restore_one(
     if not lock.acquire(wait=wait):
         log.info("%s: another run is writing %s; coming back to it later", item.source, out.main)
         return "busy", None
+    settings = RunOptions.of(settings)
     try:
-        if not pipeline.options.overwrite and out.finished():  # finished since the list was made
+        if not settings.overwrite and out.finished():  # finished since the list was made
             log.info("skip %s: %s was finished by another run", item.source, out.main)
             return "skipped", None
-        return "done", pipeline.restore(item, out, progress=progress)  # stale partials removed there
+        return "done", pipeline.restore(item, out, settings, progress=progress)  # stale partials removed there
     finally:
         lock.release()
 

@@ -1,4 +1,4 @@
-"""Which faces a run restores (`--faces`, `PipelineOptions.faces`; docs/inference.md, "Restoring chosen faces").
+"""Which faces a run restores (`--faces`, `RunOptions.faces`; docs/inference.md, "Restoring chosen faces").
 
     all           every face (the default: one pass, as always)
     0,2           the tracks with these ids (the ids of the summary and of --draw_box): one pass, filtered
@@ -77,10 +77,11 @@ def _track_ids(value: str) -> frozenset[int]:
     return frozenset(ids)
 
 
-def face_choice(options) -> tuple[FaceChoice, Reference | None]:
-    """`options.faces` (`PipelineOptions`) parsed, with the photo's face where it names one (KeepError: no face
-    in the photo, ...); the photo's is cached, so checking it before a run costs nothing in the run."""
-    choice = parse_faces(options.faces)
+def face_choice(faces: str, options) -> tuple[FaceChoice, Reference | None]:
+    """`faces` (`RunOptions.faces`) parsed, with the photo's face where it names one, found with the detector of
+    `options` (`BuildOptions`; KeepError: no face in the photo, ...); the photo's is cached, so checking it before
+    a run costs nothing in the run."""
+    choice = parse_faces(faces)
     if choice.kind != "photo":
         return choice, None
     detector = dict(detector=options.detector, device=options.device, detect_size=options.detect_size)

@@ -30,16 +30,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ComposeSpec:
-    """What the paste stage is built from: the network's crop size and the paste and background options."""
+    """What the paste stage is built from: the network's crop size, the mask and the upsamplers; `--upscale` and
+    `--draw_box` come with each input (`Job.settings`)."""
 
     size: int
-    mask: str = "auto"
-    device: str = "cpu"
-    bg_upsampler: str = "bicubic"
-    bg_tile: int = 400
-    face_upsample: bool = False
-    upscale: int = 1
-    draw_box: bool = False
+    mask: str
+    device: str
+    bg_upsampler: str
+    bg_tile: int
+    face_upsample: bool
 
     def build(self) -> ComposeStage:
         from ..background import build_upsampler
@@ -53,34 +52,21 @@ class ComposeSpec:
         if self.face_upsample:
             same = self.bg_upsampler == "realesrgan"
             face_upsampler = background if same else build_upsampler("realesrgan", **upsample)
-        if self.upscale > 1 or self.bg_upsampler != "bicubic":
+        if self.bg_upsampler != "bicubic":
             log.info("background upsampler: %s", background.name)
-        return ComposeStage(
-            size=self.size, masker=masker, background=background, face_upsampler=face_upsampler,
-            upscale=self.upscale, draw_box=self.draw_box,
-        )  # fmt: skip
+        return ComposeStage(size=self.size, masker=masker, background=background, face_upsampler=face_upsampler)
 
 
 class ComposeStage(Stage):
-    """`RestoredFrame`s in (their input frame in the pool), `Composed` output frames out; the slot is freed."""
+    """`RestoredFrame`s in (their input frame in the pool), `Composed` output frames out; the slot is freed.
+    `upscale` and `draw_box` are the input's (`use`, called by `start`)."""
 
-    def __init__(
-        self,
-        *,
-        size: int,
-        masker: Masker,
-        background: Upsampler,
-        face_upsampler: Upsampler | None,
-        upscale: int,
-        draw_box: bool,
-    ):
+    def __init__(self, *, size: int, masker: Masker, background: Upsampler, face_upsampler: Upsampler | None):
         super().__init__()
         self.size = size
         self.masker = masker
         self.background = background
-        self.face_upsampler = face_upsampler if upscale > 1 else None
-        self.upscale = upscale
-        self.draw_box = draw_box
+        self.face_upsampler = face_upsampler
         self._info = {
             "mask": masker.name,
             "background": background.name,
@@ -92,7 +78,12 @@ class ComposeStage(Stage):
 
     def start(self, job: Job, slots: Slots) -> None:
         self.pool, self.release = job.pool, slots.release
+        self.use(job.settings)
         self.faces = self.frames_with_face = 0
+
+    def use(self, settings) -> None:
+        """Compose at a run's `upscale` with its `draw_box` (`RunOptions`)."""
+        self.upscale, self.draw_box = settings.upscale, settings.draw_box
 
     def push(self, frame: RestoredFrame) -> list[Composed]:
         planes, colour = self.pool.planes(frame.slot), self.pool.colour
@@ -125,7 +116,7 @@ class ComposeStage(Stage):
                     continue
                 mask = self.masker(item.face)
                 face, matrix = item.face, item.matrix
-                if self.face_upsampler is not None:
+                if self.face_upsampler is not None and u > 1:
                     face = self.face_upsampler(face, u)  # (S*u, S*u, 3)
                     mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
                     matrix = matrix * (face.shape[0] / self.size)  # frame -> upsampled crop

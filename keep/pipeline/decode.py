@@ -30,7 +30,7 @@ class DecodeStage(Stage):
         # The main process opened the input for its header (the frame pool's size) and hands that reader over
         # where this stage runs in the same process. A decode process opens the file again: an open file
         # cannot be sent to another process.
-        self.reader = job.reader if job.reader is not None else open_input(job.source, fps=job.fps)
+        self.reader = job.reader if job.reader is not None else open_input(job.source, fps=job.settings.fps)
         self.pool, self.acquire = job.pool, slots.acquire
 
     def frames(self) -> Iterator[Frame]:

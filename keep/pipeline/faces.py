@@ -8,6 +8,8 @@ three-frame false positives; `keep.face.tracker.TrackSmoother` decides within it
 Detectors that have `detect_batch(list of frames) -> list of detections per frame` get `batch` frames
 at a time; others are called frame by frame.
 
+The tracker's settings (min_face, min_track, max_gap, smooth_sigma) and `--has_aligned` are the input's
+(`Job.settings`): the detector is built once, a tracker and a smoother are made for every input.
 Which faces go on to be restored is the job's `FacePlan` (`--faces`, keep.pipeline.choice): the others go on
 as faces left alone. After a survey pass the plan replays the survey's records instead of detecting again.
 Every track found is counted here (`found_tracks`: frames, first, last), restored or not.
@@ -36,59 +38,48 @@ def face_size(landmarks: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class FacesSpec:
-    """What the faces stage is built from (`--detector`, `--has_aligned` and the tracker's `--set` keys)."""
+    """What the faces stage is built from (`--detector`); the tracker's settings and `--has_aligned` come with
+    each input (`Job.settings`)."""
 
-    detector: str = "auto"
-    device: str = "cpu"
-    detect_size: int = 1280
-    min_face: float = 16.0
-    min_track: int = 4
-    max_gap: int = 5
-    smooth_sigma: float = 1.5
-    has_aligned: bool = False
+    detector: str
+    device: str
+    detect_size: int
 
-    def build(self) -> FaceStage | WholeFrameStage:
-        if self.has_aligned:
-            return WholeFrameStage()
+    def build(self) -> FaceStage:
         from ..face.detectors import build_detector
 
         detector = build_detector(self.detector, device=self.device, detect_size=self.detect_size)
         log.info("face detector: %s", detector.name)
-        return FaceStage(
-            detector, min_face=self.min_face, min_track=self.min_track, max_gap=self.max_gap,
-            smooth_sigma=self.smooth_sigma,
-        )  # fmt: skip
+        return FaceStage(detector)
+
+    def run_held(self, settings) -> int:
+        """Frame slots the stage holds beyond its `held` for a run with `settings` (`RunOptions`): the smoother's
+        look-ahead."""
+        return 0 if settings.has_aligned else smoother_of(settings).lookahead
+
+
+def smoother_of(settings) -> TrackSmoother:
+    """The look-ahead smoother of a run's tracker settings (`RunOptions`: max_gap, smooth_sigma, min_track)."""
+    return TrackSmoother(max_gap=settings.max_gap, sigma=settings.smooth_sigma, min_track=settings.min_track)
 
 
 class FaceStage(Stage):
-    """`FrameRef`s in, `FaceFrame`s out (delayed by the smoother's look-ahead, order kept)."""
+    """`FrameRef`s in, `FaceFrame`s out (delayed by the smoother's look-ahead, order kept). With `--has_aligned`
+    every frame is already an aligned face, restored as one track (id 0): nothing is detected."""
 
-    def __init__(
-        self,
-        detector,
-        *,
-        min_face: float,
-        max_gap: int,
-        smooth_sigma: float,
-        min_track: int = 1,
-        batch: int = DETECT_BATCH,
-    ):
+    def __init__(self, detector, *, batch: int = DETECT_BATCH):
         super().__init__()
         self.detector = detector
-        self.min_face = min_face
-        self.max_gap = max_gap
-        self.smooth_sigma = smooth_sigma
-        self.min_track = min_track
         self.batch = batch if hasattr(detector, "detect_batch") else 1
-        self.held = self.batch + self._smoother().lookahead
-
-    def info(self) -> dict:
-        return {"detector": getattr(self.detector, "name", None)}
+        self.held = self.batch  # and the look-ahead of each input's smoother (`FacesSpec.run_held`)
 
     def start(self, job: Job, slots: Slots) -> None:
+        settings = job.settings
         self.pool = job.pool
-        self.tracker = FaceTracker(max_gap=self.max_gap)
-        self.smoother = self._smoother()
+        self.aligned = settings.has_aligned
+        self.min_face = settings.min_face
+        self.tracker = FaceTracker(max_gap=settings.max_gap)
+        self.smoother = smoother_of(settings)
         self.pending: list[FrameRef] = []
         self.small_faces_skipped = 0
         self.found = FoundTracks()
@@ -96,6 +87,8 @@ class FaceStage(Stage):
         self.replay = self.plan.replay() if self.plan is not None and self.plan.records is not None else None
 
     def push(self, frame: FrameRef) -> list[FaceFrame]:
+        if self.aligned:
+            return [self._emit(FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0})))]
         if self.replay is not None:
             with self.timer("track"):
                 return [self._emit(self.replay.frame(frame))]
@@ -143,33 +136,13 @@ class FaceStage(Stage):
         self.pending = []
         return out
 
-    def _smoother(self) -> TrackSmoother:
-        return TrackSmoother(max_gap=self.max_gap, sigma=self.smooth_sigma, min_track=self.min_track)
-
     def stats(self) -> dict:
         short = self.smoother.short_tracks()  # tracks never given out: {id: frames detected}
         return {
+            "detector": None if self.aligned else getattr(self.detector, "name", None),
             "small_faces_skipped": self.small_faces_skipped, "short_tracks": dict(sorted(short.items())),
             "found_tracks": self.found.tracks,
         }  # fmt: skip
-
-
-class WholeFrameStage(Stage):
-    """`--has_aligned`: every frame is already an aligned face, restored as one track (id 0)."""
-
-    def info(self) -> dict:
-        return {"detector": None}
-
-    def start(self, job: Job, slots: Slots) -> None:
-        self.found = FoundTracks()
-
-    def push(self, frame: FrameRef) -> list[FaceFrame]:
-        out = FaceFrame(frame.index, frame.slot, frame.pts, {0: None}, frozenset({0}))
-        self.found.add(out)
-        return [out]
-
-    def stats(self) -> dict:
-        return {"small_faces_skipped": 0, "short_tracks": {}, "found_tracks": self.found.tracks}
 
 
 class FoundTracks:

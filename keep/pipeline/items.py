@@ -77,12 +77,13 @@ class Composed:
 @dataclass
 class Job:
     """One input as the stages see it: where its frames come from, the frame pool they live in, what the
-    encoder writes (`keep.pipeline.encode.EncodeJob`). Sent to every worker once per input."""
+    encoder writes (`keep.pipeline.encode.EncodeJob`), the run's settings (`keep.pipeline.options.RunOptions`:
+    each stage applies its own to this input). Sent to every worker once per input."""
 
     source: Path
-    fps: float
     pool: FramePool
     encode: Any
+    settings: Any  # RunOptions
     reader: Any = None  # the reader the main process opened, where the decode stage runs in that process
     faces: Any = None  # which tracks to restore (`keep.pipeline.choice.FacePlan`); None: every face
     survey: Any = None  # a survey pass instead of a restoration (`keep.pipeline.survey.SurveyJob`)

@@ -1,7 +1,13 @@
 """`Pipeline`: the models built once, then one video (or frames folder, or image) at a time.
 
-    with Pipeline(PipelineOptions(model="keep")) as pipeline:
-        summary = pipeline.run("clip.mp4", "results/")      # writes results/clip.mp4 + clip_summary.json
+    with Pipeline(BuildOptions(model="keep")) as pipeline:                 # what is built once
+        summary = pipeline.run("clip.mp4", "results/", RunOptions())         # results/clip.mp4 + clip_summary.json
+        summary = pipeline.run("clip.mp4", "x2/", RunOptions(upscale=2, fidelity=0.5))  # what each run chooses
+
+`BuildOptions` (network, device, precision, flow, detector, mask, upsamplers, workers) are the pipeline's: a change
+needs a new `Pipeline`. `RunOptions` (faces, fidelity, upscale, tracker thresholds, crf, files written, ...) are
+each run's: they travel with the input's `Job` to every stage, and nothing is loaded again
+(keep.pipeline.options; a `PipelineOptions` is both, and either call takes its part).
 
 Per input: open it (its header: upright size, frame rate; a file that cannot be read fails here, before any
 model is loaded), build the stages if not yet built (the network in this process, the other stages in their
@@ -43,7 +49,7 @@ from .encode import EncodeJob, EncodeSpec
 from .faces import FacesSpec
 from .inputs import Input, Outputs, check_outputs, make_output_folder, outputs_of
 from .items import FramePool, Job
-from .options import STAGES, PipelineOptions, stage_groups, survey_groups
+from .options import STAGES, BuildOptions, RunOptions, stage_groups, survey_groups
 from .restore import RestoreSpec
 from .runner import Runner
 from .stage import merge_stats
@@ -52,21 +58,16 @@ from .survey import SurveyJob, SurveySpec
 log = logging.getLogger(__name__)
 
 
-def stage_specs(options: PipelineOptions, model: Restorer) -> dict:
-    """Each stage's settings, taken from the options (a worker receives only these, not the options)."""
+def stage_specs(options: BuildOptions, model: Restorer) -> dict:
+    """Each stage's built-once settings, taken from the options (a worker receives only these, not the options;
+    each input's settings come with its `Job`)."""
     return {
         "decode": DecodeSpec(),
-        "faces": FacesSpec(
-            detector=options.detector, device=options.device, detect_size=options.detect_size,
-            min_face=options.min_face, min_track=options.min_track, max_gap=options.max_gap,
-            smooth_sigma=options.smooth_sigma,
-            has_aligned=options.has_aligned,
-        ),
-        "restore": RestoreSpec(model, window=options.window, gain_context=options.gain_context),
+        "faces": FacesSpec(detector=options.detector, device=options.device, detect_size=options.detect_size),
+        "restore": RestoreSpec(model, window=options.window),
         "compose": ComposeSpec(
             size=model.config.img_size, mask=options.mask, device=options.device, bg_upsampler=options.bg_upsampler,
-            bg_tile=options.bg_tile, face_upsample=options.face_upsample, upscale=options.upscale,
-            draw_box=options.draw_box,
+            bg_tile=options.bg_tile, face_upsample=options.face_upsample,
         ),
         "encode": EncodeSpec(),
         "survey": SurveySpec(),
@@ -74,14 +75,17 @@ def stage_specs(options: PipelineOptions, model: Restorer) -> dict:
 
 
 class Pipeline:
-    def __init__(self, options: PipelineOptions):
-        options.check()
-        self.options = options
-        self.precision = resolve_precision(options.precision, options.device)
+    """The models and stage workers built once from `BuildOptions` (a `PipelineOptions` gives its built-once part),
+    then `run` per input with that run's `RunOptions`."""
+
+    def __init__(self, options: BuildOptions):
+        self.options = BuildOptions.of(options)
+        self.precision = resolve_precision(self.options.precision, self.options.device)
         self.model: Restorer | None = None
         self.runner: Runner | None = None
         self.survey_runner: Runner | None = None  # the survey pass's (decode -> faces -> survey), on first use
         self.built: dict = {}  # the stages built in this process, by spec: both runners' (one detector, not two)
+        self.builds = 0  # times the network was loaded (the first run, and after `close`)
 
     def __enter__(self) -> Pipeline:
         return self
@@ -91,26 +95,23 @@ class Pipeline:
 
     def build(self, *, survey: bool = False) -> None:
         """Load the network and start the stage workers (the first run does it if it was not done before);
-        survey: also the survey pass's (kept while the runs need them: else its workers are stopped)."""
+        survey: also the survey pass's (started on first use, then kept with the others)."""
         opts = self.options
         if self.model is None:
             self.model = load_model(
-                opts.model, device=opts.device, flow=opts.flow, precision=self.precision, fidelity=opts.fidelity,
-                cuda_graphs=opts.cuda_graphs,
-            )  # fmt: skip
+                opts.model, device=opts.device, flow=opts.flow, precision=self.precision, cuda_graphs=opts.cuda_graphs
+            )  # the fidelity is each input's (`RunOptions`, set by the restore stage)
+            self.builds += 1
         if self.runner is None:  # also after a failed run, which stopped the workers
-            specs = stage_specs(opts, self.model)
-            groups = [(name, [specs[stage] for stage in stages]) for name, stages in stage_groups(opts)]
-            self.runner = Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built)
-        if not survey and self.survey_runner is not None:
-            self.survey_runner.close()
-            self.survey_runner = None
+            self.runner = self._runner(stage_groups(opts))
         if survey and self.survey_runner is None:
-            specs = stage_specs(opts, self.model)
-            groups = [(name, [specs[stage] for stage in stages]) for name, stages in survey_groups(opts)]
-            self.survey_runner = Runner(
-                groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built
-            )
+            self.survey_runner = self._runner(survey_groups(opts))
+
+    def _runner(self, grouping: tuple) -> Runner:
+        specs = stage_specs(self.options, self.model)
+        groups = [(name, [specs[stage] for stage in stages]) for name, stages in grouping]
+        opts = self.options
+        return Runner(groups, mode=opts.overlap, window=opts.window, device=opts.device, built=self.built)
 
     def close(self) -> None:
         for runner in (self.runner, self.survey_runner):
@@ -123,31 +124,36 @@ class Pipeline:
         self,
         source: str | Path | Input,
         outdir: str | Path,
+        settings: RunOptions,
         *,
         progress: bool = True,
         on_restored: Callable[[int], None] | None = None,
         on_surveyed: Callable[[int], None] | None = None,
     ) -> dict:
-        """Restore one input into `outdir`; returns its summary (also written as JSON beside the output). KeepError
-        if another run is writing the same output now (its lock is held).
+        """Restore one input into `outdir` with `settings` (`RunOptions`, or a `PipelineOptions`: its per-run part);
+        returns its summary (also written as JSON beside the output). KeepError if another
+        run is writing the same output now (its lock is held).
 
         progress: show a bar counting restored frames (on a terminal); on_restored: called with the number of frames
         restored so far, after each one; on_surveyed: the same for the survey pass (`--faces largest | PHOTO`).
         """
+        settings = RunOptions.of(settings)
         item = source if isinstance(source, Input) else Input(Path(source), _kind(Path(source)))
         outdir = Path(outdir)
-        check_outputs([item], None, outdir, save_frames=self.options.save_frames, save_faces=self.options.save_faces,
-                      container=self.options.container)  # fmt: skip
-        face_choice(self.options)  # a photo without a face fails before anything is written (it is cached)
+        check_outputs([item], None, outdir, save_frames=settings.save_frames, save_faces=settings.save_faces,
+                      container=settings.container)  # fmt: skip
+        face_choice(settings.faces, self.options)  # a photo without a face fails before anything is written (cached)
         make_output_folder(outdir)
-        out = outputs_of(item, outdir, self.options.container)
+        out = outputs_of(item, outdir, settings.container)
         with FileLock(out.lock).held(f"another run is writing {out.main}"):
-            return self.restore(item, out, progress=progress, on_restored=on_restored, on_surveyed=on_surveyed)
+            return self.restore(item, out, settings, progress=progress, on_restored=on_restored,
+                                on_surveyed=on_surveyed)  # fmt: skip
 
     def restore(
         self,
         item: Input,
         out: Outputs,
+        settings: RunOptions,
         *,
         progress: bool = True,
         on_restored: Callable[[int], None] | None = None,
@@ -155,15 +161,15 @@ class Pipeline:
     ) -> dict:
         """`run` for outputs already checked (`check_outputs`, `restore_inputs` checks all of a batch at once)
         whose folder exists, under the outputs' lock. Refuses to replace a file this program did not write
-        (`Outputs.check_replaceable`) unless `options.overwrite`.
+        (`Outputs.check_replaceable`) unless `settings.overwrite`.
 
         Every file is written to a partial file (folder) of this run's own; once all are complete the summary,
         which names them, is written, and they are moved into place, the output last. After a failure or an
         interrupt the partial files are removed: a file named like an output is always complete."""
-        opts = self.options
+        opts = settings
         out.check_replaceable(overwrite=opts.overwrite, save_faces=opts.save_faces, save_frames=opts.save_frames)
         remove_partials(out.stale_partials())  # left by killed runs; none is writing them now (the lock)
-        choice, reference = face_choice(opts)
+        choice, reference = face_choice(opts.faces, self.options)
         reader = open_input(item.source, fps=opts.fps)  # the one open of the input in this process
         try:
             self.build(survey=choice.needs_survey)
@@ -175,9 +181,9 @@ class Pipeline:
         partials = {path: partial_path(path, token) for path in out.written(save_faces=opts.save_faces,
                                                                             save_frames=opts.save_frames)}  # fmt: skip
         try:
-            stats, chosen, reader = self._passes(item, out, reader, partials, (choice, reference), progress,
+            stats, chosen, reader = self._passes(item, out, settings, reader, partials, (choice, reference), progress,
                                                  on_restored, on_surveyed)  # fmt: skip
-            summary = self._summary(item, out, reader, stats, chosen, time.perf_counter() - start)
+            summary = self._summary(item, out, settings, reader, stats, chosen, time.perf_counter() - start)
             write_atomically(out.summary, json.dumps(summary, indent=2))  # the record: it names every file
             for path, partial in reversed(partials.items()):  # the output last: it is finished once there
                 move_into_place(partial, path)
@@ -193,6 +199,7 @@ class Pipeline:
         self,
         item: Input,
         out: Outputs,
+        settings: RunOptions,
         reader,
         partials: dict[Path, Path],
         chosen: tuple,
@@ -208,24 +215,26 @@ class Pipeline:
         try:
             if choice.needs_survey:
                 records = _records_file()
-                survey = self._survey(item, reader, SurveyJob(records, reference is not None), progress, on_surveyed)
-                selection = choose(choice, survey["survey"], reference, self.options.identity_threshold)
+                job = SurveyJob(records, reference is not None)
+                survey = self._survey(item, settings, reader, job, progress, on_surveyed)
+                selection = choose(choice, survey["survey"], reference, settings.identity_threshold)
                 live = {track: survey["survey"][track]["live"] for track in selection.chosen}
                 plan = FacePlan(selection.chosen, records, live)
-                reader = open_input(item.source, fps=self.options.fps)  # the restoring pass decodes again
-            stats = self._restore_pass(item, out, reader, plan, partials, progress, on_restored)
+                reader = open_input(item.source, fps=settings.fps)  # the restoring pass decodes again
+            stats = self._restore_pass(item, out, settings, reader, plan, partials, progress, on_restored)
         finally:
             if records is not None:
                 records.unlink(missing_ok=True)
         if survey is not None:  # both passes' seconds; what only the survey counted
             stats = merge_stats({"timings": survey["timings"]}, stats)
             stats["small_faces_skipped"] = survey["small_faces_skipped"]
-        return stats, describe(choice, stats, survey, selection, reference, self.options.identity_threshold), reader
+        return stats, describe(choice, stats, survey, selection, reference, settings.identity_threshold), reader
 
     def _restore_pass(
         self,
         item: Input,
         out: Outputs,
+        settings: RunOptions,
         reader,
         plan: FacePlan | None,
         partials: dict[Path, Path],
@@ -233,8 +242,8 @@ class Pipeline:
         on_restored,
     ) -> dict:
         """Every frame through the restoring stages into the partial files."""
-        pool = self._pool(self.runner, reader)
-        job = Job(item.source, self.options.fps, pool, self._encode_job(item, out, reader, partials), faces=plan)
+        pool = self._pool(self.runner, reader, settings)
+        job = Job(item.source, pool, self._encode_job(item, out, settings, reader, partials), settings, faces=plan)
         if self.runner.source_in_process:
             job.reader = reader  # the decode stage reads on from it
         else:
@@ -245,10 +254,12 @@ class Pipeline:
             raise KeepError(f"no frame could be decoded from {item.source}{stopped}")
         return stats
 
-    def _survey(self, item: Input, reader, survey: SurveyJob, progress: bool, on_surveyed) -> dict:
+    def _survey(
+        self, item: Input, settings: RunOptions, reader, survey: SurveyJob, progress: bool, on_surveyed
+    ) -> dict:
         """The survey pass over the input (decode -> faces -> survey); what it counted, `survey` per track."""
         runner = self.survey_runner
-        job = Job(item.source, self.options.fps, self._pool(runner, reader), None, survey=survey)
+        job = Job(item.source, self._pool(runner, reader, settings), None, settings, survey=survey)
         if runner.source_in_process:
             job.reader = reader
         try:
@@ -279,14 +290,17 @@ class Pipeline:
         finally:
             bar.close()
 
-    def _pool(self, runner: Runner, reader) -> FramePool:
+    def _pool(self, runner: Runner, reader, settings: RunOptions) -> FramePool:
         shared = runner.mode == "processes"
-        return FramePool(runner.pool_size(), reader.height, reader.width, colour=reader.colour, shared=shared)
+        size = runner.pool_size(settings)
+        return FramePool(size, reader.height, reader.width, colour=reader.colour, shared=shared)
 
-    def _encode_job(self, item: Input, out: Outputs, reader, partials: dict[Path, Path]) -> EncodeJob:
+    def _encode_job(
+        self, item: Input, out: Outputs, settings: RunOptions, reader, partials: dict[Path, Path]
+    ) -> EncodeJob:
         """What the encoder writes for `item` (each file into its partial: `partials`, final -> partial): the
         output at --upscale, the source's other streams, frames, faces."""
-        opts, u = self.options, self.options.upscale
+        opts, u = settings, settings.upscale
         return EncodeJob(
             partial=partials[out.main], output=out.main, kind=reader.kind, width=reader.width * u,
             height=reader.height * u, fps=reader.fps, time_base=reader.time_base, sample_aspect=reader.sample_aspect,
@@ -294,7 +308,9 @@ class Pipeline:
             frames_dir=partials.get(out.frames_dir), faces_log=partials.get(out.faces_log),
         )  # fmt: skip
 
-    def _summary(self, item: Input, out: Outputs, reader, stats: dict, chosen: dict, elapsed: float) -> dict:
+    def _summary(
+        self, item: Input, out: Outputs, settings: RunOptions, reader, stats: dict, chosen: dict, elapsed: float
+    ) -> dict:
         frames, info = stats["frames"], self.runner.info
         tracks = {track: counts[0] for track, counts in sorted(stats["found_tracks"].items())}
         for line in chosen.pop("lines"):
@@ -302,20 +318,20 @@ class Pipeline:
         if stats["small_faces_skipped"]:
             log.info(
                 "%s: %d faces smaller than --min_face %g px skipped",
-                item.stem, stats["small_faces_skipped"], self.options.min_face,
+                item.stem, stats["small_faces_skipped"], settings.min_face,
             )  # fmt: skip
         if stats["short_tracks"]:
             log.info(
                 "%s: %d tracks detected in fewer than --set min_track=%d frames not restored: %s", item.stem,
-                len(stats["short_tracks"]), self.options.min_track,
+                len(stats["short_tracks"]), settings.min_track,
                 ", ".join(f"track {t} ({n} frames)" for t, n in stats["short_tracks"].items()),
             )  # fmt: skip
         timings = stats["timings"]
         return {
             "input": str(item.source),
             "output": str(out.main),
-            "faces_log": str(out.faces_log) if self.options.save_faces else None,
-            "frames_dir": str(out.frames_dir) if self.options.save_frames else None,
+            "faces_log": str(out.faces_log) if settings.save_faces else None,
+            "frames_dir": str(out.frames_dir) if settings.save_frames else None,
             "frames": frames,
             "faces": stats["faces"],  # faces restored
             "frames_with_face": stats["frames_with_face"],
@@ -323,11 +339,11 @@ class Pipeline:
             "track_frames": tracks,
             "longest_track_coverage": max(tracks.values(), default=0) / frames,
             "small_faces_skipped": stats["small_faces_skipped"],
-            "min_face": self.options.min_face,
+            "min_face": settings.min_face,
             "short_tracks": {int(t): n for t, n in stats["short_tracks"].items()},  # {id: frames detected}: left alone
-            "min_track": self.options.min_track,
+            "min_track": settings.min_track,
             **chosen,  # `choice` (--faces: what was restored, and why) and `track_list` (each track)
-            "detector": info["detector"],
+            "detector": stats["detector"],  # what `--detector auto` chose (None: --has_aligned, nothing detected)
             "flow": info["flow"],  # what `--flow auto` chose (keep.flow.choose_auto)
             "mask": info["mask"],
             "background": info["background"],
@@ -337,7 +353,7 @@ class Pipeline:
             "seconds": round(elapsed, 3),
             "frames_per_second": round(frames / elapsed, 3),
             "stopped": stats["stopped"],
-            # issue 19: frames scaled to the first frame's size; the turn that made the stored frames upright
+            # frames scaled to the first frame's size; the turn that made the stored frames upright
             "resized_frames": stats["resized_frames"],
             "resized": stats["resized"],
             "rotation": 90 * getattr(reader, "turns", 0),  # degrees counter-clockwise

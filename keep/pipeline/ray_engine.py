@@ -83,7 +83,7 @@ class RestoreWorker:
         """`batch.restore_one` on this worker: {"status": done | skipped | busy | failed, "summary", "error"}."""
         out = outputs_of(item, Path(outdir), self.options.container)
         try:
-            status, summary = restore_one(self.pipeline, item, out, wait=wait, progress=False)
+            status, summary = restore_one(self.pipeline, item, out, self.options, wait=wait, progress=False)
         except KeepError as exc:
             return {"status": "failed", "error": str(exc)}
         return {"status": status, "summary": summary}

@@ -1,12 +1,12 @@
 """Stage 3, restore: align every tracked face to the FFHQ template and restore the faces of `window`
 consecutive frames with KEEP, all tracks in one batched call, each track's Kalman / KEEP state carried
-over the whole track (`keep.streaming.StreamingRestorer`, one stream per track; the precision and
-fidelity are the model's, `keep.restorer.Restorer`).
+over the whole track (`keep.streaming.StreamingRestorer`, one stream per track; the precision is the
+model's, `keep.restorer.Restorer`; the fidelity is the input's, set on the model when the input starts).
 
 A track's state is kept while the tracker keeps the track, even through a window where it has no face
-(issue #12), and dropped when the tracker drops it. Memory: one window of aligned crops plus one state
-per live track. Faces left alone (`--faces`) never reach the network: they go on with their alignment
-only, so the paste stage can log where they are.
+(a face missed for a few frames goes on from its history), and dropped when the tracker drops it.
+Memory: one window of aligned crops plus one state per live track. Faces left alone (`--faces`) never
+reach the network: they go on with their alignment only, so the paste stage can log where they are.
 """
 
 from __future__ import annotations
@@ -30,34 +30,34 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RestoreSpec:
-    """The restore stage runs where the network was loaded (the main process, which owns its device)."""
+    """The restore stage runs where the network was loaded (the main process, which owns its device); the
+    fidelity and the gain's context come with each input (`Job.settings`)."""
 
     model: Restorer
-    window: int = 20
-    gain_context: int = 0
+    window: int
 
     def build(self) -> RestoreStage:
-        return RestoreStage(self.model, window=self.window, gain_context=self.gain_context)
+        return RestoreStage(self.model, window=self.window)
 
 
 class RestoreStage(Stage):
     """`FaceFrame`s in; `RestoredFrame`s out, a window at a time, order kept."""
 
-    def __init__(self, model: Restorer, *, window: int, gain_context: int):
+    def __init__(self, model: Restorer, *, window: int):
         super().__init__()
         self.model = model
         self.size = model.config.img_size
         self.window = window
         self.held = window  # the frames of the window being gathered
-        self.gain_context = gain_context
 
     def info(self) -> dict:
         return {"flow": getattr(self.model.flow, "name", None)}  # what `--flow auto` chose (keep.flow.choose_auto)
 
     def start(self, job: Job, slots: Slots) -> None:
         self.pool = job.pool
+        self.model.fidelity = job.settings.fidelity  # the CFT weight of this input's every window
         self.streams = StreamingRestorer(
-            self.model, window=self.window, gain_context=self.gain_context, timer=self.timer
+            self.model, window=self.window, gain_context=job.settings.gain_context, timer=self.timer
         )
         # per frame: {track: (alignment matrix, aligned crop; None for a face left alone)}
         self.chunk: list[tuple[FaceFrame, dict[int, tuple[np.ndarray | None, np.ndarray | None]]]] = []

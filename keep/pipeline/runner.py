@@ -1,4 +1,4 @@
-"""Running groups of stages overlapped, joined by bounded queues, frame order kept (issues #11, 20).
+"""Running groups of stages overlapped, joined by bounded queues, frame order kept.
 
 The stages are grouped into workers by `options.stage_groups` (data, decided by the device). On the CPU:
 
@@ -176,7 +176,8 @@ class Runner:
     order a frame passes them; the group named `main` runs in the calling thread, the others in worker
     processes or threads (`mode`), or every stage in the calling thread (`mode="off"`).
 
-    The stages are built once (each worker builds its own from its specs, which hold only their settings);
+    The stages are built once (each worker builds its own from its specs, which hold only their built-once
+    settings; what each input chooses comes with its `Job`: `RunOptions`);
     `info` says what was built (detector, mask, flow, ...). `built` ({spec: stage}) lends the stages of this
     process to another runner of the same process (the survey pass's and the restoring pass's detector), which
     runs its inputs at other times. After a failure the workers are stopped (`stopped`) and the runner cannot be
@@ -186,6 +187,7 @@ class Runner:
         self, groups: Sequence[tuple[str, Sequence]], *, mode: str, window: int, device: str, built: dict | None = None
     ):
         self.names = [name for name, _ in groups]
+        self.specs = [spec for _, specs in groups for spec in specs]
         if "main" not in self.names:
             raise StageError(f"no 'main' group among {self.names}")
         self.mode, self.window = mode, window
@@ -211,12 +213,14 @@ class Runner:
         """Whether the source (decode) stage runs in this process, where it can read the main process's reader."""
         return self.mode != "processes" or self.names[0] == "main"
 
-    def pool_size(self) -> int:
-        """Frame slots for what every stage holds, what every queue holds and a few in between."""
+    def pool_size(self, settings: Any) -> int:
+        """Frame slots for what every stage holds (for a run with `settings`, `RunOptions`: a spec's `run_held`),
+        what every queue holds and a few in between."""
+        held = self.held + sum(spec.run_held(settings) for spec in self.specs if hasattr(spec, "run_held"))
         if not self.overlapped:
-            return self.held + 2
+            return held + 2
         links = sum(self._link_size(index) for index in range(1, len(self.names)))
-        return self.held + links + SLOTS_SLACK
+        return held + links + SLOTS_SLACK
 
     def _link_size(self, index: int) -> int:
         """The size of the queue into group `index`: towards the main group Q1's, after it Q2's."""
