@@ -11,9 +11,12 @@ which stops the model's workers), a cancel button. The restore function is also 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     video, before_after, faces, summary = client.predict(
-        {"video": handle_file("clip.mp4")}, upscale=2, api_name="/restore")      # video["video"]: its path here
-    client.predict({"video": handle_file("clip.mp4")}, faces="photo", photo=handle_file("person.jpg"),
+        handle_file("clip.mp4"), upscale=2, api_name="/restore")                 # video: its path here
+    client.predict(handle_file("clip.mp4"), faces="photo", photo=handle_file("person.jpg"),
                    api_name="/restore")                     # only the person in the photo (or faces="largest", ...)
+
+(That is Gradio 6; under Gradio 5 the video goes in as {"video": handle_file("clip.mp4")} and comes back as
+a dict whose "video" is its path.) Errors come as HTML, as Gradio's do (`&lt;` for `<`).
 
 Uploads and outputs stay in the app's own temporary folder: the upload of a request that fails or is
 refused is removed when the request ends; a session's are removed when its tab closes (an API client's
