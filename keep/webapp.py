@@ -194,7 +194,7 @@ class Jobs:
     def __init__(self, root: Path, limits: Limits, examples: Sequence[Path] = ()):
         self.root = Path(root)
         self.limits = limits
-        self.examples = {path.stat().st_size: _digest(path) for path in map(Path, examples)}  # never removed
+        self.examples = {(path.stat().st_size, _digest(path)) for path in map(Path, examples)}  # never removed
         self.device = threading.Lock()  # one job at a time (also a cancelled one still stopping its workers)
         self.guard = threading.Lock()  # the sessions table
         self.sessions: dict[str, Session] = {}
@@ -310,7 +310,7 @@ class Jobs:
             size = path.stat().st_size
         except OSError:
             return False
-        return size in self.examples and _digest(path) == self.examples[size]
+        return any(size == known for known, _ in self.examples) and (size, _digest(path)) in self.examples
 
     def start_note(self, options: PipelineOptions) -> str:
         """What the progress says while a job waits for the pipeline: loading the model (the first job, or
