@@ -392,7 +392,9 @@ def choose_model(browser, wait, name: str) -> None:
 
     browser.find_element(By.CSS_SELECTOR, "#model input").click()
     options = wait.until(
-        lambda b: [o for o in b.find_elements(By.CSS_SELECTOR, "ul.options li") if o.text.strip(" ✓\n") == name]
+        lambda b: [
+            o for o in b.find_elements(By.CSS_SELECTOR, "[data-testid=dropdown-option]") if o.text.strip(" ✓\n") == name
+        ]
     )
     options[0].click()
     wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value") == name)
