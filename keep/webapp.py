@@ -318,7 +318,7 @@ class Jobs:
         for (the kept pipeline)."""
         kept = self.pipeline
         if kept is None or kept.options.model != options.model:
-            return "loading the model (once: the next jobs start at once)"
+            return "loading the model (once: later jobs with it start at once)"
         if kept.runner is None:
             return "starting the model's workers again (a cancel stops them)"
         return "starting"
