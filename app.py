@@ -1,24 +1,29 @@
-"""Restore the faces of a video in the browser (issue 18): a Gradio page over the pipeline inference.py runs.
+"""Restore the faces of a video in the browser: a Gradio page (Gradio 5 or 6) over the pipeline inference.py runs.
 
     python app.py                                   # http://127.0.0.1:7860 with the current release "keep"
     python app.py --model preset:tiny               # random weights: an offline try of the page
     KEEP_APP_AUTH=me:secret python app.py --device cuda --host 0.0.0.0 --port 8080 --max_seconds 600
 
-One job at a time on the device (Gradio's queue; every other request waits with its place shown), a
-progress bar counting restored frames, a cancel button. The restore function is also an API endpoint:
+One job at a time on the device (Gradio's queue; every other request waits with its place shown), one
+progress bar counting restored frames (it says when the model loads: the first job only, and after a cancel,
+which stops the model's workers), a cancel button. The restore function is also an API endpoint:
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     video, before_after, faces, summary = client.predict(
-        {"video": handle_file("clip.mp4")}, upscale=2, api_name="/restore")      # video["video"]: its path here
-    client.predict({"video": handle_file("clip.mp4")}, faces="photo", photo=handle_file("person.jpg"),
+        handle_file("clip.mp4"), upscale=2, api_name="/restore")                 # video: its path here
+    client.predict(handle_file("clip.mp4"), faces="photo", photo=handle_file("person.jpg"),
                    api_name="/restore")                     # only the person in the photo (or faces="largest", ...)
+
+(That is Gradio 6; under Gradio 5 the video goes in as {"video": handle_file("clip.mp4")} and comes back as
+a dict whose "video" is its path.) Errors come as HTML, as Gradio's do (`&lt;` for `<`).
 
 Uploads and outputs stay in the app's own temporary folder: the upload of a request that fails or is
 refused is removed when the request ends; a session's are removed when its tab closes (an API client's
 when a job starts an hour after its last one), all of them when the app stops; one that no request uses
-goes with Gradio's hourly cache sweep. An upload larger than `--max_upload_mb` is refused while it
-arrives. Nothing is read from or written to a path a request names.
+goes with Gradio's hourly cache sweep. The example clips (assets/*.mp4) and Gradio's copies of them stay.
+An upload larger than `--max_upload_mb` is refused while it arrives. Nothing is read from or written to a
+path a request names.
 Beyond this machine (`--host 0.0.0.0`), ask for a login: `KEEP_APP_AUTH=user:password` or `--auth_file`
 (lines `user:password`); API clients pass it as `Client(url, auth=(user, password))`. See keep/webapp.py.
 """
@@ -36,6 +41,7 @@ passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/th
 
 REPO = Path(__file__).resolve().parent
 EXAMPLES = REPO / "assets"
+CLIPS = sorted(EXAMPLES.glob("*.mp4"))  # the page's examples
 
 log = logging.getLogger("app")
 
@@ -100,7 +106,11 @@ def handlers(jobs, base, models: list[str]) -> tuple:
     import gradio as gr
 
     from keep.errors import KeepError
-    from keep.webapp import summary_markdown
+    from keep.webapp import page_text, summary_markdown
+
+    def failure(message: str) -> gr.Error:
+        """One toast, the whole message as written (escaped: the toast reads HTML), until the user closes it."""
+        return gr.Error(page_text(message), duration=None, print_exception=False)
 
     def restore(
         video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, request: gr.Request,
@@ -110,12 +120,12 @@ def handlers(jobs, base, models: list[str]) -> tuple:
         """Restore the chosen faces of the video (faces: all | largest | track ids | photo); returns the video, a
         before/after frame, the faces, the summary."""
         if not video:
-            raise gr.Error("Upload a video first.", print_exception=False)
+            raise failure("Upload a video first.")
         upload = Path(video)
         uploads = [upload] if not photo else [upload, Path(photo)]
         if faces == "photo" and not photo:
             jobs.discard(upload)
-            raise gr.Error("Upload a photo of the person first (or choose other faces).", print_exception=False)
+            raise failure("Upload a photo of the person first (or choose other faces).")
 
         def report(done: int, total: int | None, what: str) -> None:
             progress((done, total), desc=what, unit="frames")
@@ -136,19 +146,22 @@ def handlers(jobs, base, models: list[str]) -> tuple:
             for path in uploads:
                 message = message.replace(str(path.parent) + os.sep, "")
             log.info("%s: %s", upload.name, message)
-            raise gr.Error(message, duration=None, print_exception=False) from None
+            raise failure(message) from None
         except Exception as exc:  # a bug: one line in the page, the traceback in the app's log
             for path in uploads:
                 jobs.discard(path)
             log.exception("internal failure")
             message = f"internal failure ({type(exc).__name__}: {exc}); the app's log has the traceback"
-            raise gr.Error(message, duration=None, print_exception=False) from None
+            raise failure(message) from None
         faces = [(str(path), caption) for path, caption in result.faces]
         markdown = summary_markdown(result.summary, result.notes)
         return str(result.video), (str(result.before), str(result.after)), faces, markdown
 
-    def cancel(request: gr.Request) -> None:
-        jobs.cancel(request.session_hash or "anonymous")
+    def cancel(request: gr.Request) -> str:
+        """Stop this page's job (a queued one leaves the queue); says so on the page."""
+        if jobs.cancel(request.session_hash or "anonymous"):
+            return "Cancelled: the job stops at its next frame."
+        return "Cancelled."
 
     def end_session(request: gr.Request) -> None:
         jobs.end_session(request.session_hash)
@@ -209,19 +222,45 @@ def faces_controls() -> tuple:
     return faces, track_ids, photo
 
 
-def build_page(jobs, base, models: list[str]):
-    """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
+# The page's own scripts. A new run first empties the last run's results and messages (in the browser, at once).
+CLEAR_RESULTS_JS = "() => [null, null, [], '', '']"
+# The video box's "Video not playable" toast comes on top of Restore's error for a file that is no video, and is
+# wrong for a video FFmpeg reads but the browser cannot play (HEVC, AVI, ...): closed as it opens, so one toast
+# says what went wrong, in the words of the Restore button's error.
+CLOSE_UNPLAYABLE_JS = """() => {
+  new MutationObserver(() => {
+    for (const toast of document.querySelectorAll("[data-testid=toast-body]")) {
+      if (toast.textContent.includes("Video not playable")) toast.querySelector("[data-testid=toast-close]")?.click();
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
+def page_look() -> tuple[dict, dict]:
+    """(Blocks keywords, launch keywords) of the page's theme and script: Gradio 6 takes them in `launch`, 5 in
+    `Blocks`."""
     import warnings
 
     import gradio as gr
 
+    look = {
+        "theme": gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["monospace"]),
+        "js": CLOSE_UNPLAYABLE_JS,
+    }
+    if int(gr.__version__.split(".")[0]) >= 6:
+        return {}, look
+    warnings.filterwarnings("ignore", ".*Gradio 6.0", DeprecationWarning)  # 5.x announces 6's place for them
+    return look, {}
+
+
+def build_page(jobs, base, models: list[str], blocks_look: dict):
+    """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
+    import gradio as gr
+
     from keep.webapp import SESSION_TTL_S
 
-    restore, cancel, end_session = handlers(jobs, base, models)
     esrgan = background_note()
-    warnings.filterwarnings("ignore", ".*Gradio 6.0", DeprecationWarning)  # requirements.txt keeps Gradio 5
-    system_fonts = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["monospace"])
-    with gr.Blocks(title="KEEP", theme=system_fonts, delete_cache=(600, SESSION_TTL_S)) as page:
+    with gr.Blocks(title="KEEP", delete_cache=(600, SESSION_TTL_S), **blocks_look) as page:
         gr.Markdown(
             "# KEEP: restore the faces of a video\n"
             "Every face is detected, tracked and restored with its history carried over the whole track "
@@ -231,8 +270,10 @@ def build_page(jobs, base, models: list[str]):
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="input-video")
                 gr.Markdown(f"Videos {jobs.limits.describe()}.", elem_id="limits")
-                gr.Examples([[str(p)] for p in sorted(EXAMPLES.glob("*.mp4"))], inputs=[video])
-                model = gr.Dropdown(models, value=base.model, label="Model", info="preset:tiny: random weights")
+                gr.Examples([[str(p)] for p in CLIPS], inputs=[video], elem_id="examples")
+                model = gr.Dropdown(
+                    models, value=base.model, label="Model", info="preset:tiny: random weights", elem_id="model"
+                )
                 fidelity = gr.Slider(
                     0, 1, value=base.fidelity, step=0.05, label="Fidelity",
                     info="0: trust the learned face prior, 1: the input (every release's setting)",
@@ -247,6 +288,7 @@ def build_page(jobs, base, models: list[str]):
                 with gr.Row():
                     run = gr.Button("Restore", variant="primary", elem_id="restore-button")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
+                status = gr.Markdown("", elem_id="status")
             with gr.Column():
                 restored = gr.Video(label="Restored", interactive=False, elem_id="output-video")
                 compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False)
@@ -256,14 +298,22 @@ def build_page(jobs, base, models: list[str]):
             with gr.Column():
                 summary = gr.Markdown(label="summary", elem_id="summary")
         inputs = [video, model, fidelity, upscale, background, face_upsample, draw_box, faces, track_ids, photo]
-        job = run.click(
-            restore, inputs, [restored, compare, gallery, summary], api_name="restore",
-            concurrency_limit=1, concurrency_id="device",
-        )  # fmt: skip
-        # The flag stops the job at its next restored frame; `cancels` tells the page at once.
-        stop.click(cancel, None, None, cancels=[job], api_name="cancel", concurrency_limit=None)
-        page.unload(end_session)
+        events(page, jobs, base, models, run, stop, inputs, [restored, compare, gallery, summary], status)
     return page
+
+
+def events(page, jobs, base, models: list[str], run, stop, inputs: list, results: list, status) -> None:
+    """Restore: the results and the status emptied, then the job (one progress bar, on the restored video; also
+    the `/restore` API); Cancel (`/cancel`): says so in the status; the end of a session."""
+    restore, cancel, end_session = handlers(jobs, base, models)
+    run.click(None, None, [*results, status], js=CLEAR_RESULTS_JS, queue=False)  # in the browser, at once
+    job = run.click(
+        restore, inputs, results, api_name="restore", concurrency_limit=1, concurrency_id="device",
+        show_progress_on=results[0],
+    )  # fmt: skip
+    # The flag stops the job at its next restored frame; `cancels` tells the page at once.
+    stop.click(cancel, None, status, cancels=[job], api_name="cancel", concurrency_limit=None)
+    page.unload(end_session)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -290,9 +340,10 @@ def _main(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="keep-app-"))
     os.environ["GRADIO_TEMP_DIR"] = str(root)  # uploads land here; outputs inside it are served without a copy
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no call home
-    jobs = Jobs(root, limits)
+    jobs = Jobs(root, limits, examples=CLIPS)
+    blocks_look, launch_look = page_look()
     try:
-        page = build_page(jobs, base, models)
+        page = build_page(jobs, base, models, blocks_look)
         page.queue(default_concurrency_limit=1)
         if not logins and not is_local(args.host):
             print(
@@ -304,7 +355,7 @@ def _main(args: argparse.Namespace) -> int:
             page.launch(
                 server_name=args.host, server_port=args.port, allowed_paths=[str(EXAMPLES)], show_error=True,
                 ssr_mode=False, inbrowser=False, max_file_size=limits.max_upload_bytes, auth=logins or None,
-                auth_message="KEEP: log in with the user and password whoever runs this app gave you",
+                auth_message="KEEP: log in with the user and password whoever runs this app gave you", **launch_look,
             )  # fmt: skip
         except OSError as exc:
             raise KeepError(f"cannot listen on {args.host}:{args.port}: {exc}") from None

@@ -1,4 +1,4 @@
-"""What the browser app (`app.py`, issue 18) does around the pipeline; Gradio stays in app.py.
+"""What the browser app (`app.py`) does around the pipeline; Gradio stays in app.py.
 
 The app is a thin layer over `keep.pipeline.Pipeline`, the pipeline `inference.py` runs, with one
 output folder per job inside the app's own temporary folder:
@@ -13,16 +13,20 @@ output folder per job inside the app's own temporary folder:
   session's end), from the pipeline's `on_restored` callback: the pipeline then stops its workers and
   removes the partial video, as after any failure (docs/inference.md, "Errors"). The upload of a job
   that fails, is refused or is cancelled is removed when the job ends, unless another job uses the same
-  file (Gradio stores equal uploads once); a finished job's stays until its session ends.
+  file (Gradio stores equal uploads once); a finished job's stays until its session ends. A copy of one of
+  the page's example clips is never removed: Gradio serves the Examples box from it to every visitor.
+  Before the first frame the progress says when the model is loaded or its workers started (`start_note`).
 - `read_logins`: the optional login (Gradio's own), from a file or an environment variable.
 - `previews`: the before/after frame and each track's face before and after, cropped from the input
   and output frames at the corners the pipeline logs (`save_faces`, `<stem>_faces.jsonl`), each captioned
   with its track id and whether it was restored (the page's "Faces" choice, `PipelineOptions.faces`).
-- `summary_markdown`: the run summary for the page.
+- `summary_markdown`: the run summary for the page; `page_text`: a message escaped for the page (shown whole).
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 import ipaddress
 import json
 import logging
@@ -31,7 +35,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -192,9 +196,10 @@ class Result:
 class Jobs:
     """The pipeline of the app and the jobs run on it, one at a time, each in its session's folder."""
 
-    def __init__(self, root: Path, limits: Limits):
+    def __init__(self, root: Path, limits: Limits, examples: Sequence[Path] = ()):
         self.root = Path(root)
         self.limits = limits
+        self.examples = {(path.stat().st_size, _digest(path)) for path in map(Path, examples)}  # never removed
         self.device = threading.Lock()  # one job at a time (also a cancelled one still stopping its workers)
         self.guard = threading.Lock()  # the sessions table
         self.sessions: dict[str, Session] = {}
@@ -275,8 +280,7 @@ class Jobs:
 
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            if self._kept(options) is None:
-                progress(0, reader.num_frames, "loading the model")
+            progress(0, reader.num_frames, self.start_note(options))
             pipeline = self._pipeline(options)
             progress(0, reader.num_frames, "restoring")
             summary = pipeline.run(
@@ -300,11 +304,31 @@ class Jobs:
         root = self.root.resolve()
         if not upload.is_relative_to(root) or upload == root or self.running[upload] > 0:
             return
-        if any(upload in state.inputs for state in self.sessions.values()):
+        if any(upload in state.inputs for state in self.sessions.values()) or self._is_example(upload):
             return
         upload.unlink(missing_ok=True)
         if upload.parent != root and upload.parent.is_dir() and not any(upload.parent.iterdir()):
             upload.parent.rmdir()
+
+    def _is_example(self, path: Path) -> bool:
+        """Whether `path` holds one of the page's example clips: Gradio's copy of it (which the Examples box shows
+        every visitor), or an upload of the same file (Gradio stores both at one path: the content's hash)."""
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return False
+        return any(size == known for known, _ in self.examples) and (size, _digest(path)) in self.examples
+
+    def start_note(self, options: PipelineOptions) -> str:
+        """What the progress says while a job waits for the pipeline: loading the model (the first job, or
+        another model's), starting its workers again (a cancelled job stops them mid-video), or nothing to wait
+        for (the kept pipeline)."""
+        kept = self._kept(options)
+        if kept is None:  # the first job, or one that asks for another model, background or face upsampler
+            return "loading the model (once: later jobs with it start at once)"
+        if kept.runner is None:
+            return "starting the model's workers again (a cancel stops them)"
+        return "starting"
 
     def _uploaded_photo(self, options: PipelineOptions) -> Path | None:
         """The photo `options.faces` names (None: no photo), which must be an upload inside the app's folder."""
@@ -387,6 +411,10 @@ class Jobs:
                 self._close_pipeline()
             finally:
                 self.device.release()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ previews
@@ -478,7 +506,7 @@ def summary_markdown(summary: dict, notes: list[str]) -> str:
             f"Detector `{summary['detector']}`, flow `{summary['flow']}`, paste mask `{summary['mask']}`, "
             f"background `{summary['background']}`.",
             "",
-            *(f"> {note}\n" for note in notes),
+            *(f"> {page_text(note)}\n" for note in notes),
             "| stage | seconds |",
             "| --- | ---: |",
             *stages,
@@ -493,3 +521,9 @@ def _track_text(entry: dict, faces: str) -> str:
     if faces != "all":
         text += ", restored" if entry["restored"] else ", left as it is"
     return text
+
+
+def page_text(text: str) -> str:
+    """`text` as the page shows it, whole: `<`, `>` and `&` as HTML entities (a toast and Markdown read HTML, so
+    an error's `<urlopen error ...>` would be taken for a tag and hide the rest of the message)."""
+    return html.escape(text, quote=False)

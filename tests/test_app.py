@@ -1,4 +1,4 @@
-"""The browser app (app.py, issue 18), as a user and a script meet it: one real server per module
+"""The browser app (app.py), as a user and a script meet it: one real server per module
 (`app.py --model preset:tiny` in a subprocess on a free port, with a login), driven through its `/restore`
 API with gradio_client and through the page in headless Chromium (skipped where Debian's chromium is absent).
 
@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from fractions import Fraction
+from importlib.metadata import version
 from pathlib import Path
 
 import av
@@ -34,10 +35,17 @@ from gradio_client.utils import Status  # noqa: E402
 from keep.image import read_image, write_image  # noqa: E402
 
 SCREENSHOT = REPO / "docs" / "images" / "app.jpg"
+GRADIO_6 = int(version("gradio").split(".")[0]) >= 6  # the server's, installed beside this test
 MAX_FRAMES, MAX_PIXELS, MAX_SECONDS, MAX_UPLOAD_MB = 400, 200_000, 60, 1
 AUTH = ("tester", "correct horse battery")  # the login, given to the server in $KEEP_APP_AUTH
 START_TIMEOUT_S = 180
 JOB_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +54,15 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
     temp = folder / "tmp"
     temp.mkdir()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port, nowhere = free_port(), f"http://127.0.0.1:{free_port()}"
     env = {
-        **os.environ, "KEEP_OFFLINE": "1", "KEEP_DEBUG": "", "TMPDIR": str(temp),
-        # no weights anywhere: the releases are unavailable, as on a fresh offline machine
+        **os.environ, "KEEP_OFFLINE": "0", "KEEP_DEBUG": "", "TMPDIR": str(temp),
+        # no weights anywhere and no network: a download fails as on a machine offline (its request goes to a
+        # proxy on a closed local port), so the releases are unavailable
         "KEEP_WEIGHTS_DIR": str(folder / "weights"), "KEEP_CACHE_DIR": str(folder / "cache"),
         "TORCH_HOME": str(folder / "torch"), "KEEP_APP_AUTH": ":".join(AUTH),
+        **dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"), nowhere),
+        **dict.fromkeys(("no_proxy", "NO_PROXY"), "127.0.0.1,localhost"),  # the app's requests to itself
     }  # fmt: skip
     command = [
         sys.executable, str(REPO / "app.py"), "--model", "preset:tiny", "--port", str(port),
@@ -89,8 +98,18 @@ def server(tmp_path_factory):
     assert not list(temp.glob("keep-app-*")), "the app left its uploads or outputs behind"
 
 
+def video_input(path: Path) -> dict:
+    """The API's video: Gradio 6 takes the file, Gradio 5 a dict of the file and its subtitles."""
+    return handle_file(str(path)) if GRADIO_6 else {"video": handle_file(str(path))}
+
+
+def video_path(output: str | dict) -> str:
+    """The path of an API's video result: Gradio 6 gives the path, Gradio 5 a dict holding it."""
+    return output if GRADIO_6 else output["video"]
+
+
 def restore(client: Client, video: Path, **options):
-    return client.predict({"video": handle_file(str(video))}, **options, api_name="/restore")
+    return client.predict(video_input(video), **options, api_name="/restore")
 
 
 def refusal(client: Client, video: Path, **options) -> str:
@@ -154,12 +173,13 @@ def test_a_text_file_is_refused_and_removed_and_the_next_request_restores_the_sa
     assert "cannot open video notes.txt" in refusal(api, text)
     fake = tmp_path / "fake.mp4"  # a text file renamed
     fake.write_text("not a video\n")
-    assert "cannot open video fake.mp4" in refusal(api, fake)
+    assert "cannot open video fake.mp4: not a video FFmpeg can read" in (message := refusal(api, fake))
+    assert "Errno" not in message  # in words
     assert gone_soon(temp, "notes.txt") and gone_soon(temp, "fake.mp4")  # removed with their requests
 
     video, (before, after), faces, summary = restore(api, SAMPLE)
     assert uploads(temp, SAMPLE.name)  # a finished job's upload stays while its session lives
-    source, out = stream_facts(SAMPLE), stream_facts(video["video"])
+    source, out = stream_facts(SAMPLE), stream_facts(video_path(video))
     assert out == source  # frames, frame rate, size, audio (codec, rate, channels)
     assert source["frames"] == 75 and source["audio"]
     assert Path(before).is_file() and Path(after).is_file()
@@ -183,6 +203,7 @@ def test_limits_and_unavailable_weights_are_explained(server, tmp_path):
 
     message = refusal(api, SAMPLE, model="keep")  # the CLI's message: file, URL, where to put it
     assert "KEEP-b76feb75.pth" in message and "https://github.com/jnjaby/KEEP/releases/download/v1.0.0/" in message
+    assert "(URLError: &lt;urlopen error" in message  # HTML, as Gradio's errors are: the page shows it whole
     assert "put it in" in message and "--model" in message
     assert all(gone_soon(temp, name) for name in ("large.mp4", "many.mp4", "slow.mp4"))  # refused: removed
     assert process.poll() is None
@@ -224,7 +245,7 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     url, process, temp = server
     long_clip = write_clip(tmp_path / "long.mp4", sample_frames(MAX_FRAMES), fps=Fraction(30000, 1001))
     first, second = client(url), client(url)
-    job = first.submit({"video": handle_file(str(long_clip))}, api_name="/restore")
+    job = first.submit(video_input(long_clip), api_name="/restore")
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not any(unit.desc == "restoring" and unit.index for unit in job.status().progress_data or []):
         assert not job.done() and time.monotonic() < deadline, "the long job made no progress"
@@ -232,7 +253,7 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     workers = worker_pids(process.pid)
     assert len(workers) == 2  # the front and back stages of the pipeline
 
-    waiting = second.submit({"video": handle_file(str(SAMPLE))}, api_name="/restore")
+    waiting = second.submit(video_input(SAMPLE), api_name="/restore")
     while (status := waiting.status()).code != Status.IN_QUEUE:
         assert not waiting.done() and time.monotonic() < deadline, status
         time.sleep(0.1)
@@ -249,8 +270,13 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
         assert time.monotonic() < deadline, "the cancelled job's workers live on"
         time.sleep(0.2)
     assert not list(temp.rglob("*.partial.mp4")) and not list(temp.rglob("sessions/*/*/long*"))
-    video, *_ = waiting.result(timeout=JOB_TIMEOUT_S)  # the next job runs on new workers
-    assert stream_facts(video["video"])["frames"] == 75
+    said = set()  # the next job runs on new workers, and its progress says so while they start
+    while not waiting.done():
+        said.update(unit.desc for unit in waiting.status().progress_data or [])
+        time.sleep(0.1)
+    assert "starting the model's workers again (a cancel stops them)" in said, said
+    video, *_ = waiting.result(timeout=JOB_TIMEOUT_S)
+    assert stream_facts(video_path(video))["frames"] == 75
 
 
 def test_listening_beyond_this_machine_without_a_login_is_a_warning(tmp_path):
@@ -347,15 +373,52 @@ def log_in(browser, wait) -> None:
     browser.find_element(By.XPATH, "//button[normalize-space()='Login']").click()
 
 
-def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server, tmp_path):
-    """Open the page: a login form, not the app; log in. Upload the sample, press Restore, wait for the
-    output, check that its video plays; then a long clip, Restore, Cancel: its workers end and no error
-    shows; then a file over the upload limit: refused with the limit. Closing the page ends its session:
-    its outputs are removed. The screenshot (of the sample's restoration) goes to tmp_path, and to
-    docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
+def toasts(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [toast.text for toast in browser.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")]
+
+
+def close_toasts(browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    for button in browser.find_elements(By.CSS_SELECTOR, "[data-testid=toast-close]"):
+        button.click()
+
+
+def choose_model(browser, wait, name: str) -> None:
+    """The Model dropdown, opened and `name` picked."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.CSS_SELECTOR, "#model input").click()
+    options = wait.until(
+        lambda b: [
+            o for o in b.find_elements(By.CSS_SELECTOR, "[data-testid=dropdown-option]") if o.text.strip(" ✓\n") == name
+        ]
+    )
+    options[0].click()
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value") == name)
+
+
+def example_shown(browser) -> bool:
+    """Whether the Examples box shows the sample clip: its preview loaded from the server."""
+    return browser.execute_script(
+        "const v = document.querySelector('#examples video'); return !!v && v.readyState >= 1 && v.videoWidth > 0;"
+    )
+
+
+def test_the_page_restores_the_example_and_cancels_a_long_job_in_chromium(server, tmp_path):
+    """Open the page: a login form, not the app; log in. With the model "keep" (no weights here), Restore the
+    example clip: one toast, the whole message (file, URL, folder, the --model hint). With preset:tiny: the
+    output plays, one progress bar; then a long clip: Restore empties the last results, Cancel says
+    "Cancelled", its workers end and no error shows; a text file named .mp4: one toast, in words; a file over
+    the upload limit: refused with the limit. Reloading the page ends its session (its outputs are removed)
+    and starts another, whose Examples box still shows the example and loads it. The screenshot (of the
+    example's restoration) goes to tmp_path, and to docs/images/app.jpg (the README's) with KEEP_SCREENSHOTS=1."""
     url, process, temp = server
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage statistics sent
     browser = chromium()
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -369,14 +432,35 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
         limits = wait.until(lambda b: b.find_elements(By.ID, "limits"))[0]
         assert f"up to {MAX_UPLOAD_MB} MB" in limits.text
 
-        def upload(video: Path) -> None:
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(
-                str(video)
-            )
+        def restore(video: Path | None = None) -> None:
+            if video is None:  # the example
+                browser.find_element(By.CSS_SELECTOR, "#examples button").click()
+            else:
+                field = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))
+                field[0].send_keys(str(video))
             wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video video"))
             browser.find_element(By.ID, "restore-button").click()
 
-        upload(SAMPLE)
+        def one_toast(*parts: str) -> str:
+            try:
+                WebDriverWait(browser, 30).until(lambda b: any(parts[0] in t for t in toasts(b)))
+            except TimeoutException:
+                pytest.fail(f"no toast with {parts[0]!r}: {toasts(browser)}")
+            time.sleep(1)  # a second toast for the same error would be there by now
+            (text,) = toasts(browser)
+            assert all(part in text for part in parts), text
+            close_toasts(browser)
+            return text
+
+        wait.until(example_shown)
+        choose_model(browser, wait, "keep")
+        restore()
+        message = one_toast(
+            "KEEP-b76feb75.pth", "(URLError: <urlopen error", "releases/download/v1.0.0/KEEP", "put it in"
+        )
+        assert "pass its path with --model" in message  # whole: all of it after "<urlopen error ...>" too
+        choose_model(browser, wait, "preset:tiny")
+        browser.find_element(By.ID, "restore-button").click()  # the example again: a refusal leaves it there
         media = wait.until(
             lambda b: b.execute_script(
                 f"const v = {output}; return v && v.readyState >= 1 ? [v.duration, v.videoWidth, v.videoHeight] : null;"
@@ -392,27 +476,50 @@ def test_the_page_restores_the_sample_and_cancels_a_long_job_in_chromium(server,
         (page_session,) = set(temp.glob("keep-app-*/sessions/*")) - sessions
 
         browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
-        upload(long_clip)
+        restore(long_clip)
         wait.until(lambda b: "restoring" in b.find_element(By.ID, "output-video").text)
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert page.count("restoring") == 1, page  # one progress bar
+        assert not browser.find_element(By.ID, "summary").text and not browser.find_elements(
+            By.CSS_SELECTOR, "#faces img"
+        )
         workers = worker_pids(process.pid)
         assert len(workers) == 2
         browser.find_element(By.ID, "cancel-button").click()
+        wait.until(lambda b: "Cancelled" in b.find_element(By.ID, "status").text)
         wait.until(lambda b: not workers & worker_pids(process.pid))
-        assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")  # no error shown for a cancel
+        assert not toasts(browser)  # no error shown for a cancel
         assert "Traceback" not in browser.page_source
+
+        fake = tmp_path / "fake.mp4"  # a text file renamed
+        fake.write_text("not a video\n")
+        browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
+        restore(fake)
+        assert "Errno" not in one_toast("cannot open video fake.mp4: not a video FFmpeg can read")
 
         big = tmp_path / "big.mp4"
         big.write_bytes(bytes(int(1.2 * 2**20)))
         browser.find_element(By.CSS_SELECTOR, "#input-video button[aria-label=Clear]").click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#input-video input[type=file]"))[0].send_keys(str(big))
-        refused = f"exceeds the maximum allowed size of {MAX_UPLOAD_MB * 2**20} bytes: big.mp4"
-        wait.until(lambda b: any(refused in t.text for t in b.find_elements(By.CSS_SELECTOR, ".toast-body")))
+        refused = (  # Gradio 6 refuses it in the browser, 5 on the server as it arrives
+            f'File(s) exceed the maximum allowed size of {MAX_UPLOAD_MB:.1f} Mb: "big.mp4"'
+            if GRADIO_6
+            else f"exceeds the maximum allowed size of {MAX_UPLOAD_MB * 2**20} bytes: big.mp4"
+        )
+        wait.until(lambda b: any(refused in t for t in toasts(b)))
+
+        browser.get(url)  # another session: the last one's end removes its outputs, never the example
+        deadline = time.monotonic() + 60
+        while page_session.exists():
+            assert time.monotonic() < deadline, "the closed page's outputs were not removed"
+            time.sleep(0.2)
+        wait.until(example_shown)
+        browser.find_element(By.CSS_SELECTOR, "#examples button").click()
+        wait.until(lambda b: b.execute_script(
+            "const v = document.querySelector('#input-video video'); return !!v && v.readyState >= 1;"
+        ))  # fmt: skip
     finally:
         browser.quit()
-    deadline = time.monotonic() + 60
-    while page_session.exists():
-        assert time.monotonic() < deadline, "the closed page's outputs were not removed"
-        time.sleep(0.2)
     if os.environ.get("KEEP_SCREENSHOTS"):
         write_image(SCREENSHOT, read_image(tmp_path / "app.png"))
 
@@ -444,7 +551,7 @@ def test_the_api_restores_only_the_person_in_the_photo(server, two_people):
     assert "Upload a photo of the person" in refusal(api, clip, faces="photo")
     assert "track ids are 0 or more" in refusal(api, clip, faces="track ids", track_ids="0,-1")
     video, _, faces, summary = restore(api, clip, faces="photo", photo=handle_file(str(photo)))
-    man, astronaut = changed_halves(clip, video["video"])
+    man, astronaut = changed_halves(clip, video_path(video))
     assert man > 5 and astronaut < 3 and man > 3 * astronaut  # the astronaut differs by the encoding alone
     captions = [face["caption"].split(", frame")[0] for face in faces]
     assert captions == [

@@ -136,8 +136,11 @@ class VideoReader:
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
-        except (av.FFmpegError, OSError) as exc:
-            raise KeepError(f"cannot open video {self.path}: {exc}") from None
+        except (av.FFmpegError, OSError) as exc:  # in words, without FFmpeg's error number
+            reason = getattr(exc, "strerror", None) or str(exc)
+            if isinstance(exc, av.InvalidDataError):
+                reason = f"not a video FFmpeg can read ({reason.lower()})"
+            raise KeepError(f"cannot open video {self.path}: {reason}") from None
         try:
             self._open()
         except BaseException:
