@@ -1,6 +1,6 @@
 """How a stage worker lives and ends, in a process or a thread (`keep.pipeline.runner` runs the stages in it).
 
-A run that fails anywhere ends with one error and no hang (issue 19): a waiting worker gives up when the
+A run that fails anywhere ends with one error and no hang: a waiting worker gives up when the
 shared stop flag is set (`Waiter`), a worker process exits when its main process is gone
 (`exit_with_parent`) without flushing queues nobody reads (`release_queues`), the names of the semaphores
 are removed once every process holds them (`unlink_semaphores`), and a worker killed from outside is
@@ -102,7 +102,7 @@ class WorkerSettings:
 
 
 def exit_with_parent() -> None:
-    """In a worker process: exit as soon as the main process is gone, whatever the worker is doing (issue 19).
+    """In a worker process: exit as soon as the main process is gone, whatever the worker is doing.
 
     A main process killed by SIGKILL may leave a message half-written in a queue (a restored window's crops are
     larger than a pipe writes at once); the worker reading it would wait for the rest forever, an orphan that
@@ -124,7 +124,7 @@ def release_queues(q: dict, keep: tuple[str, ...] = ()) -> None:
 
     A `multiprocessing.Queue` hands items to a feeder thread, and the process's exit waits for that
     thread to write them into the pipe; when the reader is gone (a stopped stage) the write never ends
-    and neither does the process (issue 19: an `error:` line, then a hang). Thread queues need nothing."""
+    and neither does the process (which would print its `error:` line, then hang). Thread queues need nothing."""
     for name, item in q.items():
         if name not in keep and hasattr(item, "cancel_join_thread"):
             item.cancel_join_thread()
@@ -133,7 +133,7 @@ def release_queues(q: dict, keep: tuple[str, ...] = ()) -> None:
 
 def worker_lost(role: str, worker, shared: bool, *, started: bool, source) -> Exception:
     """The error for a stage worker that ended without a word: killed from outside (the out-of-memory killer's
-    SIGKILL, a SIGTERM) is a KeepError naming the signal and the input (issue 19); anything else is a bug."""
+    SIGKILL, a SIGTERM) is a KeepError naming the signal and the input; anything else is a bug."""
     code = getattr(worker, "exitcode", None)
     kind = "process" if shared else "thread"
     if code is not None and code < 0 and -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -152,7 +152,7 @@ def worker_lost(role: str, worker, shared: bool, *, started: bool, source) -> Ex
 
 def unlink_semaphores(objects: list) -> None:
     """Remove the names of the semaphores inside `objects` (process queues, events) once every process that
-    uses them has opened them (issue 19).
+    uses them has opened them.
 
     Why: in a spawned process a semaphore is found by its name, so multiprocessing keeps each one's name until
     the process that made it exits normally, and registers it with its resource tracker meanwhile. After a
