@@ -348,6 +348,7 @@ class Jobs:
         settings, `RunOptions`, go with each run), or a new one in its place."""
         kept = self._kept(options)
         if kept is not None:
+            kept.build()  # its workers again where a cancelled job stopped them (the page says so meanwhile)
             return kept
         build = BuildOptions.of(options)
         if not build.model.startswith("preset:"):

@@ -608,7 +608,7 @@ def test_a_request_changing_only_fidelity_and_upscale_restores_at_once_on_the_ke
     restore(api, clip)  # on the pipeline the tests before built, else on a new one
     built = server_log.read_text().count("pipeline built")
     workers = worker_pids(process.pid)
-    job = api.submit({"video": handle_file(str(clip))}, fidelity=0.5, upscale=2, api_name="/restore")
+    job = api.submit(video_input(clip), fidelity=0.5, upscale=2, api_name="/restore")
     sent = time.monotonic()
     while not job.done() and not any(unit.desc == "restoring" for unit in job.status().progress_data or []):
         assert time.monotonic() < sent + JOB_TIMEOUT_S, "the job made no progress"
@@ -620,4 +620,4 @@ def test_a_request_changing_only_fidelity_and_upscale_restores_at_once_on_the_ke
     assert workers and worker_pids(process.pid) == workers  # no worker started, none stopped
     assert 1 <= built <= builds + 1 and server_log.read_text().count("pipeline built") == built
     source = stream_facts(clip)
-    assert stream_facts(video["video"])["size"] == (2 * source["size"][0], 2 * source["size"][1])
+    assert stream_facts(video_path(video))["size"] == (2 * source["size"][0], 2 * source["size"][1])
