@@ -544,3 +544,10 @@ def test_option_names_are_spelled_with_underscores():
                 if isinstance(arg, ast.Constant) and str(arg.value).startswith("--") and "-" in arg.value[2:]:
                     hyphenated.append(f"{script}:{node.lineno}: {arg.value}")
     assert not hyphenated, hyphenated
+
+
+def test_the_code_is_declared_apache_2():
+    """LICENSE holds the Apache License 2.0 and setup.py says so (the released weights keep their own licences)."""
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+    setup = (REPO / "setup.py").read_text()
+    assert 'license="Apache-2.0"' in setup and "License :: OSI Approved :: Apache Software License" in setup
