@@ -95,6 +95,8 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=-1", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=big", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "container=avi", match="container"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--fp16", match="--fp16 is now --precision fp16"),  # former flags
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--crf", "20", match="--crf is now --set crf="),
     bad(*INF, "-i", "{in}/unknown_codec.mkv", "-o", "{out}", match="no decoder"),
     good("inference.py", "-i", "{in}/phone.mp4", "-o", "{out}", *FOOTAGE),  # stored sideways, with a rotation
     good("inference.py", "-i", "{in}/vfr.mp4", "-o", "{out}", *FOOTAGE),  # variable frame rate (failed at 68% before)

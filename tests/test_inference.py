@@ -14,7 +14,6 @@ import torch
 from footage import SAMPLE, noise_frames, sample_frames, write_clip
 
 from inference import main
-from keep.errors import KeepError
 from keep.video import open_input, probe, write_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,21 +143,18 @@ def test_bad_input_is_a_clear_message(case, message, tmp_path, capsys):
     assert image.read_bytes() == before  # the input is never overwritten
 
 
-def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys(capsys):
+def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys():
     """At most 19 options (18, and --faces), every option that names a choice lists them; the flags of earlier
-    versions still work as their `--set` keys, each with a warning."""
-    from inference import build_parser, former_options
+    versions are refused with their new spelling (their subprocess cases are in test_entry_points.py)."""
+    from inference import FORMER_FLAGS, build_parser, former_flag
 
     options = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
-    assert len(options) <= 19  # 18 of issue 17, and --faces
+    assert len(options) <= 19  # the 18 flags a user reaches for, and --faces
     assert all(options[name].choices for name in ("precision", "detector", "flow", "bg_upsampler"))
     assert set(options["precision"].choices) == {"auto", "fp32", "tf32", "bf16", "fp16"}
-    overrides = former_options(["--crf", "0", "--fp16", "--overlap=off", "--save_faces"])
-    assert overrides == ["crf=0", "precision=fp16", "overlap=off", "save_faces=true"]
-    warnings = capsys.readouterr().err.splitlines()
-    assert len(warnings) == 4 and "--fp16 is spelled --precision fp16" in warnings[1]
-    with pytest.raises(KeepError, match="unrecognized argument --nosuch"):
-        former_options(["--nosuch", "1"])
+    assert not {flag[2:] for flag in FORMER_FLAGS} & set(options)  # a former flag is never an option again
+    assert former_flag(["-i", "x", "--overlap=off"]) == "--overlap is now --set overlap=VALUE (inference.py --help)"
+    assert former_flag(["-i", "x", "--precision", "fp16"]) is None
 
 
 def test_no_arguments_prints_usage():
