@@ -1,4 +1,4 @@
-"""Restore every face in videos, folders of frames or images with KEEP (issues #3, #11).
+"""Restore every face in videos, folders of frames or images with KEEP.
 
     python inference.py -i assets/carphone_sample.mp4 -o results/demo
     python inference.py -i clip.mov -o out --upscale 2 --bg_upsampler realesrgan --device cuda --precision bf16

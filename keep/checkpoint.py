@@ -7,7 +7,7 @@ Layouts that load (`keep.load_model`), from a torch file (`.pth`, read without r
   `save_checkpoint` and by the trainer. As `.safetensors`: the tensors named `state_dict.<name>`,
   `ema.<name>`, `flow_state_dict.<name>`, and the rest as JSON in the file's metadata
   (`{"format": "keep", "keep": "{\"version\": 1, \"config\": ...}"}`).
-  Checkpoints written before the fidelity became an argument of `KEEP.run` (issue 17) store it in
+  Checkpoints written before the fidelity became an argument of `KEEP.run` store it in
   their config as `cft_weight`: the key is dropped on loading (with a warning when it is not 1, the
   value of every release); pass the fidelity at run time instead (`keep.load_model(..., fidelity=...)`).
 - released v0.1.0 (`KEEP-a1a14d46.pth`): a bare state dict with the authors' names
@@ -163,7 +163,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
 def _stored_config(values: Mapping[str, Any]) -> KEEPConfig:
     """`KEEPConfig` from a checkpoint's stored dict, typed and checked (`keep.config.from_dict`)."""
     values = dict(values)
-    fidelity = values.pop("cft_weight", 1.0)  # stored before the fidelity became a run argument (issue 17)
+    fidelity = values.pop("cft_weight", 1.0)  # stored before the fidelity became a run argument
     if fidelity != 1.0:
         log.warning(
             "the checkpoint's config stores a fidelity (cft_weight) of %s: the fidelity is now chosen when "

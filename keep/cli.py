@@ -1,5 +1,5 @@
 """What every entry point shares (inference.py, train.py, test.py, app.py, scripts/): one convention for
-errors and for the flags every one of them takes (issue 10). Library helpers live in library modules:
+errors and for the flags every one of them takes. Library helpers live in library modules:
 `keep.devices`, `keep.threads`, `keep.paths`; flags are layered onto configs by `keep.config.load_config`.
 
     from keep.threads import passive_openmp_waits

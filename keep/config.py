@@ -7,7 +7,7 @@ is a `KeepError` naming the dotted key, the expected type and the value.
     cfg = load_config(TrainConfig, "configs/keep.yml", ["train.lr=1e-4", "model.cfa_scales=[16]"])
     save_config(cfg, run_dir / "config.yml")
 
-Allowed values live in the field's annotation, the one place a reader looks for them (issue 19):
+Allowed values live in the field's annotation, the one place a reader looks for them:
 `total_steps: PositiveInt`, `ema_decay: Annotated[float, Range(0, 1, high_open=True)]`,
 `name: FolderName`, also inside tuples (`intervals: tuple[PositiveInt, ...]`). A config dataclass checks
 its own fields in `__post_init__` with `check_fields(self)`, so a config built in Python is checked as

@@ -1,4 +1,4 @@
-"""Devices by name, and what a device runs by default (issue 20: the precision; the pipeline's grouping of
+"""Devices by name, and what a device runs by default (the precision; the pipeline's grouping of
 stages is decided from the device in `keep.pipeline.options.stage_groups`)."""
 
 from __future__ import annotations

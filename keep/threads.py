@@ -1,5 +1,5 @@
 """CPU threads: OpenMP's wait policy, the cores this process may use, and the threads torch and OpenCV get
-(issue 10; measured in docs/speed.md).
+(measured in docs/speed.md).
 
 Every entry point (inference.py, train.py, test.py, app.py, scripts/, `python -m benchmarks`) calls
 `passive_openmp_waits()` first thing, before anything imports torch, and `set_threads(args.threads)` once its
@@ -23,7 +23,7 @@ def passive_openmp_waits() -> bool:
     returns whether passive waiting is in effect. Must run before torch loads its OpenMP runtime, which
     reads the variable once: the entry points call it before they import torch.
 
-    Why (issue 10): torch's OpenMP threads spin while they wait for each other at the end of every
+    Why: torch's OpenMP threads spin while they wait for each other at the end of every
     parallel region. With another process on one of the cores, the spinning threads take the CPU
     from the one they wait for; the tiny network ran ~15x slower with 2 threads than with 1 on a
     loaded 2-core machine, and ~1.3x faster with 2 threads than with 1 once idle threads sleep

@@ -313,7 +313,7 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
     numbers, strings and plain containers), a TorchScript archive as the flat state dict of its tensors
     (`keep.torchscript`: its code is never run). Anything else in a torch file (a pickled object whose
     loading would import and call code) is refused before it runs, as one `KeepError` line naming the
-    file. Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
+    file. Every file the project reads back goes through here: nothing read back runs code."""
     import pickle
     import re
 

@@ -1,4 +1,4 @@
-"""Synthesise the LQ half of a test set once, so every method sees identical inputs (issues #5, #9).
+"""Synthesise the LQ half of a test set once, so every method sees identical inputs (docs/benchmark.md).
 
     python scripts/make_test_set.py --root datasets/vfhq_easy --protocol vfhq_easy   # KEEP's test set
     python scripts/make_test_set.py --root datasets/vfhq_test [--seed 0] [--set crf=[25,25] noise_prob=0]

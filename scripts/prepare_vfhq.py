@@ -1,4 +1,4 @@
-"""Turn raw VFHQ clips (or any face videos) into aligned 512 x 512 training crops (issue #4).
+"""Turn raw VFHQ clips (or any face videos) into aligned 512 x 512 training crops (docs/training.md).
 
     python scripts/prepare_vfhq.py --input datasets/VFHQ/train_frames --annotations datasets/VFHQ/annotations \
         --out datasets/VFHQ/train_aligned

@@ -1,4 +1,4 @@
-"""Show what the network trains on: GT next to its synthetic degradation (issue #4).
+"""Show what the network trains on: GT next to its synthetic degradation (docs/training.md).
 
     python scripts/preview_degradations.py --input ../shared/media/carphone_pristine.mp4 --out preview.png
     python scripts/preview_degradations.py --input clip_dir/ --opt configs/released/stage2_kalman.yml \

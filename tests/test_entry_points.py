@@ -1,5 +1,5 @@
 """Every entry point, every bad input: one `error:` line, exit status 2, no traceback, no write into
-an input (issue 10; the convention is keep/cli.py's).
+an input (the convention is keep/cli.py's).
 
 One table row per case: (entry point, arguments, expectation). Each case runs as its own process
 (`tests/entry_point_runner.py` forks it from an interpreter that has already imported torch, so a
@@ -58,7 +58,7 @@ def good(script: str, *args: str) -> Case:
 
 
 INF = ("inference.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
-# footage as cameras make it (issue 19), through the quick settings (the default overlap: tests/test_no_hang.py)
+# footage as cameras make it, through the quick settings (the default overlap: tests/test_no_hang.py)
 FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--set", "overlap=threads", "preset=ultrafast")
 TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no_progress", "--set", "results_dir={out}")
@@ -82,7 +82,7 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{in}/gray", "--has_aligned", match="input"),  # output into the input
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/random_state.pth"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/codeformer.pth"),
-    # checkpoints as users bring them (issue 19): a bare state dict of no known configuration, a folder
+    # checkpoints as users bring them: a bare state dict of no known configuration, a folder
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/odd_state.pth", match="closest"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/set", match="is a folder"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "nosuch.key=1", match="nosuch"),
@@ -120,8 +120,8 @@ CASES: list[Case] = [
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/missing.mp4", match="missing.mp4"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/corrupt.mp4", match="corrupt.mp4"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/empty", match="empty folder: no videos or frames"),
-    bad(*TRAIN, "--set", "root={out}", "data.path={in}/audio.m4a", match="no video stream"),  # issue 19
-    # issue 19: a config that is not YAML text, numbers out of range, a run name that is a path; the
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/audio.m4a", match="no video stream"),  # a sound file
+    # a config that is not YAML text, numbers out of range, a run name that is a path; the
     # table checks that nothing was written ({out} holds no run folder)
     bad("train.py", "-opt", "{in}/binary.yml", match="binary.yml: not UTF-8 text"),
     bad("train.py", "-opt", "{in}/unsafe.yml", match="tags that build Python objects are refused"),
@@ -439,7 +439,7 @@ def test_thread_policy_in_a_fresh_interpreter(env_policy, torch_first, expected_
 
 
 def test_importing_keep_changes_nothing():
-    """No import-time side effects (issue 17): `import keep` loads no torch and sets no OpenMP policy, and the
+    """No import-time side effects: `import keep` loads no torch and sets no OpenMP policy, and the
     package's modules leave the policy to the entry points."""
     code = (
         "import os, sys\nimport keep\nassert 'torch' not in sys.modules, 'import keep loaded torch'\n"
@@ -553,3 +553,24 @@ def test_the_code_is_declared_apache_2():
     assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
     setup = (REPO / "setup.py").read_text()
     assert 'license="Apache-2.0"' in setup and "License :: OSI Approved :: Apache Software License" in setup
+
+
+# Files still to be reworded by the lead (others edit them now); empty this set once they are.
+ISSUE_NUMBERS_LEFT = {"app.py", "keep/webapp.py", "tests/test_app.py"} | {
+    f"keep/pipeline/{p.name}" for p in (REPO / "keep" / "pipeline").glob("*.py")
+}
+
+
+def test_no_issue_numbers_in_code_or_docs():
+    """Code, configs and docs say what a thing does and why (or name its docs/ section), never an issue number."""
+    pattern = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
+    folders = ("keep", "tests", "docs", "configs", "scripts", "benchmarks", "weights", ".ci")
+    files = [p for p in REPO.iterdir() if p.is_file()] + [p for f in folders for p in (REPO / f).rglob("*")]
+    offenders = []
+    for path in files:
+        name = str(path.relative_to(REPO))
+        if path.suffix not in {".py", ".md", ".yml", ".yaml", ".txt", ".toml", ".sh", ""} or name in ISSUE_NUMBERS_LEFT:
+            continue
+        if path.is_file() and (match := pattern.search(path.read_text(errors="replace"))):
+            offenders.append(f"{name}: {match.group()}")
+    assert not offenders, offenders

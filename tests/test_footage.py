@@ -1,4 +1,4 @@
-"""Footage as phones and cameras make it (issue 19): rotation, variable frame rate, every audio track and
+"""Footage as phones and cameras make it: rotation, variable frame rate, every audio track and
 subtitles, pixel aspect ratio, size changes mid-stream, shared output folders, full disks, lost workers.
 
 What is asserted is what a player shows of the output: its displayed size and orientation, every frame's

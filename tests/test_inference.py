@@ -1,4 +1,4 @@
-"""End-to-end `inference.py` on real and generated clips, and every bad input of issues #3, #10, #11."""
+"""End-to-end `inference.py` on real and generated clips, and their bad inputs (all: test_entry_points.py)."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_has_aligned_restores_whole_frames(tmp_path):
     assert np.abs(restored[0].astype(int) - crop).mean() > 5  # the (random) network changed the face
 
 
-# ------------------------------------------------------------------------------------------ issue 11
+# ------------------------------------------------------------------------------------------ overlapped stages
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny network with fixed weights, so that separate runs restore identically."""
@@ -200,7 +200,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_path, caplog):
     """The default (stages in worker processes) writes what running the stages in turn writes, and so does the
-    GPU's grouping (detection in the main process, issue 20) forced on the CPU; the summary and log count the
+    GPU's grouping (detection in the main process, docs/inference.md) forced on the CPU; the summary and log count the
     frames of every track."""
     caplog.set_level("INFO")
     clip = write_clip(tmp_path / "talk.mp4", sample_frames(23))
@@ -291,7 +291,7 @@ def test_torchrun_shards_a_folder_over_two_processes(tmp_path):
 
 
 def test_no_run_writes_into_its_inputs(tmp_path, capsys):
-    """A frames folder named `frames` that an earlier --save_frames run wrote inside OUTDIR (issue 10)."""
+    """A frames folder named `frames` that an earlier --save_frames run wrote inside OUTDIR: never written into."""
     source = tmp_path / "frames"
     source.mkdir()
     for i, frame in enumerate(sample_frames(2)):

@@ -1,5 +1,5 @@
 """A failure part-way through a run ends the process with its one `error:` line, in every overlap mode
-(issue 19: in `--set overlap=processes` the process used to print the error and then wait forever for its
+(in `--set overlap=processes` the process could print the error and then wait forever for its
 queues to flush into workers that had stopped).
 
 Real subprocesses under a timeout, on inputs long enough that every queue is full when the error strikes:

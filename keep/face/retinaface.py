@@ -1,4 +1,4 @@
-"""RetinaFace with a MobileNet-0.25 backbone: the network, its anchors, and its weights (issue #12).
+"""RetinaFace with a MobileNet-0.25 backbone: the network, its anchors, and its weights (the default offline detector).
 
 RetinaFace (Deng et al., "RetinaFace: Single-stage Dense Face Localisation in the Wild", CVPR 2020)
 predicts, for every anchor of a three-level feature pyramid (strides 8, 16, 32; two square anchors
