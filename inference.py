@@ -95,6 +95,7 @@ def options_from_args(args: argparse.Namespace):
 
 def _main(args: argparse.Namespace) -> int:
     from keep.distributed import torchrun_place
+    from keep.paths import removed_if_left_empty
     from keep.pipeline import collect_inputs, prepare_process, restore_inputs
     from keep.pipeline.choice import face_choice
 
@@ -107,9 +108,10 @@ def _main(args: argparse.Namespace) -> int:
     items, folder, rank = inputs.items, inputs.folder, torchrun_place().rank
     if inputs.skipped_line() and rank == 0:
         print(inputs.skipped_line(), flush=True)
-    result = restore_inputs(
-        items, Path(args.output), options, folder=folder, keep_going=folder is not None, threads=args.threads
-    )
+    with removed_if_left_empty(args.output):  # a run that restores nothing leaves no empty folder behind
+        result = restore_inputs(
+            items, Path(args.output), options, folder=folder, keep_going=folder is not None, threads=args.threads
+        )
     if folder is not None and rank == 0:
         print(
             f"{len(items)} inputs: {len(result.done)} restored, {len(result.skipped)} skipped (output exists), "

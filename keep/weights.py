@@ -7,7 +7,8 @@ Lookup order for `resolve_weights(name_or_path)`:
      (`$TORCH_HOME/hub/checkpoints/<file>`, where torchvision puts its downloads);
   4. download from the public URL into the cache, verifying the sha256 (unless `KEEP_OFFLINE=1`);
   5. otherwise `WeightsUnavailable`, one message naming the file, its URL, where to put it and the
-     command-line flag or config key that takes its path (`WeightFile.path_option`).
+     command-line flag or config key that takes its path (`WeightFile.path_option`); for the KEEP models
+     also the offline try, `--model preset:tiny`.
 
 `sha256` is the full digest where it is published, otherwise the digest prefix the publisher put in
 the file name (the torch.hub convention); either is checked after a download.
@@ -42,6 +43,7 @@ class WeightFile:
 
 
 KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
+OFFLINE_TRY = " To check the install offline: --model preset:tiny (a tiny untrained network)."
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
 PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 METRIC_FILES = ""  # metric files: no flag; they are found in weights/ or the caches
@@ -304,6 +306,7 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
         f"{entry.filename} ({entry.description}) is not available: {reason}. "
         f"Download it from {entry.url} and put it in {_candidates(entry)[0].parent}/ "
         f"(or {dest.parent}/), or pass its path{f' with {option}' if option else ''}."
+        + (OFFLINE_TRY if entry.path_option == KEEP_MODEL_OPTION else "")
     )
 
 

@@ -95,6 +95,7 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=-1", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=big", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "container=avi", match="container"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--model", "keep", match="--model preset:tiny"),  # no weights, offline
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--fp16", match="--fp16 is now --precision fp16"),  # former flags
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--crf", "20", match="--crf is now --set crf="),
     bad(*INF, "-i", "{in}/unknown_codec.mkv", "-o", "{out}", match="no decoder"),
@@ -363,10 +364,12 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runner():
+def runner(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env |= {"KEEP_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO), "KEEP_DEBUG": ""}
     env |= {"CUDA_VISIBLE_DEVICES": ""}  # `--device cuda` is a device that is not there, on any machine
+    cache = tmp_path_factory.mktemp("no_weights")  # no pretrained file at hand, on any machine
+    env |= {"KEEP_WEIGHTS_DIR": str(cache), "KEEP_CACHE_DIR": str(cache), "TORCH_HOME": str(cache)}
     instance = Runner(env)
     yield instance
     instance.close()
@@ -400,6 +403,8 @@ def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_pat
             assert case.match.lower() in error_lines[0].lower(), report
         left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
         assert not left, f"refused, yet wrote {left[:5]}\n{report}"  # bad input is refused before any write
+        if case.script == "inference.py":  # nor is an output folder left behind that it made
+            assert not out.exists(), f"refused, yet made {out}\n{report}"
     assert snapshot(inputs) == before, "an input was written to"
 
 
