@@ -195,7 +195,7 @@ def _coerce_container(tp: Any, value: Any, key: str) -> Any:
 
 
 def _coerce_plain(tp: Any, value: Any, key: str) -> Any:
-    """float (also from YAML 1.1's dotless `5e-5` string), int, str, bool, None."""
+    """float (also from YAML 1.1's dotless `5e-5` string), int, str (also from a whole number), bool, None."""
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads `5e-5` (no dot) as a string
@@ -208,6 +208,8 @@ def _coerce_plain(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is bool and isinstance(value, str) and value.lower() in YAML11_BOOLS:
         value = YAML11_BOOLS[value.lower()]
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `faces=0` (track 0) as a number: text fields take a whole number's digits
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise KeepError(f"config key '{key}': expected {tp.__name__}, got {value!r}")

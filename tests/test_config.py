@@ -72,6 +72,17 @@ def test_yaml_words_that_are_booleans_stay_words_for_text_fields():
     assert load_config(Modes, None, ["draw_box=No"]).draw_box is False
 
 
+def test_a_whole_number_for_a_text_field_is_its_digits():
+    """`--set faces=0` means track 0: YAML reads a number, the text field takes its digits; a list of track
+    ids stays text as YAML reads it, and a number field still refuses text."""
+    from keep.pipeline import PipelineOptions
+
+    assert load_config(PipelineOptions, None, ["faces=0"]).faces == "0"
+    assert load_config(PipelineOptions, None, ["faces=0,2"]).faces == "0,2"
+    with pytest.raises(KeepError, match="'window': expected an integer"):
+        load_config(PipelineOptions, None, ["window=eight"])
+
+
 @pytest.mark.parametrize(
     "text, overrides, message",
     [
