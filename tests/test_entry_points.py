@@ -579,3 +579,12 @@ def test_no_issue_numbers_in_code_or_docs():
         if path.is_file() and (match := pattern.search(path.read_text(errors="replace"))):
             offenders.append(f"{name}: {match.group()}")
     assert not offenders, offenders
+
+
+def test_the_readme_layout_names_every_module_of_keep():
+    """The README's layout map is complete: every module of keep/ and every package, by name."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :].split("```")[1]
+    names = [p.name for p in (REPO / "keep").glob("*.py") if p.name != "__init__.py"]
+    names += [f"keep/{p.parent.name}/" for p in (REPO / "keep").glob("*/__init__.py")]
+    assert [name for name in names if name not in layout] == []
