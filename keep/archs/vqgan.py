@@ -59,7 +59,6 @@ class Encoder(nn.Module):
         blocks.append(nn.Conv2d(ch_in, emb_dim, 3, padding=1))
         self.blocks = nn.ModuleList(blocks)
         self.latent_size = resolution
-        self.tap_channels = {res: nf * ch_mult[i] for i, res in enumerate(sorted(self.tap_index, reverse=True))}
 
     def forward(self, x: torch.Tensor, taps: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x `(N, 3, S, S)` -> (latent `(N, emb_dim, s, s)`, {resolution: feature `(N, C_r, r, r)`})."""

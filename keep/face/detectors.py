@@ -52,7 +52,6 @@ class DlibDetector:
         dlib = import_dlib()
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(dlib_model_path("shape_predictor_68_face_landmarks.dat"))
-        self._rectangle = dlib.rectangle
         self.detect_size = detect_size
         self.upsample_times = upsample_times
 

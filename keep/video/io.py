@@ -156,7 +156,6 @@ class VideoReader:
         self.fps: Fraction = stream.average_rate or stream.guessed_rate or Fraction(25)
         self.time_base: Fraction = stream.time_base or Fraction(1, 90000)
         self.num_frames: int | None = stream.frames or None
-        self.has_audio = bool(self._container.streams.audio)
         self.stopped: str | None = None  # why decoding ended early, if it did
         self.timeline = Timeline(self._container, stream)
         self._decoded = self._decode()
@@ -243,7 +242,6 @@ class ImageFolderReader:
         self.fps = Fraction(fps).limit_denominator(1001)
         self.time_base = 1 / self.fps
         self.num_frames = len(self.files)
-        self.has_audio = False
         self.stopped: str | None = None
         self.size_changes = SizeChanges(self.width, self.height)
 
