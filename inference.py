@@ -16,15 +16,25 @@ fields of `keep.pipeline.PipelineOptions`, tabled in docs/inference.md).
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import logging
 import sys
 from pathlib import Path
 
+from keep.background import UPSAMPLERS
 from keep.cli import add_device_argument, add_set_argument, add_threads_argument, error, run_main
-from keep.threads import passive_openmp_waits
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from keep.config import load_config
+from keep.devices import PRECISION_CHOICES
+from keep.distributed import torchrun_place
+from keep.face.detectors import DETECTORS
+from keep.flow import FLOW_ESTIMATORS
+from keep.paths import removed_if_left_empty
+from keep.pipeline import PipelineOptions, collect_inputs, prepare_process, restore_inputs
+from keep.pipeline.choice import face_choice
 
 # Flags of earlier versions -> their spelling now (the tuning knobs became `--set` keys): refused, naming the new one.
 FORMER_FLAGS = {"--fp16": "--precision fp16", "--bf16": "--precision bf16", "--tf32": "--precision tf32",
@@ -34,12 +44,6 @@ FORMER_FLAGS = {"--fp16": "--precision fp16", "--bf16": "--precision bf16", "--t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keep.background import UPSAMPLERS
-    from keep.devices import PRECISION_CHOICES
-    from keep.face.detectors import DETECTORS
-    from keep.flow import FLOW_ESTIMATORS
-    from keep.pipeline import PipelineOptions
-
     d = PipelineOptions()
     p = argparse.ArgumentParser(
         prog="inference.py",
@@ -87,18 +91,10 @@ def former_flag(argv: list[str]) -> str | None:
 
 def options_from_args(args: argparse.Namespace):
     """PipelineOptions: the defaults, then the flags given, then `--set` (keep.config.load_config)."""
-    from keep.config import load_config
-    from keep.pipeline import PipelineOptions
-
     return load_config(PipelineOptions, None, args.overrides, flags={name: getattr(args, name) for name in FLAGS})
 
 
 def _main(args: argparse.Namespace) -> int:
-    from keep.distributed import torchrun_place
-    from keep.paths import removed_if_left_empty
-    from keep.pipeline import collect_inputs, prepare_process, restore_inputs
-    from keep.pipeline.choice import face_choice
-
     options = options_from_args(args)
     options.check()
     if options.engine == "local":  # Ray workers ready their own processes, on the cluster's devices

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors.torch import save
 
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .config import from_dict
@@ -202,8 +203,6 @@ def save_checkpoint(
 
 def _safetensors_bytes(header: dict[str, Any], groups: Mapping[str, Mapping | None]) -> bytes:
     """Our format as `.safetensors`: tensors `<group>.<name>`, the header as JSON in the metadata."""
-    from safetensors.torch import save
-
     tensors, stored = {}, set()
     for group, values in groups.items():
         for key, value in (values or {}).items():

@@ -30,6 +30,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 
 from .errors import KeepError
+from .paths import write_atomically
 
 T = TypeVar("T")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -337,6 +338,4 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """The resolved config as YAML, written whole or not at all (KeepError naming the file if it cannot be)."""
-    from .paths import write_atomically
-
     write_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -3,6 +3,8 @@ stages is decided from the device in `keep.pipeline.options.stage_groups`)."""
 
 from __future__ import annotations
 
+import torch
+
 from .errors import KeepError
 
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")  # keep.precision.PRECISIONS and `auto`
@@ -10,8 +12,6 @@ PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")  # keep.precision.P
 
 def resolve_device(name: str):
     """`cpu`, `cuda`, `cuda:N`, `mps` or `auto` -> a `torch.device` that exists here, else KeepError."""
-    import torch
-
     name = str(name).strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

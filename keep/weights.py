@@ -19,12 +19,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 from .errors import KeepError, WeightsUnavailable
 from .paths import write_atomically
+from .torchscript import is_torchscript_archive, read_torchscript_state
 
 log = logging.getLogger(__name__)
 
@@ -317,14 +323,8 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
     (`keep.torchscript`: its code is never run). Anything else in a torch file (a pickled object whose
     loading would import and call code) is refused before it runs, as one `KeepError` line naming the
     file. Every file the project reads back goes through here: nothing read back runs code."""
-    import pickle
-    import re
-
-    import torch
-
     if Path(path).suffix == ".safetensors":
         return read_safetensors(path, what)[0]
-    from .torchscript import is_torchscript_archive, read_torchscript_state
 
     if is_torchscript_archive(path):  # its tensors only; its code is never opened (keep/torchscript.py)
         return read_torchscript_state(path, what)
@@ -345,8 +345,6 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
 def read_safetensors(path: str | os.PathLike, what: str = "weights") -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a `.safetensors` file, on the CPU. The format holds tensors and strings
     only, so reading it runs no code; a damaged file is one `KeepError` line naming it."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})

@@ -13,14 +13,18 @@ the listing), so adding or removing clips leaves the others' inputs unchanged, a
 reproduces them bit for bit. Existing LQ clips are kept unless `--overwrite`.
 
 DicFace's VFHQ-Test release (GT frame folders, `<clip>.txt` landmark files, the clip list; docs/benchmark.md)
-is aligned into `<root>/GT` first with `--dicface-gt DIR --dicface-landmarks DIR [--dicface-list FILE]`
-(`keep.evaluation.dicface`); its LQ frames too with `--dicface-lq DIR`, otherwise LQ is synthesised:
+is aligned into `<root>/GT` first with `--dicface_gt DIR --dicface_landmarks DIR [--dicface_list FILE]`
+(`keep.evaluation.dicface`); its LQ frames too with `--dicface_lq DIR`, otherwise LQ is synthesised:
 
     python scripts/make_test_set.py --root datasets/dvface_vfhq --protocol dicface \
-        --dicface-gt release/GT --dicface-landmarks release/landmarks --dicface-list release/vfhq_test.txt
+        --dicface_gt release/GT --dicface_landmarks release/landmarks --dicface_list release/vfhq_test.txt
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
 
 import argparse
 import hashlib
@@ -32,19 +36,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
-from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict  # noqa: E402
-from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.evaluation.data import list_clips  # noqa: E402
-from keep.evaluation.dicface import align_release  # noqa: E402
-from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
-from keep.image import list_images, read_image, write_image  # noqa: E402
-from keep.paths import (  # noqa: E402
+from keep.cli import add_set_argument, add_threads_argument, run_main
+from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict
+from keep.data.degradations import DegradationConfig, degrade_clip
+from keep.errors import KeepError
+from keep.evaluation.data import list_clips
+from keep.evaluation.dicface import align_release
+from keep.evaluation.protocols import PROTOCOLS, get_protocol
+from keep.image import list_images, read_image, write_image
+from keep.paths import (
     check_output_outside_inputs,
     move_into_place,
     partial_path,
@@ -52,7 +52,7 @@ from keep.paths import (  # noqa: E402
     stale_partials,
     write_atomically,
 )
-from keep.threads import set_threads  # noqa: E402
+from keep.threads import set_threads
 
 
 def clip_seed(name: str, seed: int) -> int:
@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="global seed; each clip's seed also uses its name")
     parser.add_argument("--overwrite", action="store_true", help="rewrite LQ clips that exist")
-    parser.add_argument("--dicface-gt", help="DicFace release: GT frame folders <clip>/*.png, aligned into GT/")
-    parser.add_argument("--dicface-landmarks", help="DicFace release: folder of <clip>.txt (10 numbers per frame)")
-    parser.add_argument("--dicface-list", help="DicFace release: clip list, lines '<clip path>/<frames>'")
-    parser.add_argument("--dicface-lq", help="DicFace release: LQ frame folders, aligned into LQ/ (no synthesis)")
+    parser.add_argument("--dicface_gt", help="DicFace release: GT frame folders <clip>/*.png, aligned into GT/")
+    parser.add_argument("--dicface_landmarks", help="DicFace release: folder of <clip>.txt (10 numbers per frame)")
+    parser.add_argument("--dicface_list", help="DicFace release: clip list, lines '<clip path>/<frames>'")
+    parser.add_argument("--dicface_lq", help="DicFace release: LQ frame folders, aligned into LQ/ (no synthesis)")
     add_set_argument(parser)
     add_threads_argument(parser)
     args = parser.parse_args(argv)
@@ -141,7 +141,7 @@ def _main(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if args.dicface_gt or args.dicface_landmarks:
         if not (args.dicface_gt and args.dicface_landmarks):
-            raise KeepError("--dicface-gt and --dicface-landmarks go together (the release's frames and landmarks)")
+            raise KeepError("--dicface_gt and --dicface_landmarks go together (the release's frames and landmarks)")
         for out in (root / "GT", root / "LQ"):
             check_output_outside_inputs(out, [args.dicface_gt, args.dicface_landmarks, args.dicface_lq])
         clips = align_release(

@@ -1,5 +1,5 @@
 """DicFace's VFHQ-Test release layout (GT frame folders, `<clip>.txt` landmark files, the clip list) aligned
-into the clips test.py reads (keep/evaluation/dicface.py, scripts/make_test_set.py --dicface-*), on a tiny
+into the clips test.py reads (keep/evaluation/dicface.py, scripts/make_test_set.py --dicface_*), on a tiny
 synthetic copy: faces placed in the frames by known similarity transforms, so the aligned result is known."""
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def test_make_test_set_aligns_the_release_and_synthesises_dicface_lq(release, tm
     """The command a user runs: GT aligned from the release, LQ synthesised with DicFace's degradation."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(REPO / "scripts" / "make_test_set.py"), "--root", str(tmp_path / "set")]
-    command += ["--protocol", "dicface", "--threads", "1", "--dicface-gt", str(release / "GT")]
-    command += ["--dicface-landmarks", str(release / "landmarks"), "--dicface-list", str(release / "vfhq_test.txt")]
+    command += ["--protocol", "dicface", "--threads", "1", "--dicface_gt", str(release / "GT")]
+    command += ["--dicface_landmarks", str(release / "landmarks"), "--dicface_list", str(release / "vfhq_test.txt")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "aligned 2 clips" in done.stdout and "protocol dicface" in done.stdout

@@ -24,11 +24,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+import torch
+from torchvision.ops import batched_nms
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
 from .dlib_models import dlib_model_path, import_dlib
+from .retinaface import (
+    RGB_MEAN,
+    RetinaFaceMobileNet,
+    anchors,
+    decode,
+    onnx_model_from_wheel,
+    rgb_input,
+    state_dict_from_onnx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +68,6 @@ class DlibDetector:
         self.upsample_times = upsample_times
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
-        import cv2
-
         scale = self.detect_size / min(rgb.shape[:2])
         img = cv2.resize(
             rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR if scale < 1 else cv2.INTER_CUBIC
@@ -116,10 +126,6 @@ class RetinaFaceMobileNetDetector:
         nms_iou: float = 0.4,
         batch_size: int = 8,
     ):
-        import torch
-
-        from .retinaface import RGB_MEAN, RetinaFaceMobileNet, onnx_model_from_wheel, rgb_input, state_dict_from_onnx
-
         if detect_size < 0:
             raise KeepError(f"detect_size must be >= 0 (0: full resolution), got {detect_size}")
         self.device = torch.device(device)
@@ -167,11 +173,6 @@ class RetinaFaceMobileNetDetector:
         return out
 
     def _detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        import torch
-        from torchvision.ops import batched_nms
-
-        from .retinaface import anchors, decode
-
         k = self.shrink_factor(*frames[0].shape[:2])
         frames = [shrink(rgb, k) for rgb in frames] if k > 1 else frames
         height, width = frames[0].shape[:2]
@@ -202,8 +203,6 @@ class RetinaFaceMobileNetDetector:
 def shrink(rgb: np.ndarray, k: int) -> np.ndarray:
     """`(H, W, 3)` -> `(H // k, W // k, 3)`: the mean of each k x k block (cv2's area resize at an
     integer factor); rows and columns beyond a multiple of k are left out."""
-    import cv2
-
     height, width = rgb.shape[0] // k, rgb.shape[1] // k
     return cv2.resize(rgb[: height * k, : width * k], (width, height), interpolation=cv2.INTER_AREA)
 
@@ -228,8 +227,6 @@ class RetinaFaceDetector:
         self.threshold = threshold
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
-        import torch
-
         with torch.no_grad():
             out = self._net.detect_faces(np.ascontiguousarray(rgb[:, :, ::-1]), self.threshold)  # facexlib wants BGR
         return [Detection(np.asarray(r[:4], float), float(r[4]), np.asarray(r[5:15], float).reshape(5, 2)) for r in out]
