@@ -28,16 +28,42 @@ Beyond this machine (`--host 0.0.0.0`), ask for a login: `KEEP_APP_AUTH=user:pas
 (lines `user:password`); API clients pass it as `Client(url, auth=(user, password))`. See keep/webapp.py.
 """
 
-import argparse
-import logging
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
+import argparse
+import dataclasses
+import logging
+import shutil
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
-from keep.cli import add_device_argument, add_threads_argument, run_main
-from keep.threads import passive_openmp_waits
+import gradio as gr
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from keep.archs.keep_arch import PRESETS
+from keep.cli import add_device_argument, add_threads_argument, run_main
+from keep.devices import resolve_device
+from keep.errors import KeepError
+from keep.pipeline import PipelineOptions
+from keep.pipeline.choice import parse_faces
+from keep.precision import reuse_freed_memory
+from keep.threads import set_threads
+from keep.webapp import (
+    AUTH_ENV,
+    LIMITS,
+    SESSION_TTL_S,
+    Jobs,
+    Limits,
+    is_local,
+    keep_models,
+    page_text,
+    read_logins,
+    summary_markdown,
+)
+from keep.weights import REGISTRY, WeightsUnavailable, resolve_weights
 
 REPO = Path(__file__).resolve().parent
 EXAMPLES = REPO / "assets"
@@ -47,7 +73,6 @@ log = logging.getLogger("app")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keep.webapp import LIMITS
 
     p = argparse.ArgumentParser(prog="app.py", description="Restore the faces of a video in the browser with KEEP.")
     p.add_argument(
@@ -71,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def limits_from_args(args: argparse.Namespace):
     """`Limits` from the flags, else the environment, else the defaults; KeepError for a value that is no number."""
-    from keep.errors import KeepError
-    from keep.webapp import LIMITS, Limits
 
     values = {}
     for limit in LIMITS:
@@ -88,9 +111,6 @@ def limits_from_args(args: argparse.Namespace):
 
 def check_model(model: str) -> None:
     """KeepError unless `--model` names a preset, a registered release or an existing file."""
-    from keep.archs.keep_arch import PRESETS
-    from keep.errors import KeepError
-    from keep.webapp import keep_models
 
     if model.startswith("preset:"):
         if model.split(":", 1)[1] not in PRESETS:
@@ -101,12 +121,6 @@ def check_model(model: str) -> None:
 
 def handlers(jobs, base, models: list[str]) -> tuple:
     """The page's events: restore (also the `/restore` API), cancel (`/cancel`) and the end of a session."""
-    import dataclasses
-
-    import gradio as gr
-
-    from keep.errors import KeepError
-    from keep.webapp import page_text, summary_markdown
 
     def failure(message: str) -> gr.Error:
         """One toast, the whole message as written (escaped: the toast reads HTML), until the user closes it."""
@@ -174,14 +188,12 @@ FACES = ("all", "largest", "track ids", "photo")  # the page's "Faces" choices (
 
 def faces_option(faces: str, track_ids: str, photo: str | None) -> str:
     """The page's Faces choice as `PipelineOptions.faces`: all, largest, the ids typed (0,2) or the photo's path."""
-    from keep.errors import KeepError
 
     if faces not in FACES:
         raise KeepError(f"unknown faces '{faces}'; choose one of {', '.join(FACES)}")
     if faces == "track ids":
         if not str(track_ids or "").strip():
             raise KeepError("type the track ids to restore (such as 0,2: the gallery and Draw box show them)")
-        from keep.pipeline.choice import parse_faces
 
         if parse_faces(track_ids).kind != "ids":  # ids only: a path typed here is not an upload
             raise KeepError(f"'{track_ids}' are not track ids; write them as 0,2")
@@ -191,7 +203,6 @@ def faces_option(faces: str, track_ids: str, photo: str | None) -> str:
 
 def background_note() -> str:
     """What "Background enhancement" does here: Real-ESRGAN, or the pipeline's bicubic fallback (said before a run)."""
-    from keep.weights import REGISTRY, WeightsUnavailable, resolve_weights
 
     try:
         resolve_weights("realesrgan_x2plus", download=False)
@@ -203,7 +214,6 @@ def background_note() -> str:
 
 def faces_controls() -> tuple:
     """The "Faces" control: all, largest, track ids (typed), or a photo of the person uploaded beside the video."""
-    import gradio as gr
 
     with gr.Group():
         faces = gr.Radio(
@@ -239,9 +249,6 @@ CLOSE_UNPLAYABLE_JS = """() => {
 def page_look() -> tuple[dict, dict]:
     """(Blocks keywords, launch keywords) of the page's theme and script: Gradio 6 takes them in `launch`, 5 in
     `Blocks`."""
-    import warnings
-
-    import gradio as gr
 
     look = {
         "theme": gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["monospace"]),
@@ -255,9 +262,6 @@ def page_look() -> tuple[dict, dict]:
 
 def build_page(jobs, base, models: list[str], blocks_look: dict):
     """The Gradio Blocks page: inputs, outputs, the restore and cancel events."""
-    import gradio as gr
-
-    from keep.webapp import SESSION_TTL_S
 
     esrgan = background_note()
     with gr.Blocks(title="KEEP", delete_cache=(600, SESSION_TTL_S), **blocks_look) as page:
@@ -317,14 +321,6 @@ def events(page, jobs, base, models: list[str], run, stop, inputs: list, results
 
 
 def _main(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
-    from keep.devices import resolve_device
-    from keep.errors import KeepError
-    from keep.pipeline import PipelineOptions
-    from keep.threads import set_threads
-    from keep.webapp import AUTH_ENV, Jobs, is_local, keep_models, read_logins
 
     limits = limits_from_args(args)
     logins = read_logins(args.auth_file)
@@ -333,8 +329,6 @@ def _main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     base = PipelineOptions(model=args.model, device=str(device))
     if device.type == "cpu":
-        from keep.precision import reuse_freed_memory
-
         reuse_freed_memory()  # as inference.py: the network reuses freed heap memory (docs/speed.md)
     models = keep_models() + ["preset:tiny"] + ([] if args.model in keep_models() + ["preset:tiny"] else [args.model])
     root = Path(tempfile.mkdtemp(prefix="keep-app-"))

@@ -1,4 +1,4 @@
-"""Restore every face in videos, folders of frames or images with KEEP (issues #3, #11).
+"""Restore every face in videos, folders of frames or images with KEEP.
 
     python inference.py -i assets/carphone_sample.mp4 -o results/demo
     python inference.py -i clip.mov -o out --upscale 2 --bg_upsampler realesrgan --device cuda --precision bf16
@@ -16,31 +16,34 @@ fields of `keep.pipeline.PipelineOptions`, tabled in docs/inference.md).
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import logging
 import sys
 from pathlib import Path
 
-from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
-from keep.errors import KeepError
-from keep.threads import passive_openmp_waits
+from keep.background import UPSAMPLERS
+from keep.cli import add_device_argument, add_set_argument, add_threads_argument, error, run_main
+from keep.config import load_config
+from keep.devices import PRECISION_CHOICES
+from keep.distributed import torchrun_place
+from keep.face.detectors import DETECTORS
+from keep.flow import FLOW_ESTIMATORS
+from keep.paths import removed_if_left_empty
+from keep.pipeline import PipelineOptions, collect_inputs, prepare_process, restore_inputs
+from keep.pipeline.choice import face_choice
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-# Flags of earlier versions (issue 17: the tuning knobs are `--set` keys now): still accepted, with a warning.
-FORMER_SWITCHES = {"--fp16": "precision=fp16", "--bf16": "precision=bf16", "--tf32": "precision=tf32",
-                   "--no_cuda_graphs": "cuda_graphs=false", "--save_faces": "save_faces=true"}  # fmt: skip
-FORMER_VALUES = ("--detect_size", "--mask", "--bg_tile", "--gain_context", "--crf", "--preset", "--min_face",
-                 "--max_gap", "--smooth_sigma", "--fps", "--overlap")  # fmt: skip
+# Flags of earlier versions -> their spelling now (the tuning knobs became `--set` keys): refused, naming the new one.
+FORMER_FLAGS = {"--fp16": "--precision fp16", "--bf16": "--precision bf16", "--tf32": "--precision tf32",
+                "--no_cuda_graphs": "--set cuda_graphs=false", "--save_faces": "--set save_faces=true"} | {
+    f"--{key}": f"--set {key}=VALUE" for key in ("detect_size", "mask", "bg_tile", "gain_context", "crf", "preset",
+                                                "min_face", "max_gap", "smooth_sigma", "fps", "overlap")}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keep.background import UPSAMPLERS
-    from keep.devices import PRECISION_CHOICES
-    from keep.face.detectors import DETECTORS
-    from keep.flow import FLOW_ESTIMATORS
-    from keep.pipeline import PipelineOptions
-
     d = PipelineOptions()
     p = argparse.ArgumentParser(
         prog="inference.py",
@@ -77,52 +80,33 @@ FLAGS = ("model", "faces", "device", "precision", "fidelity", "upscale", "bg_ups
          "has_aligned", "save_frames", "detector", "flow", "window", "overwrite")  # fmt: skip
 
 
-def former_options(unknown: list[str]) -> list[str]:
-    """`--set` items for the flags of earlier versions among `unknown` (a warning for each); KeepError for any
-    other argument the parser did not know."""
-    overrides, rest = [], list(unknown)
-    while rest:
-        flag, _, value = rest.pop(0).partition("=")
-        if flag in FORMER_SWITCHES and not value:
-            item = FORMER_SWITCHES[flag]
-        elif flag in FORMER_VALUES and (value or rest):
-            item = f"{flag[2:]}={value or rest.pop(0)}"
-        else:
-            raise KeepError(
-                f"unrecognized argument {flag} (inference.py --help lists the options; others are --set keys)"
-            )
-        now = f"--precision {item[10:]}" if item.startswith("precision=") else f"--set {item}"
-        print(f"warning: {flag} is spelled {now} now (the old spelling still works)", file=sys.stderr)
-        overrides.append(item)
-    return overrides
+def former_flag(argv: list[str]) -> str | None:
+    """The error line for the first flag of an earlier version in `argv`, or None."""
+    for arg in argv:
+        flag = arg.partition("=")[0]
+        if flag in FORMER_FLAGS:
+            return f"{flag} is now {FORMER_FLAGS[flag]} (inference.py --help)"
+    return None
 
 
 def options_from_args(args: argparse.Namespace):
     """PipelineOptions: the defaults, then the flags given, then `--set` (keep.config.load_config)."""
-    from keep.config import load_config
-    from keep.pipeline import PipelineOptions
-
     return load_config(PipelineOptions, None, args.overrides, flags={name: getattr(args, name) for name in FLAGS})
 
 
 def _main(args: argparse.Namespace) -> int:
-    from keep.distributed import torchrun_place
-    from keep.pipeline import collect_inputs, prepare_process, restore_inputs
-    from keep.pipeline.choice import face_choice
-
     options = options_from_args(args)  # every value checked here, before anything is loaded
     if options.engine == "local":  # Ray workers ready their own processes, on the cluster's devices
         prepare_process(options, args.threads)
     inputs = collect_inputs(args.input)  # every output is checked before any model is loaded
-    face_choice(
-        options.faces, options
-    )  # a photo without a face: one error line before anything is written (then cached)
+    face_choice(options.faces, options)  # a photo without a face: one error line before anything is written
     items, folder, rank = inputs.items, inputs.folder, torchrun_place().rank
     if inputs.skipped_line() and rank == 0:
         print(inputs.skipped_line(), flush=True)
-    result = restore_inputs(
-        items, Path(args.output), options, folder=folder, keep_going=folder is not None, threads=args.threads
-    )
+    with removed_if_left_empty(args.output):  # a run that restores nothing leaves no empty folder behind
+        result = restore_inputs(
+            items, Path(args.output), options, folder=folder, keep_going=folder is not None, threads=args.threads
+        )
     if folder is not None and rank == 0:
         print(
             f"{len(items)} inputs: {len(result.done)} restored, {len(result.skipped)} skipped (output exists), "
@@ -140,14 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
+    if former := former_flag(argv):
+        return error(former)
     args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (every other setting is a --set key)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    def body() -> int:
-        args.overrides = former_options(unknown) + args.overrides
-        return _main(args)
-
-    return run_main(body)
+    return run_main(lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ setup(
     name="keep-vfsr",
     version="0.1.0",
     description="KEEP: Kalman-inspired feature propagation for video face super-resolution (ECCV 2024)",
+    license="Apache-2.0",  # this code; the released weights keep their own licence (weights/README.md)
+    license_files=["LICENSE"],
+    classifiers=["License :: OSI Approved :: Apache Software License", "Programming Language :: Python :: 3"],
     packages=find_packages(include=["keep", "keep.*"]),
     package_data={"keep.evaluation": ["published.yml"]},  # the dvface table's published rows
     python_requires=">=3.10",

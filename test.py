@@ -10,15 +10,19 @@ the paper's columns and per-clip plots into results/<name>/. See docs/benchmark.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import logging
 import sys
 from pathlib import Path
 
 from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
-from keep.threads import passive_openmp_waits
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from keep.config import load_config
+from keep.evaluation import BenchmarkConfig, run_benchmark
+from keep.threads import set_threads
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "test_vfhq.yml"
 
@@ -61,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from keep.config import load_config
-    from keep.evaluation import BenchmarkConfig, run_benchmark
-    from keep.threads import set_threads
-
     set_threads(args.threads)
     flags = {"model.source": args.model, "device": args.device, "name": args.name}
     flags |= {"save_images": args.save_images or None, "overwrite": args.overwrite or None}  # None: not given

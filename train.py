@@ -7,21 +7,21 @@ holds, a full disk), 130 interrupted (Ctrl-C or SIGTERM: the step's state is sav
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import sys
 
 from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
-from keep.threads import passive_openmp_waits
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+from keep.config import load_config
+from keep.distributed import torchrun_place
+from keep.threads import cpu_cores, set_threads
+from keep.train import TrainConfig, Trainer
 
 
 def _main(args: argparse.Namespace) -> None:
-    from keep.config import load_config
-    from keep.distributed import torchrun_place
-    from keep.threads import cpu_cores, set_threads
-    from keep.train import TrainConfig, Trainer
-
     cfg = load_config(TrainConfig, args.opt, args.overrides, flags={"train.device": args.device})
     # train.deterministic: a fixed thread count (the cores this process may use), never the load-dependent
     # default, because the CPU kernels' sums depend on the number of threads (a resume reuses the run's).

@@ -1,12 +1,13 @@
 """`python -m benchmarks COMMAND [options]`: one entry point for every measurement of the lab."""
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import importlib
 import sys
 
 from keep.cli import run_main
-from keep.threads import passive_openmp_waits
-
-passive_openmp_waits()  # before any command imports torch: idle OpenMP threads sleep (keep/threads.py)
 
 COMMANDS = {  # command -> (module, what it measures)
     "speed": ("speed", "the network: frames/s, memory, code agreement per precision"),

@@ -25,6 +25,7 @@ import numpy as np
 from keep.devices import resolve_device
 from keep.errors import KeepError
 from keep.face.detectors import RetinaFaceMobileNetDetector
+from keep.face.tracker import iou
 from keep.threads import set_threads
 
 from .common import add_common_arguments, at_least_one, fastest, frame_size, parser, two_person_frames, write_json
@@ -38,14 +39,6 @@ def timed(detector, frames: list[np.ndarray], batch: int, repeats: int) -> tuple
         lambda: [d for i in range(0, len(frames), batch) for d in detector.detect_batch(frames[i : i + batch])], repeats
     )
     return found, 1000 * best / len(frames)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes (left, top, right, bottom)."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
-    return float(width * height / union)
 
 
 def landmark_distances(found: list, reference: list) -> dict:

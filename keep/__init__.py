@@ -15,33 +15,19 @@ when first used, so an entry point can ask for passive OpenMP waits before torch
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_EXPORTS = {  # name -> the module that defines it
-    "KEEP": "archs.keep_arch",
-    "KEEPConfig": "archs.keep_arch",
-    "KEEPOutput": "archs.keep_arch",
-    "KEEPState": "archs.keep_arch",
-    "PRESETS": "archs.keep_arch",
-    "KeepError": "errors",
-    "WeightsUnavailable": "errors",
-    "Restorer": "restorer",
-    "StreamingRestorer": "streaming",
-    "load_checkpoint": "model",
-    "load_model": "model",
-    "load_network": "model",
-    "save_checkpoint": "checkpoint",
+_MODULES = {  # the module that defines each name of the package
+    "archs.keep_arch": ("KEEP", "KEEPConfig", "KEEPOutput", "KEEPState", "PRESETS"),
+    "checkpoint": ("save_checkpoint",),
+    "errors": ("KeepError", "WeightsUnavailable"),
+    "model": ("load_checkpoint", "load_model", "load_network"),
+    "restorer": ("Restorer",),
+    "streaming": ("StreamingRestorer",),
 }
-
-if TYPE_CHECKING:
-    from .archs.keep_arch import KEEP, PRESETS, KEEPConfig, KEEPOutput, KEEPState
-    from .checkpoint import save_checkpoint
-    from .errors import KeepError, WeightsUnavailable
-    from .model import load_checkpoint, load_model, load_network
-    from .restorer import Restorer
-    from .streaming import StreamingRestorer
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
@@ -54,20 +40,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-__all__ = [
-    "KEEP",
-    "KEEPConfig",
-    "KEEPOutput",
-    "KEEPState",
-    "KeepError",
-    "PRESETS",
-    "WeightsUnavailable",
-    "Restorer",
-    "StreamingRestorer",
-    "load_checkpoint",
-    "load_model",
-    "load_network",
-    "save_checkpoint",
-]

@@ -1,4 +1,4 @@
-"""Background (and face) upsamplers for `--upscale`: bicubic, or Real-ESRGAN x2plus (issue #11).
+"""Background (and face) upsamplers for `--upscale`: bicubic, or Real-ESRGAN x2plus.
 
     upsampler = build_upsampler("realesrgan", device="cuda", tile=400)
     big = upsampler(rgb, 2)          # (H, W, 3) uint8 -> (2H, 2W, 3) uint8

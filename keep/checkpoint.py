@@ -7,7 +7,7 @@ Layouts that load (`keep.load_model`), from a torch file (`.pth`, read without r
   `save_checkpoint` and by the trainer. As `.safetensors`: the tensors named `state_dict.<name>`,
   `ema.<name>`, `flow_state_dict.<name>`, and the rest as JSON in the file's metadata
   (`{"format": "keep", "keep": "{\"version\": 1, \"config\": ...}"}`).
-  Checkpoints written before the fidelity became an argument of `KEEP.run` (issue 17) store it in
+  Checkpoints written before the fidelity became an argument of `KEEP.run` store it in
   their config as `cft_weight`: the key is dropped on loading (with a warning when it is not 1, the
   value of every release); pass the fidelity at run time instead (`keep.load_model(..., fidelity=...)`).
 - released v0.1.0 (`KEEP-a1a14d46.pth`): a bare state dict with the authors' names
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors.torch import save
 
 from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .config import from_dict
@@ -163,7 +164,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> KEEPConfig:
 def _stored_config(values: Mapping[str, Any]) -> KEEPConfig:
     """`KEEPConfig` from a checkpoint's stored dict, typed and checked (`keep.config.from_dict`)."""
     values = dict(values)
-    fidelity = values.pop("cft_weight", 1.0)  # stored before the fidelity became a run argument (issue 17)
+    fidelity = values.pop("cft_weight", 1.0)  # stored before the fidelity became a run argument
     if fidelity != 1.0:
         log.warning(
             "the checkpoint's config stores a fidelity (cft_weight) of %s: the fidelity is now chosen when "
@@ -202,8 +203,6 @@ def save_checkpoint(
 
 def _safetensors_bytes(header: dict[str, Any], groups: Mapping[str, Mapping | None]) -> bytes:
     """Our format as `.safetensors`: tensors `<group>.<name>`, the header as JSON in the metadata."""
-    from safetensors.torch import save
-
     tensors, stored = {}, set()
     for group, values in groups.items():
         for key, value in (values or {}).items():

@@ -1,10 +1,13 @@
 """What every entry point shares (inference.py, train.py, test.py, app.py, scripts/): one convention for
-errors and for the flags every one of them takes (issue 10). Library helpers live in library modules:
+errors and for the flags every one of them takes. Library helpers live in library modules:
 `keep.devices`, `keep.threads`, `keep.paths`; flags are layered onto configs by `keep.config.load_config`.
 
-    from keep.threads import passive_openmp_waits
+    import os
 
-    passive_openmp_waits()  # first thing, before torch is imported (keep/threads.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # first thing, before torch loads (keep/threads.py)
+
+    import argparse  # then the script's imports, as usual
+    from keep.cli import add_device_argument, add_set_argument, add_threads_argument, run_main
 
     def main(argv=None) -> int:
         parser = argparse.ArgumentParser(...)

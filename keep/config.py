@@ -7,7 +7,7 @@ is a `KeepError` naming the dotted key, the expected type and the value.
     cfg = load_config(TrainConfig, "configs/keep.yml", ["train.lr=1e-4", "model.cfa_scales=[16]"])
     save_config(cfg, run_dir / "config.yml")
 
-Allowed values live in the field's annotation, the one place a reader looks for them (issue 19):
+Allowed values live in the field's annotation, the one place a reader looks for them:
 `total_steps: PositiveInt`, `ema_decay: Annotated[float, Range(0, 1, high_open=True)]`,
 `name: FolderName`, also inside tuples (`intervals: tuple[PositiveInt, ...]`). A config dataclass checks
 its own fields in `__post_init__` with `check_fields(self)`, so a config built in Python is checked as
@@ -30,6 +30,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 
 from .errors import KeepError
+from .paths import write_atomically
 
 T = TypeVar("T")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -198,7 +199,7 @@ def _coerce_container(tp: Any, value: Any, key: str) -> Any:
 
 
 def _coerce_plain(tp: Any, value: Any, key: str) -> Any:
-    """float (also from YAML 1.1's dotless `5e-5` string), int, str, bool, None."""
+    """float (also from YAML 1.1's dotless `5e-5` string), int, str (also from a whole number), bool, None."""
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads `5e-5` (no dot) as a string
@@ -211,6 +212,8 @@ def _coerce_plain(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is bool and isinstance(value, str) and value.lower() in YAML11_BOOLS:
         value = YAML11_BOOLS[value.lower()]
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `faces=0` (track 0) as a number: text fields take a whole number's digits
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise KeepError(f"config key '{key}': expected {tp.__name__}, got {value!r}")
@@ -338,6 +341,4 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """The resolved config as YAML, written whole or not at all (KeepError naming the file if it cannot be)."""
-    from .paths import write_atomically
-
     write_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

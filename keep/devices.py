@@ -1,5 +1,5 @@
-"""Devices by name, and what a device runs by default (the precision; the pipeline's grouping of stages is decided
-from the device in `keep.pipeline.options.stage_groups`)."""
+"""Devices by name, and what a device runs by default (the precision; the pipeline's grouping of
+stages is decided from the device in `keep.pipeline.options.stage_groups`)."""
 
 from __future__ import annotations
 

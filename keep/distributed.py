@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ def start_process_group(device: str | torch.device) -> Torchrun:
     returns this process's place."""
     place = torchrun_place()
     if place.active:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             device = torch.device(device)
             if device.type == "cuda":  # NCCL's collectives of plain values and its barrier run on this GPU
@@ -69,7 +68,5 @@ def start_process_group(device: str | torch.device) -> Torchrun:
 
 def stop_process_group() -> None:
     """Tear down the default group if one was started (a no-op otherwise)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

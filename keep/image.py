@@ -10,11 +10,14 @@ Conventions used across the project:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from einops import rearrange
+from PIL import Image, ImageOps
 
 from .errors import KeepError
 from .paths import write_atomically
@@ -63,10 +66,6 @@ def orient(rgb: np.ndarray, turns: int, mirror: bool, *, contiguous: bool = True
 def exif_orientation(path: str | Path) -> int:
     """A photo's EXIF orientation, 1..8 (1: stored upright; also when the file has none or cannot be parsed).
     Only the file's header is read (Pillow); JPEG, PNG (an `eXIf` chunk before the pixels), WebP and TIFF."""
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings(), Image.open(path) as img:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
@@ -89,8 +88,6 @@ def read_upright(path: str | Path) -> tuple[np.ndarray, int]:
     and WebP in OpenCV 5.1, `IMREAD_UNCHANGED` never), so those are read as stored and turned here. TIFF is
     the exception: libtiff turns the pixels as it decodes them (OpenCV's reader for orientations 2-4, failing
     on 5-8), so a TIFF with an orientation other than 1 is decoded by Pillow, which hands it over upright."""
-    import cv2
-
     orientation = exif_orientation(path)
     if orientation != 1 and Path(path).suffix.lower() in (".tif", ".tiff"):
         img, turn = _read_tiff_upright(path), (0, False)
@@ -110,8 +107,6 @@ def read_upright(path: str | Path) -> tuple[np.ndarray, int]:
 def _read_tiff_upright(path: str | Path) -> np.ndarray:
     """A TIFF's pixels upright (RGB(A) or gray, uint8 or uint16), through Pillow: recent versions turn it while
     decoding and drop the tag, older ones leave that to `exif_transpose`, which is then a no-op for the others."""
-    from PIL import Image, ImageOps
-
     try:
         with Image.open(path) as img:
             upright = ImageOps.exif_transpose(img)
@@ -130,8 +125,6 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """`(H, W, 3)` uint8 RGB -> file (format from the suffix), written whole or not at all
     (`keep.paths.write_atomically`: KeepError naming the file if it cannot be written)."""
-    import cv2
-
     try:
         encoded, data = cv2.imencode(Path(path).suffix, np.ascontiguousarray(rgb[..., ::-1]))
     except cv2.error:

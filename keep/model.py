@@ -23,6 +23,7 @@ from .archs.keep_arch import KEEP, PRESETS, KEEPConfig
 from .checkpoint import read_checkpoint, read_checkpoint_file
 from .config import from_dict
 from .errors import KeepError
+from .flow import build_flow
 from .restorer import Restorer
 from .weights import REGISTRY, resolve_weights
 
@@ -128,8 +129,6 @@ def load_model(
     network, flow_state = load_checkpoint(source, device=device, use_ema=use_ema, **overrides)
     estimator = None
     if flow is not None:
-        from .flow import build_flow
-
         estimator = build_flow(flow, device=device, gmflow_state=flow_state)
     return Restorer(network, estimator, precision=precision, fidelity=fidelity, cuda_graphs=cuda_graphs)
 

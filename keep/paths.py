@@ -5,6 +5,7 @@
     write_atomically(path, lambda f: torch.save(state, f))          # ... called with the open file
     move_into_place(partial_path(path, token), path)                # a file another writer made there
     with FileLock(folder / ".name.lock").held(f"another run writes {folder}"): ...
+    with removed_if_left_empty(outdir): ...                          # a run that never started leaves nothing
 
 Every final file goes through a hidden partial file of its writer's own beside it
 (`.<stem>.<token>.partial<suffix>`: the same folder, so the rename is atomic; the run's token, so two
@@ -190,6 +191,25 @@ def _remove(path: Path) -> None:
 def remove_partials(paths: Iterable[Path]) -> None:
     for path in paths:
         _remove(path)
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | Path) -> Iterator[None]:
+    """For the block: `folder` and those of its parents that do not exist yet are removed again when the block
+    leaves them empty, however it ends (a run that never started leaves no empty output folder behind).
+    Folders that existed before are never removed, and neither is one another writer put a file in."""
+    folder = Path(folder).expanduser().absolute()
+    new = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    finally:
+        for path in new:
+            try:
+                path.rmdir()  # only ever an empty folder
+            except FileNotFoundError:
+                continue  # never made
+            except OSError:
+                break  # not empty: nor are its parents
 
 
 # ------------------------------------------------------------------------------------------ locks

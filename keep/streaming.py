@@ -1,4 +1,4 @@
-"""Restore videos of any length in bounded memory, window by window, many streams at once (issues #2, #11).
+"""Restore videos of any length in bounded memory, window by window, many streams at once.
 
 A stream is one sequence of aligned faces: a face track of a video (the pipeline), a clip of the
 benchmark, a face of the speed benchmark. `StreamingRestorer` keeps what each stream's next window

@@ -1,10 +1,12 @@
 """CPU threads: OpenMP's wait policy, the cores this process may use, and the threads torch and OpenCV get
-(issue 10; measured in docs/speed.md).
+(measured in docs/speed.md).
 
-Every entry point (inference.py, train.py, test.py, app.py, scripts/, `python -m benchmarks`) calls
-`passive_openmp_waits()` first thing, before anything imports torch, and `set_threads(args.threads)` once its
-arguments are parsed. Importing `keep` changes nothing: the package imports torch only when one of its names
-is used.
+Every entry point (inference.py, train.py, test.py, scripts/, `python -m benchmarks`) asks for passive
+waits first thing, before its imports (one of which loads torch), `os.environ.setdefault("OMP_WAIT_POLICY",
+"PASSIVE")`, and calls `set_threads(args.threads)` once its arguments are parsed. `passive_openmp_waits()` does
+the same for a caller that has imported only this module so far, and says whether passive waits are in effect.
+Importing `keep` (its `__init__`, `keep.errors`, `keep.cli` and this module) loads no torch and changes
+nothing; the package's other modules import torch as usual.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def passive_openmp_waits() -> bool:
     returns whether passive waiting is in effect. Must run before torch loads its OpenMP runtime, which
     reads the variable once: the entry points call it before they import torch.
 
-    Why (issue 10): torch's OpenMP threads spin while they wait for each other at the end of every
+    Why: torch's OpenMP threads spin while they wait for each other at the end of every
     parallel region. With another process on one of the cores, the spinning threads take the CPU
     from the one they wait for; the tiny network ran ~15x slower with 2 threads than with 1 on a
     loaded 2-core machine, and ~1.3x faster with 2 threads than with 1 once idle threads sleep
@@ -70,7 +72,7 @@ def default_threads() -> int:
 
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads and OpenCV's (`None`: `default_threads()`); returns the number set."""
-    import cv2
+    import cv2  # here, not above: this module is imported before torch may load (passive_openmp_waits)
     import torch
 
     if threads is not None and threads < 1:

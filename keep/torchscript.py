@@ -32,6 +32,7 @@ import pickle
 import zipfile
 
 import torch
+from torch._weights_only_unpickler import _tensor_rebuild_functions
 
 from .errors import KeepError
 
@@ -72,7 +73,6 @@ class _ArchiveUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix = archive, prefix
         self.placeholders: dict[str, type] = {}
-        from torch._weights_only_unpickler import _tensor_rebuild_functions
 
         # fresh wrappers per read: a BUILD opcode aimed at an allowed global can only change the wrapper
         self.allowed = {f"torch._utils.{f.__name__}": _wrapped(f) for f in _tensor_rebuild_functions()}

@@ -7,7 +7,8 @@ Lookup order for `resolve_weights(name_or_path)`:
      (`$TORCH_HOME/hub/checkpoints/<file>`, where torchvision puts its downloads);
   4. download from the public URL into the cache, verifying the sha256 (unless `KEEP_OFFLINE=1`);
   5. otherwise `WeightsUnavailable`, one message naming the file, its URL, where to put it and the
-     command-line flag or config key that takes its path (`WeightFile.path_option`).
+     command-line flag or config key that takes its path (`WeightFile.path_option`); for the KEEP models
+     also the offline try, `--model preset:tiny`.
 
 `sha256` is the full digest where it is published, otherwise the digest prefix the publisher put in
 the file name (the torch.hub convention); either is checked after a download.
@@ -18,12 +19,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 from .errors import KeepError, WeightsUnavailable
 from .paths import write_atomically
+from .torchscript import is_torchscript_archive, read_torchscript_state
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class WeightFile:
 
 
 KEEP_MODEL_OPTION = "--model (inference.py, test.py) or the config key model.source / model.pretrained"
+OFFLINE_TRY = " To check the install offline: --model preset:tiny (a tiny untrained network)."
 S_LAB = "S-Lab License 1.0 (non-commercial use only)"
 PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 METRIC_FILES = ""  # metric files: no flag; they are found in weights/ or the caches
@@ -304,6 +312,7 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True, p
         f"{entry.filename} ({entry.description}) is not available: {reason}. "
         f"Download it from {entry.url} and put it in {_candidates(entry)[0].parent}/ "
         f"(or {dest.parent}/), or pass its path{f' with {option}' if option else ''}."
+        + (OFFLINE_TRY if entry.path_option == KEEP_MODEL_OPTION else "")
     )
 
 
@@ -313,15 +322,9 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
     numbers, strings and plain containers), a TorchScript archive as the flat state dict of its tensors
     (`keep.torchscript`: its code is never run). Anything else in a torch file (a pickled object whose
     loading would import and call code) is refused before it runs, as one `KeepError` line naming the
-    file. Every file the project reads back goes through here (issue 10: nothing read back runs code)."""
-    import pickle
-    import re
-
-    import torch
-
+    file. Every file the project reads back goes through here: nothing read back runs code."""
     if Path(path).suffix == ".safetensors":
         return read_safetensors(path, what)[0]
-    from .torchscript import is_torchscript_archive, read_torchscript_state
 
     if is_torchscript_archive(path):  # its tensors only; its code is never opened (keep/torchscript.py)
         return read_torchscript_state(path, what)
@@ -342,8 +345,6 @@ def read_tensors(path: str | os.PathLike, what: str = "weights"):
 def read_safetensors(path: str | os.PathLike, what: str = "weights") -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a `.safetensors` file, on the CPU. The format holds tensors and strings
     only, so reading it runs no code; a damaged file is one `KeepError` line naming it."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})

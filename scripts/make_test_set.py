@@ -1,4 +1,4 @@
-"""Synthesise the LQ half of a test set once, so every method sees identical inputs (issues #5, #9).
+"""Synthesise the LQ half of a test set once, so every method sees identical inputs (docs/benchmark.md).
 
     python scripts/make_test_set.py --root datasets/vfhq_easy --protocol vfhq_easy   # KEEP's test set
     python scripts/make_test_set.py --root datasets/vfhq_test [--seed 0] [--set crf=[25,25] noise_prob=0]
@@ -22,6 +22,10 @@ is aligned into `<root>/GT` first with `--dicface_gt DIR --dicface_landmarks DIR
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import hashlib
 import json
@@ -32,19 +36,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.threads import passive_openmp_waits  # noqa: E402
-
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
-from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict  # noqa: E402
-from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.evaluation.data import list_clips  # noqa: E402
-from keep.evaluation.dicface import align_release  # noqa: E402
-from keep.evaluation.protocols import PROTOCOLS, get_protocol  # noqa: E402
-from keep.image import list_images, read_image, write_image  # noqa: E402
-from keep.paths import (  # noqa: E402
+from keep.cli import add_set_argument, add_threads_argument, run_main
+from keep.config import apply_overrides, from_dict, read_yaml_mapping, save_config, to_dict
+from keep.data.degradations import DegradationConfig, degrade_clip
+from keep.errors import KeepError
+from keep.evaluation.data import list_clips
+from keep.evaluation.dicface import align_release
+from keep.evaluation.protocols import PROTOCOLS, get_protocol
+from keep.image import list_images, read_image, write_image
+from keep.paths import (
     check_output_outside_inputs,
     move_into_place,
     partial_path,
@@ -52,7 +52,7 @@ from keep.paths import (  # noqa: E402
     stale_partials,
     write_atomically,
 )
-from keep.threads import set_threads  # noqa: E402
+from keep.threads import set_threads
 
 
 def clip_seed(name: str, seed: int) -> int:

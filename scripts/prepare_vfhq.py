@@ -1,4 +1,4 @@
-"""Turn raw VFHQ clips (or any face videos) into aligned 512 x 512 training crops (issue #4).
+"""Turn raw VFHQ clips (or any face videos) into aligned 512 x 512 training crops (docs/training.md).
 
     python scripts/prepare_vfhq.py --input datasets/VFHQ/train_frames --annotations datasets/VFHQ/annotations \
         --out datasets/VFHQ/train_aligned
@@ -16,26 +16,26 @@ written as `<out>/<clip>/<frame:08d>.png` - the `clips` layout of `keep.data.Dat
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+import numpy as np
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-import numpy as np  # noqa: E402
-
-from keep.cli import add_threads_argument, run_main  # noqa: E402
-from keep.errors import KeepError  # noqa: E402
-from keep.face.align import align_face, estimate_affine  # noqa: E402
-from keep.face.detectors import DlibDetector  # noqa: E402
-from keep.image import write_image  # noqa: E402
-from keep.paths import check_output_outside_inputs  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
-from keep.video import open_input  # noqa: E402
+from keep.cli import add_threads_argument, run_main
+from keep.errors import KeepError
+from keep.face.align import align_face, estimate_affine
+from keep.face.detectors import DlibDetector
+from keep.image import write_image
+from keep.paths import check_output_outside_inputs
+from keep.threads import set_threads
+from keep.video import open_input
 
 
 def read_annotations(path: Path) -> dict[int, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Show what the network trains on: GT next to its synthetic degradation (issue #4).
+"""Show what the network trains on: GT next to its synthetic degradation (docs/training.md).
 
     python scripts/preview_degradations.py --input ../shared/media/carphone_pristine.mp4 --out preview.png
     python scripts/preview_degradations.py --input clip_dir/ --opt configs/released/stage2_kalman.yml \
@@ -15,26 +15,28 @@ training config (`--opt`), then `--set key=value` overrides of degradation keys.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
+
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keep.threads import passive_openmp_waits  # noqa: E402
+import av
+import cv2
+import numpy as np
 
-passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep (keep/threads.py)
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keep.cli import add_set_argument, add_threads_argument, run_main  # noqa: E402
-from keep.config import apply_overrides, from_dict, load_config, to_dict  # noqa: E402
-from keep.data.datasets import read_frames  # noqa: E402
-from keep.data.degradations import DegradationConfig, degrade_clip  # noqa: E402
-from keep.image import write_image  # noqa: E402
-from keep.paths import check_output_outside_inputs  # noqa: E402
-from keep.threads import set_threads  # noqa: E402
+from keep.cli import add_set_argument, add_threads_argument, run_main
+from keep.config import apply_overrides, from_dict, load_config, to_dict
+from keep.data.datasets import read_frames
+from keep.data.degradations import DegradationConfig, degrade_clip
+from keep.image import write_image
+from keep.paths import check_output_outside_inputs
+from keep.threads import set_threads
+from keep.train import TrainConfig
 
 
 def load_frames(path: Path, size: int, frames: int) -> np.ndarray:
@@ -45,8 +47,6 @@ def load_frames(path: Path, size: int, frames: int) -> np.ndarray:
 def degradation_config(opt: str | None, overrides: list[str]) -> DegradationConfig:
     base = DegradationConfig()
     if opt:
-        from keep.train import TrainConfig
-
         base = load_config(TrainConfig, opt).data.degradation
     return from_dict(DegradationConfig, apply_overrides(to_dict(base), overrides))
 
@@ -62,8 +62,6 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def write_clip(path: Path, frames: np.ndarray) -> None:
-    import av
-
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=25, options={"crf": "10"})
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"

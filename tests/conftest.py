@@ -1,13 +1,13 @@
 import os
 from pathlib import Path
 
-# Before torch loads OpenMP: idle threads sleep instead of spinning (keep.threads.passive_openmp_waits;
-# ~3x faster tests on a loaded 2-core machine, issue 10). Tests never touch the network.
+# Before torch loads OpenMP: idle threads sleep instead of spinning (as the entry points ask;
+# ~3x faster tests on a loaded 2-core machine; keep/threads.py). Tests never touch the network.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KEEP_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

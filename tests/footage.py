@@ -1,5 +1,5 @@
-"""Test clips, generated with PyAV: the sample's frames or noise, and clips as phones and cameras make them
-(issue 19): stored sideways with a display matrix, variable frame rate, several audio tracks and a subtitle
+"""Test clips, generated with PyAV: the sample's frames or noise, and clips as phones and cameras make them:
+stored sideways with a display matrix, variable frame rate, several audio tracks and a subtitle
 track, a pixel aspect ratio, a capture whose frame size changes mid-stream, a video codec no decoder knows;
 colour-tagged, full-range, 10-bit HDR (HLG, PQ, with their side data) and interlaced video.
 

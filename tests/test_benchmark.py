@@ -1,4 +1,4 @@
-"""Benchmark runner (issue #5): methods, test-set synthesis, the CLI and the full table end to end."""
+"""Benchmark runner (docs/benchmark.md): methods, test-set synthesis, the CLI and the full table end to end."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_defaults_yaml_then_overrides(tmp_path):
 
 
 def test_flags_come_after_the_file_and_before_set(tmp_path):
-    """The one way an entry point layers its flags (issue 17): defaults, YAML, the flags given (None: not
+    """The one way an entry point layers its flags (keep.config.load_config): defaults, YAML, the flags given (None: not
     given), then `--set`; a flag's value is typed as it is, never parsed as YAML."""
     path = write(tmp_path, "steps: 5\nname: from_file\n")
     flags = {"name": "from_flag", "optim.lr": 0.5, "resume": None, "steps": None}
@@ -70,6 +70,17 @@ def test_yaml_words_that_are_booleans_stay_words_for_text_fields():
     cfg = load_config(Modes, None, ["overlap=off", "draw_box=on"])
     assert (cfg.overlap, cfg.draw_box) == ("off", True)
     assert load_config(Modes, None, ["draw_box=No"]).draw_box is False
+
+
+def test_a_whole_number_for_a_text_field_is_its_digits():
+    """`--set faces=0` means track 0: YAML reads a number, the text field takes its digits; a list of track
+    ids stays text as YAML reads it, and a number field still refuses text."""
+    from keep.pipeline import PipelineOptions
+
+    assert load_config(PipelineOptions, None, ["faces=0"]).faces == "0"
+    assert load_config(PipelineOptions, None, ["faces=0,2"]).faces == "0,2"
+    with pytest.raises(KeepError, match="'window': expected an integer"):
+        load_config(PipelineOptions, None, ["window=eight"])
 
 
 @pytest.mark.parametrize(
@@ -103,7 +114,7 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         load_config(Run, write(tmp_path, "optim: {lr: 5e-5x}\n"))
 
 
-# ------------------------------------------------------------------------------------------ ranges (issue 19)
+# ------------------------------------------------------------------------------------------ ranges (keep.config.Range)
 def _numeric_fields(cls, prefix=""):
     """(dotted key, annotation) of every int / float in a config tree, tuple elements included."""
     for name, tp in typing.get_type_hints(cls, include_extras=True).items():

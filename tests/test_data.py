@@ -67,7 +67,7 @@ def test_default_sampling_is_consecutive_and_forward(numbered_clips):
 
 
 def test_data_paths_that_hold_no_training_data_say_what_they_are(numbered_clips, tmp_path):
-    """Issue 19: an empty folder is not "video not found"; a folder given as a video, a file given as a
+    """An empty folder is not "video not found"; a folder given as a video, a file given as a
     folder, and folders without frames each get their own message naming the key."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "no_frames" / "clip").mkdir(parents=True)

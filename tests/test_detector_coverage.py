@@ -1,8 +1,8 @@
-"""The default detector, offline, finds and restores the face of the project's clips (issue #12).
+"""The default detector, offline, finds and restores the face of the project's clips.
 
 The real command line, as a user runs it: `inference.py -i CLIP -o OUT --model preset:tiny` (random
-tiny network: the released weights are not downloadable offline), default `--detector auto`. Before
-issue #12, offline `auto` fell back to dlib, which finds no face in any frame of the distorted clip.
+tiny network: the released weights are not downloadable offline), default `--detector auto`. Without the
+bundled RetinaFace, offline `auto` would fall back to dlib, which finds no face in any frame of the distorted clip.
 """
 
 from __future__ import annotations

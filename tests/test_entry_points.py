@@ -1,5 +1,5 @@
 """Every entry point, every bad input: one `error:` line, exit status 2, no traceback, no write into
-an input (issue 10; the convention is keep/cli.py's).
+an input (the convention is keep/cli.py's).
 
 One table row per case: (entry point, arguments, expectation). Each case runs as its own process
 (`tests/entry_point_runner.py` forks it from an interpreter that has already imported torch, so a
@@ -58,7 +58,7 @@ def good(script: str, *args: str) -> Case:
 
 
 INF = ("inference.py", "--model", "preset:tiny", "--flow", "dis", "--detector", "dlib")
-# footage as cameras make it (issue 19), through the quick settings (the default overlap: tests/test_no_hang.py)
+# footage as cameras make it, through the quick settings (the default overlap: tests/test_no_hang.py)
 FOOTAGE = ("--model", "preset:tiny", "--flow", "dis", "--set", "overlap=threads", "preset=ultrafast")
 TRAIN = ("train.py", "-opt", TINY_TRAIN)
 TEST = ("test.py", "--model", "preset:tiny", "--no_progress", "--set", "results_dir={out}")
@@ -82,7 +82,7 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{in}/gray", "--has_aligned", match="input"),  # output into the input
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/random_state.pth"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/codeformer.pth"),
-    # checkpoints as users bring them (issue 19): a bare state dict of no known configuration, a folder
+    # checkpoints as users bring them: a bare state dict of no known configuration, a folder
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/odd_state.pth", match="closest"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--has_aligned", "--model", "{in}/set", match="is a folder"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "nosuch.key=1", match="nosuch"),
@@ -95,6 +95,9 @@ CASES: list[Case] = [
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=-1", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "detect_size=big", match="detect_size"),
     bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--set", "container=avi", match="container"),
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--model", "keep", match="--model preset:tiny"),  # no weights, offline
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--fp16", match="--fp16 is now --precision fp16"),  # former flags
+    bad(*INF, "-i", "{in}/gray", "-o", "{out}", "--crf", "20", match="--crf is now --set crf="),
     bad(*INF, "-i", "{in}/unknown_codec.mkv", "-o", "{out}", match="no decoder"),
     good("inference.py", "-i", "{in}/phone.mp4", "-o", "{out}", *FOOTAGE),  # stored sideways, with a rotation
     good("inference.py", "-i", "{in}/vfr.mp4", "-o", "{out}", *FOOTAGE),  # variable frame rate (failed at 68% before)
@@ -118,8 +121,8 @@ CASES: list[Case] = [
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/missing.mp4", match="missing.mp4"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/corrupt.mp4", match="corrupt.mp4"),
     bad(*TRAIN, "--set", "root={out}", "data.path={in}/empty", match="empty folder: no videos or frames"),
-    bad(*TRAIN, "--set", "root={out}", "data.path={in}/audio.m4a", match="no video stream"),  # issue 19
-    # issue 19: a config that is not YAML text, numbers out of range, a run name that is a path; the
+    bad(*TRAIN, "--set", "root={out}", "data.path={in}/audio.m4a", match="no video stream"),  # a sound file
+    # a config that is not YAML text, numbers out of range, a run name that is a path; the
     # table checks that nothing was written ({out} holds no run folder)
     bad("train.py", "-opt", "{in}/binary.yml", match="binary.yml: not UTF-8 text"),
     bad("train.py", "-opt", "{in}/unsafe.yml", match="tags that build Python objects are refused"),
@@ -361,10 +364,12 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runner():
+def runner(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env |= {"KEEP_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO), "KEEP_DEBUG": ""}
     env |= {"CUDA_VISIBLE_DEVICES": ""}  # `--device cuda` is a device that is not there, on any machine
+    cache = tmp_path_factory.mktemp("no_weights")  # no pretrained file at hand, on any machine
+    env |= {"KEEP_WEIGHTS_DIR": str(cache), "KEEP_CACHE_DIR": str(cache), "TORCH_HOME": str(cache)}
     instance = Runner(env)
     yield instance
     instance.close()
@@ -398,6 +403,8 @@ def test_entry_point_bad_input(case: Case, inputs: Path, runner: Runner, tmp_pat
             assert case.match.lower() in error_lines[0].lower(), report
         left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
         assert not left, f"refused, yet wrote {left[:5]}\n{report}"  # bad input is refused before any write
+        if case.script == "inference.py":  # nor is an output folder left behind that it made
+            assert not out.exists(), f"refused, yet made {out}\n{report}"
     assert snapshot(inputs) == before, "an input was written to"
 
 
@@ -437,7 +444,7 @@ def test_thread_policy_in_a_fresh_interpreter(env_policy, torch_first, expected_
 
 
 def test_importing_keep_changes_nothing():
-    """No import-time side effects (issue 17): `import keep` loads no torch and sets no OpenMP policy, and the
+    """No import-time side effects: `import keep` loads no torch and sets no OpenMP policy, and the
     package's modules leave the policy to the entry points."""
     code = (
         "import os, sys\nimport keep\nassert 'torch' not in sys.modules, 'import keep loaded torch'\n"
@@ -544,3 +551,34 @@ def test_option_names_are_spelled_with_underscores():
                 if isinstance(arg, ast.Constant) and str(arg.value).startswith("--") and "-" in arg.value[2:]:
                     hyphenated.append(f"{script}:{node.lineno}: {arg.value}")
     assert not hyphenated, hyphenated
+
+
+def test_the_code_is_declared_apache_2():
+    """LICENSE holds the Apache License 2.0 and setup.py says so (the released weights keep their own licences)."""
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+    setup = (REPO / "setup.py").read_text()
+    assert 'license="Apache-2.0"' in setup and "License :: OSI Approved :: Apache Software License" in setup
+
+
+def test_no_issue_numbers_in_code_or_docs():
+    """Code, configs and docs say what a thing does and why (or name its docs/ section), never an issue number."""
+    pattern = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
+    folders = ("keep", "tests", "docs", "configs", "scripts", "benchmarks", "weights", ".ci")
+    files = [p for p in REPO.iterdir() if p.is_file()] + [p for f in folders for p in (REPO / f).rglob("*")]
+    offenders = []
+    for path in files:
+        name = str(path.relative_to(REPO))
+        if path.suffix not in {".py", ".md", ".yml", ".yaml", ".txt", ".toml", ".sh", ""}:
+            continue
+        if path.is_file() and (match := pattern.search(path.read_text(errors="replace"))):
+            offenders.append(f"{name}: {match.group()}")
+    assert not offenders, offenders
+
+
+def test_the_readme_layout_names_every_module_of_keep():
+    """The README's layout map is complete: every module of keep/ and every package, by name."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :].split("```")[1]
+    names = [p.name for p in (REPO / "keep").glob("*.py") if p.name != "__init__.py"]
+    names += [f"keep/{p.parent.name}/" for p in (REPO / "keep").glob("*/__init__.py")]
+    assert [name for name in names if name not in layout] == []

@@ -1,4 +1,4 @@
-"""Alignment, paste-back, tracking, smoothing and the offline detectors (issues #3, #12)."""
+"""Alignment, paste-back, tracking, smoothing and the offline detectors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End-to-end `inference.py` on real and generated clips, and every bad input of issues #3, #10, #11."""
+"""End-to-end `inference.py` on real and generated clips, and their bad inputs (all: test_entry_points.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import torch
 from footage import SAMPLE, noise_frames, sample_frames, write_clip
 
 from inference import main
-from keep.errors import KeepError
 from keep.video import open_input, probe, write_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,21 +143,18 @@ def test_bad_input_is_a_clear_message(case, message, tmp_path, capsys):
     assert image.read_bytes() == before  # the input is never overwritten
 
 
-def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys(capsys):
+def test_the_command_line_keeps_what_users_reach_for_and_the_rest_is_set_keys():
     """At most 19 options (18, and --faces), every option that names a choice lists them; the flags of earlier
-    versions still work as their `--set` keys, each with a warning."""
-    from inference import build_parser, former_options
+    versions are refused with their new spelling (their subprocess cases are in test_entry_points.py)."""
+    from inference import FORMER_FLAGS, build_parser, former_flag
 
     options = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest != "help"}
-    assert len(options) <= 19  # 18 of issue 17, and --faces
+    assert len(options) <= 19  # the 18 flags a user reaches for, and --faces
     assert all(options[name].choices for name in ("precision", "detector", "flow", "bg_upsampler"))
     assert set(options["precision"].choices) == {"auto", "fp32", "tf32", "bf16", "fp16"}
-    overrides = former_options(["--crf", "0", "--fp16", "--overlap=off", "--save_faces"])
-    assert overrides == ["crf=0", "precision=fp16", "overlap=off", "save_faces=true"]
-    warnings = capsys.readouterr().err.splitlines()
-    assert len(warnings) == 4 and "--fp16 is spelled --precision fp16" in warnings[1]
-    with pytest.raises(KeepError, match="unrecognized argument --nosuch"):
-        former_options(["--nosuch", "1"])
+    assert not {flag[2:] for flag in FORMER_FLAGS} & set(options)  # a former flag is never an option again
+    assert former_flag(["-i", "x", "--overlap=off"]) == "--overlap is now --set overlap=VALUE (inference.py --help)"
+    assert former_flag(["-i", "x", "--precision", "fp16"]) is None
 
 
 def test_no_arguments_prints_usage():
@@ -190,7 +186,7 @@ def test_has_aligned_restores_whole_frames(tmp_path):
     assert np.abs(restored[0].astype(int) - crop).mean() > 5  # the (random) network changed the face
 
 
-# ------------------------------------------------------------------------------------------ issue 11
+# ------------------------------------------------------------------------------------------ overlapped stages
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny network with fixed weights, so that separate runs restore identically."""
@@ -204,7 +200,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 def test_overlapped_processes_equal_stages_one_after_another(tiny_weights, tmp_path, caplog):
     """The default (stages in worker processes) writes what running the stages in turn writes, and so does the
-    GPU's grouping (detection in the main process, issue 20) forced on the CPU; the summary and log count the
+    GPU's grouping (detection in the main process, docs/inference.md) forced on the CPU; the summary and log count the
     frames of every track."""
     caplog.set_level("INFO")
     clip = write_clip(tmp_path / "talk.mp4", sample_frames(23))
@@ -295,7 +291,7 @@ def test_torchrun_shards_a_folder_over_two_processes(tmp_path):
 
 
 def test_no_run_writes_into_its_inputs(tmp_path, capsys):
-    """A frames folder named `frames` that an earlier --save_frames run wrote inside OUTDIR (issue 10)."""
+    """A frames folder named `frames` that an earlier --save_frames run wrote inside OUTDIR: never written into."""
     source = tmp_path / "frames"
     source.mkdir()
     for i, frame in enumerate(sample_frames(2)):
@@ -352,7 +348,7 @@ def test_a_stage_failure_stops_every_stage_with_one_line(tmp_path, capsys):
     assert main(args) == 2  # --overlap processes (default)
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "025.png" in err and "Traceback" not in err
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing written: not even the folder made for it is left
 
 
 def test_an_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
@@ -366,4 +362,4 @@ def test_an_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys)
     assert main(["-i", str(clip), "-o", str(tmp_path / "out"), *TINY]) == 1
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "paste exploded" in err and "Traceback" not in err
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()

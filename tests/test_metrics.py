@@ -1,4 +1,4 @@
-"""Benchmark metrics (issue #5): PSNR/SSIM against scikit-image, LPIPS, IDS, AKD, TWE."""
+"""Benchmark metrics (docs/benchmark.md): PSNR/SSIM against scikit-image, LPIPS, IDS, AKD, TWE."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The pipeline's parts on their own (issue #11): batched tracks, track states through gaps, batched
-detection, the Real-ESRGAN background upsampler, face upsampling and boxes."""
+"""The pipeline's parts on their own (docs/inference.md, speed at 1080p): batched tracks, track states through
+gaps, batched detection, the Real-ESRGAN background upsampler, face upsampling and boxes."""
 
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ CARPHONE_LANDMARKS = [[80.69, 58.52], [101.44, 56.86], [93.02, 70.04], [83.58, 7
 
 
 def full_frame_paste(background, face, matrix, mask, upscale):
-    """paste_face as computed before issue #11: the face and mask warped over the whole frame, blended in float32."""
+    """paste_face as first written: the face and mask warped over the whole frame, blended in float32."""
     scaled = matrix.copy()
     scaled[:, :2] /= upscale
     inverse, size = cv2.invertAffineTransform(scaled), background.shape[1::-1]

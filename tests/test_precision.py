@@ -90,7 +90,7 @@ def test_bf16_autocast_runs_the_network():
 
 def test_precision_is_the_restorers_alone():
     """One place decides the precision: the Restorer's, which its streams follow; an enclosing
-    autocast does not change it (issue 17)."""
+    autocast does not change it."""
     model, lq, flows = tiny_clip()
     with torch.inference_mode():
         with autocast("cpu", "bf16"):

@@ -1,4 +1,4 @@
-"""The pipeline's stage interface and its one runner (issues 17, 20): toy stages around the real decode stage,
+"""The pipeline's stage interface and its one runner (keep/pipeline/runner.py): toy stages around the real decode stage,
 run inline, in threads and in processes, grouped as on a CPU and as on a GPU; the same frames come out, in
 order, and a failure anywhere is one error."""
 
@@ -200,4 +200,4 @@ def test_the_stage_groups_follow_the_device():
             "encode",
         ]
         assert "restore" in dict(groups)["main"]
-    assert "faces" in dict(STAGE_GROUPS["gpu"])["main"]  # issue 20: detection batched beside the network
+    assert "faces" in dict(STAGE_GROUPS["gpu"])["main"]  # a GPU: detection batched beside the network

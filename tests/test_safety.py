@@ -1,4 +1,4 @@
-"""Nothing the project reads back can execute code (issue 10).
+"""Nothing the project reads back can execute code (keep/weights.py, `weights_only=True`).
 
 A file whose unpickling would call code (a real pickle written by `torch.save`, holding an object
 whose `__reduce__` opens a marker file) is put at every place a torch file is read back: a model
@@ -246,5 +246,5 @@ def test_no_unrestricted_unpickling_in_the_package():
     for path in files:
         text = path.read_text()
         offenders += [f"{path.relative_to(REPO)}: {p}" for p in patterns if p in text]
-    allowed = {"keep/train/trainer.py: weights_only=False"}  # the training engineer's (issue 10 report)
+    allowed = {"keep/train/trainer.py: weights_only=False"}  # its resume guard reads our own files
     assert sorted(set(offenders) - allowed) == []

@@ -1,4 +1,4 @@
-"""Video / frame-folder / image I/O: timing, sizes, audio copy, bad input (issue #3)."""
+"""Video / frame-folder / image I/O: timing, sizes, audio copy, bad input."""
 
 from __future__ import annotations
 
@@ -91,13 +91,13 @@ def test_video_suffixes_header_only_close_and_abort(tmp_path):
     writer.abort()
 
 
-# ------------------------------------------------------------------------------------------ encode speed (issue #11)
+# ------------------------------------------------------------------------------------- encode speed (docs/inference.md)
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2))
 
 
 def swscale_yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """What VideoWriter fed x264 before issue #11: PyAV's RGB frame converted by swscale's default."""
+    """What VideoWriter fed x264 before its own yuv420p conversion: PyAV's RGB frame converted by swscale's default."""
     return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
 
 
@@ -131,7 +131,7 @@ def test_rgb_to_yuv420p_is_the_bt601_conversion_swscale_did(content):
 
 def test_writer_keeps_quality_and_tags_with_frame_threads_and_presets(tmp_path):
     """The sample re-encoded by VideoWriter is as close to its frames as PyAV's own RGB path with its default
-    threading (before issue #11), with the same colour tags; x264 runs frame threads and the preset asked for
+    threading (VideoWriter's first encoder), with the same colour tags; x264 runs frame threads and the preset asked for
     (x264 records its settings in the stream: sliced_threads, subme 7 for medium, 2 for veryfast)."""
     frames = [f.rgb for f in open_input(SAMPLE)]
     reference = tmp_path / "reference.mp4"

@@ -236,7 +236,7 @@ def test_shape_mismatch_and_corrupt_file(tmp_path):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_checkpoint_formats_load_alike(tmp_path, suffix):
     """Our checkpoint as a torch file or as safetensors (config in its metadata), and a bare state dict
-    of a preset in either, load the same weights (issue 19)."""
+    of a preset in either, load the same weights (checkpoints as users bring them)."""
     model, ema = tiny_model(0), tiny_model(1)
     flow_state = {"backbone.conv1.weight": torch.randn(2, 3)}
     path = tmp_path / f"net{suffix}"
@@ -277,7 +277,7 @@ def test_bare_state_dict_of_an_unknown_configuration_names_the_closest(tmp_path)
 
 
 def test_stored_fidelity_of_older_checkpoints_is_dropped(tmp_path, caplog):
-    """Checkpoints written when the fidelity was a config field (`cft_weight`) still load (issue 17)."""
+    """Checkpoints written when the fidelity was a config field (`cft_weight`) still load (keep/checkpoint.py)."""
     model = tiny_model()
     path = tmp_path / "old.pth"
     keep.save_checkpoint(path, model)

@@ -146,7 +146,7 @@ class FrameOutput(NamedTuple):
 FrameStep = Callable[..., FrameOutput]  # KEEP.step's signature
 
 # Inference encodes a window this many frames at a time: peak memory is then set by 4 frames of 512
-# activations, not by the window length (issue #2). Training encodes the window at once.
+# activations, not by the window length. Training encodes the window at once.
 ENCODE_CHUNK = 4
 
 

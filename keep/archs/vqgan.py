@@ -59,7 +59,6 @@ class Encoder(nn.Module):
         blocks.append(nn.Conv2d(ch_in, emb_dim, 3, padding=1))
         self.blocks = nn.ModuleList(blocks)
         self.latent_size = resolution
-        self.tap_channels = {res: nf * ch_mult[i] for i, res in enumerate(sorted(self.tap_index, reverse=True))}
 
     def forward(self, x: torch.Tensor, taps: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x `(N, 3, S, S)` -> (latent `(N, emb_dim, s, s)`, {resolution: feature `(N, C_r, r, r)`})."""
@@ -148,7 +147,7 @@ class VectorQuantizer(nn.Module):
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
         idx = dist.argmin(dim=1)
         # F.embedding, not codes[idx]: the backward of advanced indexing (index_put_ with accumulate) adds
-        # rows from several CPU threads in a varying order, so two runs differed from step 3 (issue 10);
+        # rows from several CPU threads in a varying order, so two runs differed from step 3 (docs/training.md);
         # embedding's backward sums each row in a fixed order. Same values forward.
         z_q = rearrange(F.embedding(idx, codes), "(n h w) c -> n c h w", n=z.shape[0], h=height)
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z_q.detach(), z)

@@ -13,7 +13,7 @@ is drawn from `intervals` (frames start, start + i, ..., start + (T-1) i; the st
 clip ends too early for that interval, and an interval longer than the clip allows is never drawn), and
 with `random_reverse` the clip is played backwards half of the time.
 
-Determinism (issue #4): an item is addressed by `(epoch, index)`; its random generator is seeded from
+Determinism (docs/training.md): an item is addressed by `(epoch, index)`; its random generator is seeded from
 `(seed, epoch, index)` only, so a sample does not depend on worker, rank or what came before. It draws,
 in this order: the interval, the reversal, the flip, then the degradation.
 """

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated
 
+import av
 import cv2
 import numpy as np
 
@@ -194,8 +195,6 @@ def video_codec(frames: np.ndarray, codec: str, crf: int) -> np.ndarray:
     Odd sizes are edge-padded to even (yuv420p) and cropped back. One encoder thread: the same input gives the
     same output on any machine load.
     """
-    import av
-
     frames_count, height, width = frames.shape[:3]
     pad_h, pad_w = height % 2, width % 2
     if pad_h or pad_w:

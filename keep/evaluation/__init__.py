@@ -1,4 +1,4 @@
-"""Benchmark on the VFHQ test protocol (issue #5, docs/benchmark.md): `run_benchmark(cfg)`."""
+"""Benchmark on the VFHQ test protocol (docs/benchmark.md): `run_benchmark(cfg)`."""
 
 from .config import BenchmarkConfig, DataConfig, MetricsConfig, ModelConfig
 from .runner import run_benchmark

@@ -14,11 +14,17 @@ import numpy as np
 import torch
 
 from ..errors import KeepError
+from ..flow import RAFTFlow, build_flow
+from ..metrics.dover import dover_score, load_dover
 from ..metrics.ewarp import ewarp_error, ewarp_flows
+from ..metrics.fvd import clip_windows, i3d_features, load_i3d
 from ..metrics.identity import build_identity, identity_similarity, vidd
+from ..metrics.iqa import build_iqa
 from ..metrics.landmarks import DlibLandmarks68, akd
+from ..metrics.lpips import build_lpips
 from ..metrics.psnr_ssim import psnr, ssim
 from ..metrics.temporal import consistent_flows, fluctuation, to_tensor, warping_error
+from ..weights import resolve_weights
 from .config import MetricsConfig
 
 FRAME_METRICS = ("psnr", "ssim", "lpips", "ids", "akd")
@@ -57,8 +63,6 @@ class Evaluator:
 
     def _build_today(self, cfg: MetricsConfig) -> None:
         """The dvface table's models; each one missing leaves its column empty with a note."""
-        from ..metrics.iqa import build_iqa
-
         for name in TODAY_FRAME_METRICS:
             built = self._try(name, lambda name=name: build_iqa(name, device=self.device))
             if built is not None:
@@ -72,8 +76,6 @@ class Evaluator:
             )
 
     def _build_ewarp_flow(self, cfg: MetricsConfig):
-        from ..flow import RAFTFlow, build_flow
-
         reasons = []
         for name in cfg.ewarp_flow:
             try:
@@ -94,9 +96,6 @@ class Evaluator:
         raise KeepError("no E*warp flow can run: " + "; ".join(reasons))
 
     def _build_fvd(self, cfg: MetricsConfig):
-        from ..metrics.fvd import load_i3d
-        from ..weights import resolve_weights
-
         net = load_i3d(resolve_weights(cfg.fvd_weights), bn_eps=cfg.fvd_bn_eps, device=self.device)
         self.notes["fvd"] = (
             f"I3D logits ({cfg.fvd_weights}), 224 px, [-1, 1], non-overlapping {cfg.fvd_frames}-frame windows, "
@@ -105,9 +104,6 @@ class Evaluator:
         return net
 
     def _build_dover(self, cfg: MetricsConfig):
-        from ..metrics.dover import load_dover
-        from ..weights import resolve_weights
-
         net = load_dover(resolve_weights(cfg.dover_weights), device=self.device)
         self.notes["dover"] = (
             f"DOVER overall score in [0, 1] ({cfg.dover_weights}): technical view 3 x 32 frames of 7x7 32-px "
@@ -123,8 +119,6 @@ class Evaluator:
             return None
 
     def _build_lpips(self, cfg: MetricsConfig):
-        from ..metrics.lpips import build_lpips
-
         net = build_lpips(cfg.lpips_net, self.device, backbone_weights=cfg.lpips_backbone)
         self.notes["lpips"] = f"lpips v0.1, {cfg.lpips_net} backbone, RGB in [-1, 1]"
         return net
@@ -137,8 +131,6 @@ class Evaluator:
         return embedder
 
     def _build_flow(self, cfg: MetricsConfig):
-        from ..flow import build_flow
-
         flow = build_flow(cfg.twe_flow, device=self.device)
         self.notes["twe"] = f"flow {cfg.twe_flow} on GT (t -> t-1), forward-backward occlusion mask, MSE in [0, 1]"
         return flow
@@ -233,7 +225,6 @@ class Evaluator:
     def _dover(self, out: np.ndarray) -> float:
         if self.dover_net is None:
             return float("nan")
-        from ..metrics.dover import dover_score
 
         return dover_score(out, self.dover_net, np.random.default_rng(self.cfg.dover_seed), device=self.device)
 
@@ -241,6 +232,5 @@ class Evaluator:
         """I3D features `(windows, 400)` of a clip's non-overlapping FVD windows (None: no FVD model)."""
         if self.fvd_net is None:
             return None
-        from ..metrics.fvd import clip_windows, i3d_features
 
         return i3d_features(clip_windows(clip, self.cfg.fvd_frames), self.fvd_net, device=self.device)

@@ -8,6 +8,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from ..errors import KeepError
 
 # Table columns: (key in the per-clip summary, header, scale, decimals), the paper's order + TWE.
 COLUMNS = (
@@ -49,12 +52,8 @@ PUBLISHED = Path(__file__).with_name("published.yml")
 
 def published_rows(dataset: str) -> tuple[dict[str, dict[str, float]], str]:
     """The published rows of `dataset` ({method: {column key: value}}) and their source (published.yml)."""
-    import yaml
-
     data = yaml.safe_load(PUBLISHED.read_text())
     if dataset not in data["datasets"]:
-        from ..errors import KeepError
-
         raise KeepError(f"no published rows for '{dataset}'; choose one of {sorted(data['datasets'])}")
     rows = {f"{m} (published)": values for m, values in data["datasets"][dataset].items()}
     return rows, data["source"]

@@ -24,12 +24,15 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..config import save_config
 from ..devices import resolve_device
 from ..errors import KeepError
 from ..image import write_image
+from ..metrics.fvd import frechet_distance
+from ..model import load_model
 from ..paths import (
     FileLock,
     check_output_outside_inputs,
@@ -51,8 +54,6 @@ RUN_FILES = ("config.yml", "table.md", "per_frame.csv", "per_clip.csv", "results
 
 
 def _load_network(cfg: BenchmarkConfig, device):
-    from ..model import load_model
-
     m = cfg.model
     return load_model(m.source, device=device, flow=m.flow, precision=m.precision, fidelity=m.fidelity)
 
@@ -219,10 +220,6 @@ def _size(clip, model) -> int:
 
 def _set_level(summary: dict, cfg: BenchmarkConfig, model, fvd_real: list, fvd_fake: dict[str, list]) -> None:
     """Set-level columns: FVD (restored set vs GT set), parameters of the network the method runs."""
-    import numpy as np
-
-    from ..metrics.fvd import frechet_distance
-
     params = sum(p.numel() for p in model.network.parameters()) if model is not None else float("nan")
     for method in cfg.methods:
         feats = [f for f in fvd_fake[method] if f is not None and len(f)]

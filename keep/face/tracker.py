@@ -5,7 +5,7 @@ matching on the IoU between each track's Kalman-predicted box and the detections
 track id of every detection. Detectors miss faces on degraded footage (compression, blur, a hand in
 front), so a track that misses frames is kept, with its Kalman state, for `max_lost` frames
 (default 25, one second at 25 fps; never less than `max_gap`): a face seen again within that time
-keeps its id, so the pipeline can carry the restorer's state over the gap (issue #12). While lost,
+keeps its id, so the pipeline can carry the restorer's state over the gap. While lost,
 the track's velocity decays (`lost_velocity_decay` per frame) so its predicted box stays where the
 face was last seen instead of drifting away, and a detection that overlaps no predicted box is
 still given to a lost track whose box centre lies within `reattach_distance` face widths of it.

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from einops import rearrange
 
+from ..checkpoint import read_checkpoint, read_checkpoint_file
 from ..errors import KeepError, WeightsUnavailable
 from ..precision import autocast
 from ..weights import REGISTRY, resolve_weights
@@ -53,7 +54,6 @@ def _gmflow_state(weights: str | None, state: Mapping[str, torch.Tensor] | None)
             "(keep, keep_asian, keep_v0.1.0) and models fine-tuned from them carry GMFlow; "
             "choose --flow auto, raft_large, raft_small or dis"
         )
-    from ..checkpoint import read_checkpoint, read_checkpoint_file
 
     obj = read_checkpoint_file(resolve_weights(weights), "GMFlow weights")  # .pth or .safetensors
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):  # GMFlow's own checkpoints

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.models.optical_flow import raft_large, raft_small
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
@@ -25,8 +26,6 @@ class RAFTFlow:
         weights: str | None = None,
         num_flow_updates: int = 12,
     ):
-        from torchvision.models.optical_flow import raft_large, raft_small
-
         path = resolve_weights(weights or variant)
         self.model = {"raft_large": raft_large, "raft_small": raft_small}[variant](weights=None, progress=False)
         state = read_tensors(path, f"{variant} weights")

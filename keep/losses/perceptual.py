@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..metrics.lpips import build_lpips
+
 
 class LPIPSLoss(nn.Module):
     """images `(N, 3, H, W)` in [-1, 1] -> mean LPIPS distance. Frozen; gradients reach the inputs."""
 
     def __init__(self, *, net: str = "vgg"):
         super().__init__()
-        from ..metrics.lpips import build_lpips
 
         self.lpips = build_lpips(net)
 

@@ -1,1 +1,1 @@
-"""Benchmark metrics (issue #5): pure functions over images, plus builders for the learned ones."""
+"""Benchmark metrics (docs/benchmark.md): pure functions over images, plus builders for the learned ones."""

@@ -28,6 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.functional import resize
+
+from ..errors import KeepError
+from ..weights import read_tensors
 
 WINDOW = (8, 7, 7)
 MEAN = (123.675, 116.28, 103.53)
@@ -354,8 +358,6 @@ def sample_views(frames: np.ndarray, rng: np.random.Generator) -> tuple[torch.Te
     """A clip `(T, H, W, 3)` uint8 RGB -> (aesthetic view (1, 3, 32, 224, 224), technical view
     (3, 3, 32, 224, 224)), drawn in the reference code's order: technical frames, aesthetic frames,
     technical patch positions."""
-    from torchvision.transforms.functional import resize
-
     technical_idx = frame_indices(len(frames), 32, 3, 2, rng)
     aesthetic_idx = frame_indices(len(frames), 1, 32, 2, rng)
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
@@ -366,9 +368,6 @@ def sample_views(frames: np.ndarray, rng: np.random.Generator) -> tuple[torch.Te
 
 def load_dover(path, *, device: str | torch.device = "cpu") -> DOVER:
     """DOVER with the weights of a released checkpoint (a plain state dict, read weights-only)."""
-    from ..errors import KeepError
-    from ..weights import read_tensors
-
     state = read_tensors(path, "DOVER weights")
     if not isinstance(state, dict):
         raise KeepError(f"DOVER weights {path}: not a state dict")

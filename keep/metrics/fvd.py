@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import KeepError
+from ..weights import read_tensors
 
 # (in, [b0, b1a, b1b, b2a, b2b, b3b]) of each Inception block, Carreira & Zisserman Fig. 3
 MIXED = {
@@ -160,8 +161,6 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
 
 def load_i3d(path, *, bn_eps: float = 1e-3, device: str | torch.device = "cpu") -> I3D:
     """I3D from a plain state dict file (weights only), strictly."""
-    from ..weights import read_tensors
-
     state = read_tensors(path, "I3D weights")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     net = I3D(bn_eps=bn_eps)

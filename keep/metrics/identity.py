@@ -23,6 +23,7 @@ import torch
 
 from ..errors import KeepError
 from ..face.dlib_models import dlib_model_path, import_dlib
+from .arcface import ArcFaceIdentity
 from .landmarks import face_rectangle
 
 # dlib's own rule for its descriptors: two faces whose descriptors lie less than 0.6 apart (Euclidean) are the
@@ -54,8 +55,6 @@ class DlibIdentity:
 
 
 def _arcface(device: str | torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    from .arcface import ArcFaceIdentity
-
     try:
         return ArcFaceIdentity(device=device)
     except KeepError as exc:

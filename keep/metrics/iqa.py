@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import vgg16
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
@@ -70,7 +71,6 @@ class DISTS(nn.Module):
 
     def __init__(self, vgg_state: dict[str, torch.Tensor], dists_state: dict[str, torch.Tensor]):
         super().__init__()
-        from torchvision.models import vgg16
 
         features = vgg16(weights=None).features
         features.load_state_dict({k.removeprefix("features."): v for k, v in vgg_state.items() if "features." in k})

@@ -6,7 +6,7 @@ included), `train` (optimisation, schedule, which stage), `loss` (weights; 0 swi
 losses it computes and how it validates; `train.trainable` overrides its list of trained submodules.
 
 Every number's allowed range is its annotation (`keep.config.Range`), checked when a section is built:
-a value outside is a usage error before anything is written (issue 19).
+a value outside is a usage error before anything is written.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class LogSection:
 
 @dataclass
 class TrainConfig:
-    name: FolderName = "debug"  # a folder name, never a path (issue 19: `name=../..` wrote outside root)
+    name: FolderName = "debug"  # a folder name, never a path (`name=../..` would write outside root)
     root: str = "experiments"  # runs go to <root>/<name>/
     model: ModelSection = field(default_factory=ModelSection)
     data: DataConfig = field(default_factory=DataConfig)

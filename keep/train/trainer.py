@@ -29,8 +29,9 @@ from ..data.datasets import FaceClipDataset, StepBatchSampler
 from ..devices import resolve_device
 from ..distributed import start_process_group, torchrun_place
 from ..errors import Interrupted, KeepError
+from ..flow import build_flow
 from ..image import to_uint8, write_image
-from ..losses import CLIP_LAYOUT, adaptive_weight, build_discriminator, gan_losses
+from ..losses import CLIP_LAYOUT, LPIPSLoss, adaptive_weight, build_discriminator, gan_losses
 from ..metrics.psnr_ssim import psnr, ssim
 from ..model import load_checkpoint
 from ..precision import autocast
@@ -117,12 +118,8 @@ class Trainer:
         self.params = self._select_trainable(t.trainable if t.trainable is not None else self.stage.trainable)
         self.tools = Tools()
         if w.perceptual > 0:
-            from ..losses import LPIPSLoss
-
             self.tools.perceptual = LPIPSLoss(net=w.perceptual_net).to(self.device)
         if self.stage.needs_flow:
-            from ..flow import build_flow
-
             self.tools.flow = build_flow(t.flow, device=self.device, gmflow_state=self.flow_state)
         # The stage's training forward, under DDP when distributed (DDP also broadcasts rank 0's weights).
         self.forward = wrap_ddp(self.stage.forward(self.network, losses=w, tools=self.tools), self.device)

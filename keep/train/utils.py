@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.utils.deterministic as deterministic
 from torch import nn
 
 from ..errors import Interrupted, KeepError
@@ -145,7 +146,6 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import torch.utils.deterministic as deterministic
 
     saved = (
         torch.are_deterministic_algorithms_enabled(),

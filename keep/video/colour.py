@@ -20,6 +20,7 @@ from functools import cache
 
 import cv2
 import numpy as np
+from av.sidedata.sidedata import Type
 
 # FFmpeg's enumerations (AVColorSpace, AVColorRange, AVColorPrimaries, AVColorTransferCharacteristic) by value
 MATRICES = {0: "gbr", 1: "bt709", 2: "unknown", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
@@ -68,8 +69,6 @@ class HdrMetadata:
     @classmethod
     def from_frame(cls, frame) -> HdrMetadata | None:
         """What a decoded frame's side data says (FFmpeg attaches the stream's or the SEI's to frames)."""
-        from av.sidedata.sidedata import Type
-
         mastering = light = None
         dynamic = []
         for data in frame.side_data:

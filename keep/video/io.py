@@ -70,7 +70,7 @@ class Frame:
 
 
 class SizeChanges:
-    """Frames whose size differs from the first frame's are scaled to it, as FFmpeg does (issue 19: a `.ts`
+    """Frames whose size differs from the first frame's are scaled to it, as FFmpeg does (a `.ts`
     capture whose resolution changes, a folder with one frame of another size); counted for the summary."""
 
     def __init__(self, width: int, height: int):
@@ -107,7 +107,7 @@ ORIENTATIONS = {
 def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
     """How to turn a decoded frame upright, as players show it: (quarter turns counter-clockwise, then mirror
     left-right). Phones store portrait video sideways with a display matrix in the container (`ffprobe`'s
-    "rotation"); FFmpeg attaches it to every decoded frame as side data (issue 19)."""
+    "rotation"); FFmpeg attaches it to every decoded frame as side data."""
     for data in frame.side_data:
         if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             m = np.frombuffer(bytes(data), dtype=np.int32).astype(np.float64)  # 3x3, a b u / c d v / x y w
@@ -159,7 +159,6 @@ class VideoReader:
         self.fps: Fraction = stream.average_rate or stream.guessed_rate or Fraction(25)
         self.time_base: Fraction = stream.time_base or Fraction(1, 90000)
         self.num_frames: int | None = stream.frames or None
-        self.has_audio = bool(self._container.streams.audio)
         self.stopped: str | None = None  # why decoding ended early, if it did
         self.timeline = Timeline(self._container, stream)
         self._decoded = self._decode()
@@ -246,7 +245,6 @@ class ImageFolderReader:
         self.fps = Fraction(fps).limit_denominator(1001)
         self.time_base = 1 / self.fps
         self.num_frames = len(self.files)
-        self.has_audio = False
         self.stopped: str | None = None
         self.size_changes = SizeChanges(self.width, self.height)
 
@@ -329,7 +327,7 @@ class VideoWriter:
     Odd frame sizes (e.g. 175x143) cannot be stored in 4:2:0, so they are encoded in 4:4:4. RGB frames are
     converted to yuv420p by `rgb_to_yuv420p` and x264 encodes several frames at once (frame threads; `threads`
     0 is x264's automatic count; PyAV asks for slice threads by default): at 1080p on 16 cores 21.8 instead of
-    39.8 ms per frame (issue #11, docs/inference.md). `threads=1` encodes each frame in the calling thread. The
+    39.8 ms per frame (docs/inference.md). `threads=1` encodes each frame in the calling thread. The
     video pipeline keeps the automatic count also when the network has the CPU cores (2 cores, 200 frames: 2.7
     to 5.2 s faster than one thread, measured in docs/inference.md).
     """
