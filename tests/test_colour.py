@@ -178,7 +178,7 @@ def test_hdr_keeps_depth_tags_and_side_data(name, restored):
         assert stream.codec_context.codec_tag == "hvc1" or name.endswith(".mkv")  # MP4: the tag Apple's players need
         first = [next(c.decode(video=0)) for c in (source, result)]
     kinds = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
-    side = [{d.type.name: bytes(d) for d in frame.side_data if d.type.name in kinds} for frame in first]
+    side = [{d.type.name: bytes(d) for d in C.side_data(frame) if d.type.name in kinds} for frame in first]
     assert len(side[0]) == 2 and side[0] == side[1]
     shown, result = player_frames(clip), player_frames(output)  # 16-bit R'G'B': 64 per 10-bit level
     assert shown[0].dtype == result[0].dtype == np.uint16
@@ -209,7 +209,7 @@ def test_interlaced_keeps_its_field_order(name, restored):
     assert tags(output) == tags(clip) == (9, 1, 9, 18, "yuv420p10le")
     with av.open(str(output)) as container:
         frame = next(container.decode(video=0))
-        assert {d.type.name for d in frame.side_data} >= {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
+        assert {d.type.name for d in C.side_data(frame)} >= {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
 
 
 # ------------------------------------------------------------------------------------------- conversions

@@ -22,6 +22,15 @@ import cv2
 import numpy as np
 from av.sidedata.sidedata import Type
 
+
+def side_data(frame) -> list:
+    """A decoded frame's side data (`av.sidedata.SideData` each): PyAV up to 18.1.0 iterates them, later PyAV
+    iterates their types, as a mapping does."""
+    container = frame.side_data
+    entries = list(container)
+    return [container[entry] if isinstance(entry, Type) else entry for entry in entries]
+
+
 # FFmpeg's enumerations (AVColorSpace, AVColorRange, AVColorPrimaries, AVColorTransferCharacteristic) by value
 MATRICES = {0: "gbr", 1: "bt709", 2: "unknown", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
             8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 14: "ictcp"}  # fmt: skip
@@ -71,7 +80,7 @@ class HdrMetadata:
         """What a decoded frame's side data says (FFmpeg attaches the stream's or the SEI's to frames)."""
         mastering = light = None
         dynamic = []
-        for data in frame.side_data:
+        for data in side_data(frame):
             if data.type == Type.MASTERING_DISPLAY_METADATA:
                 # AVMasteringDisplayMetadata: 10 rationals (primaries R, G, B; white; min, max) + 2 presence flags
                 v = np.frombuffer(bytes(data), np.int32)

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.sidedata.sidedata import Type
 
 from ..errors import KeepError
 from ..image import (  # noqa: F401 (re-exported)
@@ -32,7 +33,7 @@ from ..image import (  # noqa: F401 (re-exported)
     to_rgb,
     write_image,
 )
-from .colour import BT601, SRGB, SWSCALE_MATRIX, Colour, rgb_to_ycbcr_matrix
+from .colour import BT601, SRGB, SWSCALE_MATRIX, Colour, rgb_to_ycbcr_matrix, side_data
 from .encoding import HEVC, choose_encoding
 from .pictures import (
     FIELD_ORDER_CODES,
@@ -108,8 +109,8 @@ def display_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
     """How to turn a decoded frame upright, as players show it: (quarter turns counter-clockwise, then mirror
     left-right). Phones store portrait video sideways with a display matrix in the container (`ffprobe`'s
     "rotation"); FFmpeg attaches it to every decoded frame as side data."""
-    for data in frame.side_data:
-        if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+    for data in side_data(frame):
+        if data.type == Type.DISPLAYMATRIX:
             m = np.frombuffer(bytes(data), dtype=np.int32).astype(np.float64)  # 3x3, a b u / c d v / x y w
             linear = np.array([[m[0], m[3]], [m[1], m[4]]])  # (x, y) stored -> displayed, 16.16 fixed point
             scale = np.abs(linear).max()
