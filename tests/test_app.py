@@ -374,9 +374,16 @@ def log_in(browser, wait) -> None:
 
 
 def toasts(browser) -> list[str]:
+    """The texts of the toasts shown now (read again if one closes while they are read)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return [toast.text for toast in browser.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")]
+    for _ in range(10):
+        try:
+            return [toast.text for toast in browser.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")]
+        except StaleElementReferenceException:  # a toast closed between finding and reading it
+            time.sleep(0.1)
+    raise AssertionError("the toasts kept changing while they were read")
 
 
 def close_toasts(browser) -> None:
