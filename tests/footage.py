@@ -10,6 +10,7 @@ colour-tagged, full-range, 10-bit HDR (HLG, PQ, with their side data) and interl
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -320,3 +321,17 @@ def two_person_frames(count: int, start: int = 0) -> list[np.ndarray]:
         right = cv2.resize(photo[0:360, x : x + 440], (176, 144), interpolation=cv2.INTER_AREA)
         frames.append(np.concatenate([left, right], axis=1))
     return frames
+
+
+def far_from_faces(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> list[np.ndarray]:
+    """Per frame, a boolean mask of the pixels at least `margin` px outside every face crop's box."""
+    masks = []
+    for line in faces_log.read_text().splitlines():
+        far = np.ones(shape, bool)
+        for face in json.loads(line)["faces"]:
+            corners = np.array(face["corners"])
+            left, top = np.floor(corners.min(0)).astype(int) - margin
+            right, bottom = np.ceil(corners.max(0)).astype(int) + margin
+            far[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = False
+        masks.append(far)
+    return masks

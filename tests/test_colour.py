@@ -26,7 +26,18 @@ import av
 import cv2
 import numpy as np
 import pytest
-from footage import BT709_HD, FULL_RANGE, HDR_PARAMS, HLG, PQ, field_orders, player_frames, sample_frames, write_clip
+from footage import (
+    BT709_HD,
+    FULL_RANGE,
+    HDR_PARAMS,
+    HLG,
+    PQ,
+    far_from_faces,
+    field_orders,
+    player_frames,
+    sample_frames,
+    write_clip,
+)
 
 from keep.pipeline.items import FramePool
 from keep.video import colour as C
@@ -36,20 +47,6 @@ from keep.video.io import rgb_to_yuv420p
 REPO = Path(__file__).resolve().parent.parent
 RUN = ["--model", "preset:tiny", "--detector", "dlib", "--flow", "dis", "--threads", "1"]
 EXACT, NOISE_10 = (0, 0), (4.0, 16)  # (mean, 99th percentile) of |output - input| away from faces
-
-
-def face_boxes(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> list[np.ndarray]:
-    """Per frame, True inside every face crop's box (grown by `margin`): the summary's face corners."""
-    masks = []
-    for line in faces_log.read_text().splitlines():
-        near = np.zeros(shape, bool)
-        for face in json.loads(line)["faces"]:
-            corners = np.array(face["corners"])
-            left, top = np.floor(corners.min(0)).astype(int) - margin
-            right, bottom = np.ceil(corners.max(0)).astype(int) + margin
-            near[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = True
-        masks.append(near)
-    return masks
 
 
 def differences(a: list[np.ndarray], b: list[np.ndarray], where: list[np.ndarray], unit: float = 1) -> np.ndarray:
@@ -117,7 +114,7 @@ class Restored:
 
     def faces(self, name: str, shape: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per frame, the pixels near a face (its crop's box, the face log's corners, + 4 px) and the others."""
-        near = face_boxes(self.out / f"{Path(name).stem}_faces.jsonl", shape)
+        near = [~far for far in far_from_faces(self.out / f"{Path(name).stem}_faces.jsonl", shape)]
         return near, [~n for n in near]
 
     def warnings(self, name: str) -> list[str]:

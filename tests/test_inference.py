@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from footage import SAMPLE, noise_frames, sample_frames, write_clip
+from footage import SAMPLE, far_from_faces, noise_frames, sample_frames, write_clip
 
 from inference import main
 from keep.video import open_input, probe, write_image
@@ -26,20 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: see conftest.
 def decode(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
-def far_from_faces(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> list[np.ndarray]:
-    """Per frame, a boolean mask of the pixels at least `margin` px outside every face crop's box."""
-    masks = []
-    for line in faces_log.read_text().splitlines():
-        far = np.ones(shape, bool)
-        for face in json.loads(line)["faces"]:
-            corners = np.array(face["corners"])
-            left, top = np.floor(corners.min(0)).astype(int) - margin
-            right, bottom = np.ceil(corners.max(0)).astype(int) + margin
-            far[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = False
-        masks.append(far)
-    return masks
 
 
 def test_carphone_end_to_end(shared_dir, tmp_path):
