@@ -2,7 +2,7 @@
 
     python tests/entry_point_runner.py      # then one JSON case per line on stdin, one JSON result per line out
 
-This interpreter imports the heavy modules once (torch, numpy, OpenCV, PyAV, the project) without
+This interpreter imports the heavy modules once (torch, numpy, OpenCV, PyAV, Gradio, the project) without
 running any torch operation, so no OpenMP thread exists yet; then for every case it forks a child
 that runs the script as `python script.py args...` would: `sys.argv`, `sys.path[0]` = the script's
 folder, `__name__ == "__main__"`, the case's working folder and environment, stdout and stderr to
@@ -59,6 +59,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import av  # noqa: F401
     import cv2  # noqa: F401
+    import gradio  # noqa: F401 - app.py's (4 s of each app case otherwise)
     import matplotlib  # noqa: F401
     import numpy  # noqa: F401
     import torch  # noqa: F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -217,6 +219,47 @@ def test_anchors_follow_the_network_outputs_and_zero_offsets_decode_to_them():
     corners, points = decode(torch.zeros(1, len(priors), 4), torch.zeros(1, len(priors), 10), priors)
     assert torch.equal(corners[0, :, :2], priors[:, :2] - priors[:, 2:] / 2)
     assert torch.equal(points[0], priors[:, None, :2].expand(-1, 5, 2))
+
+
+def test_nms_keeps_what_torchvisions_nms_keeps_in_each_image():
+    """Clusters of overlapping boxes with tied scores, empty boxes and IoUs at the threshold itself, in three
+    images: the indices torchvision keeps image by image, merged best score first."""
+    import torch
+    from torchvision.ops import nms as torchvision_nms
+
+    from keep.face.retinaface import nms
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        count = int(torch.randint(1, 80, (1,), generator=generator))
+        centres = torch.randint(0, 6, (count, 2), generator=generator).float() * 20  # few places: many overlaps
+        sizes = torch.rand(count, 2, generator=generator) * 40 + 0.5 * (trial % 2)
+        boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], 1)
+        boxes[::7, 2:] = boxes[::7, :2]  # empty boxes
+        scores = (torch.rand(count, generator=generator) * 4).round() / 4  # ties
+        groups = torch.randint(0, 3, (count,), generator=generator)
+        expected = torch.cat([torch.nonzero(groups == g)[:, 0][torchvision_nms(boxes[groups == g], scores[groups == g],
+                                                                               0.4)] for g in range(3)])  # fmt: skip
+        expected = expected[torch.sort(scores[expected], descending=True, stable=True).indices]
+        kept = nms(boxes, scores, groups, 0.4)
+        assert sorted(kept.tolist()) == sorted(expected.tolist()), trial
+        assert torch.equal(scores[kept], scores[expected]), trial  # best score first
+    for height, iou in [(4.0, 0.4), (4.0, 0.40000001), (5.0, 0.5)]:  # IoU at the threshold: float32 vs float64
+        pair, scores = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, height]]), torch.tensor([0.9, 0.8])
+        assert torch.equal(nms(pair, scores, torch.zeros(2), iou), torchvision_nms(pair, scores, iou))
+    assert nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), 0.4).tolist() == []
+
+
+def test_the_inference_path_does_not_import_torchvision():
+    """torchvision's import (through torch._dynamo) costs each process and each pipeline worker ~3 s of its
+    start; only the optional RAFT flow and the metrics need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, inference, keep.pipeline, keep.face.detectors; print('torchvision' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
 
 
 def test_retinaface_mobilenet_matches_the_onnx_graph():

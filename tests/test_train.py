@@ -93,12 +93,21 @@ def _validation(run: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if "val/psnr" in ln]
 
 
+# Stages I and III shortened by a third (schedules alike), stage II as shipped: a full chain (1 thread) reached
+# stage I's held-out 22.0 dB at step 100 of 150, and stage III's steadiness needs stage II's full length.
+SHORTER = {
+    "vqgan": ["train.total_steps=100", "train.disc_start=60"],
+    "kalman": [],
+    "cft_cfa": ["train.total_steps=40", "train.disc_start=20"],
+}
+
+
 def test_tiny_released_twins_train_chained_on_the_shipped_clip(tmp_path):
-    """The three tiny twins as shipped, I -> II -> III, each from the previous one's net_g_latest.pth."""
+    """The three tiny twins, I -> II -> III, each from the previous one's net_g_latest.pth (I and III shortened)."""
     previous = None
     for stage, opt in STAGE_CONFIGS.items():
         cfg = load_config(TrainConfig, REPO / opt)
-        sets = [f"root={tmp_path}", "log.tensorboard=false"]
+        sets = [f"root={tmp_path}", "log.tensorboard=false", *SHORTER[stage]]
         if previous is not None:
             assert cfg.model.pretrained == f"experiments/{previous}/models/net_g_latest.pth"
             sets.append(f"model.pretrained={tmp_path / previous / 'models' / 'net_g_latest.pth'}")
@@ -110,7 +119,7 @@ def test_tiny_released_twins_train_chained_on_the_shipped_clip(tmp_path):
         elif stage == "kalman":  # restoration of degraded held-out clips learns from stage I
             assert last["val/psnr"] > first["val/psnr"] + 3, (first, last)
         else:  # CFT / CFA: the held-out clips get steadier, no worse
-            assert last["val/temporal"] < 0.9 * first["val/temporal"], (first, last)  # measured -19%
+            assert last["val/temporal"] < 0.9 * first["val/temporal"], (first, last)  # measured -18%
             assert last["val/psnr"] > first["val/psnr"] - 0.5, (first, last)
         previous = cfg.name
 

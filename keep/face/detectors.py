@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
@@ -37,6 +36,7 @@ from .retinaface import (
     RetinaFaceMobileNet,
     anchors,
     decode,
+    nms,
     onnx_model_from_wheel,
     rgb_input,
     state_dict_from_onnx,
@@ -188,7 +188,7 @@ class RetinaFaceMobileNetDetector:
                 raw_landmarks[image, anchor],
                 self._priors[height, width][anchor],
             )  # (K, 4), (K, 5, 2) pixels of the shrunk frame
-            keep = batched_nms(boxes, scores[image, anchor], image, self.nms_iou)  # best score first
+            keep = nms(boxes, scores[image, anchor], image, self.nms_iou)  # best score first
             kept = torch.cat([boxes[keep], landmarks[keep].flatten(1), scores[image[keep], anchor[keep], None]], 1)
             kept = kept.double().cpu().numpy()  # (K, 4 + 10 + 1): one copy to the host
             frame_of = image[keep].tolist()

@@ -27,6 +27,7 @@ import ast
 import re
 from importlib import metadata
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -174,6 +175,32 @@ def decode(boxes: torch.Tensor, landmarks: torch.Tensor, priors: torch.Tensor) -
     corners = torch.cat([box_centre - box_size / 2, box_centre + box_size / 2], dim=-1)
     points = centre[:, None] + landmarks.unflatten(-1, (5, 2)) * VARIANCES[0] * size[:, None]
     return corners, points
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy non-maximum suppression within each group (an image of the batch): the indices of the kept
+    boxes, best score first (ties in input order).
+
+    boxes `(K, 4)` left, top, right, bottom; scores `(K,)`; groups `(K,)` integers. A box is dropped when its
+    intersection over union with a kept box of its group exceeds `iou`, computed in float32 and compared in
+    float64, as torchvision's `batched_nms` does on the CPU (whose import costs a process 3 s of its start)."""
+    if not len(boxes):
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    b, s, g = (t.detach().cpu().numpy() for t in (boxes.float(), scores, groups))
+    order = np.argsort(-s, kind="stable")
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    zero, dropped, kept = np.float32(0), np.zeros(len(b), bool), []
+    with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: 0 / 0 is NaN, not above `iou`
+        for i in order:
+            if dropped[i]:
+                continue
+            kept.append(i)
+            width = np.maximum(zero, np.minimum(b[i, 2], b[:, 2]) - np.maximum(b[i, 0], b[:, 0]))
+            height = np.maximum(zero, np.minimum(b[i, 3], b[:, 3]) - np.maximum(b[i, 1], b[:, 1]))
+            inter = width * height
+            overlap = inter / (area[i] + area - inter)
+            dropped |= (g == g[i]) & (overlap.astype(np.float64) > iou)
+    return torch.as_tensor(np.array(kept, dtype=np.int64), device=boxes.device)
 
 
 def rgb_input(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

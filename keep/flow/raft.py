@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.models.optical_flow import raft_large, raft_small
 
 from ..errors import KeepError
 from ..weights import read_tensors, resolve_weights
@@ -26,8 +25,10 @@ class RAFTFlow:
         weights: str | None = None,
         num_flow_updates: int = 12,
     ):
+        from torchvision.models import optical_flow  # here: torchvision's import costs every process ~3 s
+
         path = resolve_weights(weights or variant)
-        self.model = {"raft_large": raft_large, "raft_small": raft_small}[variant](weights=None, progress=False)
+        self.model = getattr(optical_flow, variant)(weights=None, progress=False)
         state = read_tensors(path, f"{variant} weights")
         try:
             self.model.load_state_dict(state)
