@@ -335,3 +335,29 @@ def far_from_faces(faces_log: Path, shape: tuple[int, int], margin: int = 4) -> 
             far[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = False
         masks.append(far)
     return masks
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The pipeline's stage worker processes of process `parent`, in the order they started: the children of
+    its fork server (keep.pipeline.workers.process_context), or its spawned children where a platform has no
+    fork server; neither the server nor the resource tracker. Linux /proc."""
+
+    def children(pid: int) -> list[int]:
+        try:
+            return [
+                int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()
+            ]
+        except OSError:
+            return []
+
+    pids = []
+    for child in children(parent):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing.forkserver" in command:
+            pids += children(child)
+        elif b"spawn_main" in command:
+            pids.append(child)
+    return pids

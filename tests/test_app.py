@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
-from footage import REPO, SAMPLE, sample_frames, two_person_frames, write_clip  # noqa: E402
+from footage import REPO, SAMPLE, sample_frames, two_person_frames, worker_pids, write_clip  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
@@ -151,20 +151,6 @@ def stream_facts(path: str | Path) -> dict:
     return facts
 
 
-def worker_pids(parent: int) -> set[int]:
-    """The pipeline's worker processes (multiprocessing spawns) of the server process."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            command = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"spawn_main" in command:
-            pids.add(int(stat.parent.name))
-    return pids
-
-
 def test_a_text_file_is_refused_and_removed_and_the_next_request_restores_the_sample(server, tmp_path):
     url, _, temp = server
     api = client(url)
@@ -250,7 +236,7 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     while not any(unit.desc == "restoring" and unit.index for unit in job.status().progress_data or []):
         assert not job.done() and time.monotonic() < deadline, "the long job made no progress"
         time.sleep(0.2)
-    workers = worker_pids(process.pid)
+    workers = set(worker_pids(process.pid))
     assert len(workers) == 2  # the front and back stages of the pipeline
 
     waiting = second.submit(video_input(SAMPLE), api_name="/restore")
@@ -266,7 +252,7 @@ def test_a_second_request_waits_and_a_cancelled_job_ends_its_workers(server, tmp
     first.predict(api_name="/cancel")
     with pytest.raises(AppError, match="cancelled"):
         job.result(timeout=JOB_TIMEOUT_S)
-    while workers & worker_pids(process.pid):
+    while workers & set(worker_pids(process.pid)):
         assert time.monotonic() < deadline, "the cancelled job's workers live on"
         time.sleep(0.2)
     assert not list(temp.rglob("*.partial.mp4")) and not list(temp.rglob("sessions/*/*/long*"))
@@ -490,11 +476,11 @@ def test_the_page_restores_the_example_and_cancels_a_long_job_in_chromium(server
         assert not browser.find_element(By.ID, "summary").text and not browser.find_elements(
             By.CSS_SELECTOR, "#faces img"
         )
-        workers = worker_pids(process.pid)
+        workers = set(worker_pids(process.pid))
         assert len(workers) == 2
         browser.find_element(By.ID, "cancel-button").click()
         wait.until(lambda b: "Cancelled" in b.find_element(By.ID, "status").text)
-        wait.until(lambda b: not workers & worker_pids(process.pid))
+        wait.until(lambda b: not workers & set(worker_pids(process.pid)))
         assert not toasts(browser)  # no error shown for a cancel
         assert "Traceback" not in browser.page_source
 
@@ -614,7 +600,7 @@ def test_a_request_changing_only_fidelity_and_upscale_restores_at_once_on_the_ke
     builds = server_log.read_text().count("pipeline built")
     restore(api, clip)  # on the pipeline the tests before built, else on a new one
     built = server_log.read_text().count("pipeline built")
-    workers = worker_pids(process.pid)
+    workers = set(worker_pids(process.pid))
     job = api.submit(video_input(clip), fidelity=0.5, upscale=2, api_name="/restore")
     sent = time.monotonic()
     while not job.done() and not any(unit.desc == "restoring" for unit in job.status().progress_data or []):
@@ -624,7 +610,7 @@ def test_a_request_changing_only_fidelity_and_upscale_restores_at_once_on_the_ke
     video, *_ = job.result(timeout=JOB_TIMEOUT_S)
     print(f"restoring began {waited:.2f} s after the request")
     assert waited < 1.0, f"restoring began {waited:.2f} s after the request"
-    assert workers and worker_pids(process.pid) == workers  # no worker started, none stopped
+    assert workers and set(worker_pids(process.pid)) == workers  # no worker started, none stopped
     assert 1 <= built <= builds + 1 and server_log.read_text().count("pipeline built") == built
     source = stream_facts(clip)
     assert stream_facts(video_path(video))["size"] == (2 * source["size"][0], 2 * source["size"][1])

@@ -28,6 +28,7 @@ from footage import (
     stored,
     ts_with_size_change,
     vfr_times,
+    worker_pids,
     write_clip,
 )
 
@@ -343,17 +344,6 @@ def test_a_missing_encoder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(keep.video.encoding, "H264", "h264_nonexistent")
     with pytest.raises(KeepError, match="has no h264_nonexistent encoder"):
         VideoWriter(tmp_path / "out.mp4", width=64, height=48, fps=Fraction(25))
-
-
-def worker_pids(parent: int) -> list[int]:
-    """The pipeline's stage worker processes (spawned children; not the resource tracker)."""
-    pids = []
-    for task in Path(f"/proc/{parent}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline:
-                pids.append(int(child))
-    return pids
 
 
 def started_restoring(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:

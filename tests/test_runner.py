@@ -151,6 +151,23 @@ def test_a_failing_stage_is_one_error_and_stops_the_workers(mode, frames_folder)
         runner.close()
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_worker_processes_are_forked_from_one_server_that_imported_torch(frames_folder):
+    """Two runners in turn (as after a failed input or a cancel): every worker of both is a child of one
+    fork server, which had torch loaded before it forked them, so no worker imports torch itself."""
+    runners = [Runner(GROUPINGS["cpu"], mode="processes", window=4, device="cpu") for _ in range(2)]
+    try:
+        for runner in runners:
+            assert run_input(runner, frames_folder)["seen"] == expected(frames_folder)
+        workers = [worker.pid for runner in runners for worker in runner.workers.values()]
+        (server,) = {int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in workers}
+        assert len(workers) == 4 and b"multiprocessing.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes()
+        assert "libtorch_cpu.so" in Path(f"/proc/{server}/maps").read_text()
+    finally:
+        for runner in runners:
+            runner.close()
+
+
 def test_pool_sizes_cover_what_the_stages_and_queues_hold():
     overlapped = Runner(GROUPINGS["cpu"], mode="threads", window=4, device="cpu")
     inline = Runner(GROUPINGS["cpu"], mode="off", window=4, device="cpu")

@@ -12,9 +12,10 @@ main = faces -> restore. Every group runs the same loop (`run_group`): its input
 frames, or the queue from the group before) pushed through its `Chain` of stages, each output put on
 the queue to the group after, an `End` with what the stages counted at the end of each input.
 
-`mode="processes"` (default) runs each worker group in a spawned process: dlib's detector and the
-Python tracking hold the GIL, so in threads they would stall the network (measured: a detection thread
-beside the network thread made both slower than running one after the other). Frames stay in a shared
+`mode="processes"` (default) runs each worker group in a process of its own, forked from a server process that
+imported the pipeline once (`process_context`): dlib's detector and the Python tracking hold the GIL, so in
+threads they would stall the network (measured: a detection thread beside the network thread made both slower
+than running one after the other). Frames stay in a shared
 `FramePool`; the queues carry slot numbers, landmarks and restored crops. `mode="threads"` runs the same
 groups in threads (cheaper to start; for small jobs and tests), `mode="off"` runs every stage one after
 another in the calling thread (each stage's time alone, for the benchmark).
@@ -27,7 +28,6 @@ bad input, else `StageError`) - no hang, no traceback unless KEEP_DEBUG is set (
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
 from collections import deque
@@ -43,6 +43,7 @@ from .workers import (
     Stopped,
     Waiter,
     WorkerSettings,
+    process_context,
     raise_failure,
     release_queues,
     unlink_semaphores,
@@ -197,6 +198,8 @@ class Runner:
         self.generation = 0
         self.source = None  # the input being restored (named when a worker is lost)
         self.workers: dict[str, Any] = {}
+        if mode == "processes":
+            process_context()  # the workers' fork server imports while this process builds its stages
         in_process = [(name, specs) for name, specs in groups if name == "main" or not self.overlapped]
         built = {} if built is None else built
         for spec in (spec for _, specs in in_process for spec in specs):
@@ -229,7 +232,7 @@ class Runner:
 
     def _start_workers(self, groups: Sequence[tuple[str, Sequence]], device: str) -> None:
         child = self.mode == "processes"
-        ctx = multiprocessing.get_context("spawn") if child else None
+        ctx = process_context() if child else None
         make_queue = ctx.Queue if child else queue.Queue
         self.stop = ctx.Event() if child else threading.Event()
         self.q = {"free": make_queue(), "events": make_queue()}  # every queue, by name

@@ -60,6 +60,29 @@ class Waiter:
                 self._idle()
 
 
+def process_context():
+    """The multiprocessing context of the worker processes: forked from a server process that imported the
+    pipeline once (multiprocessing's forkserver), where the platform has one, else spawned.
+
+    A spawned worker imports torch and the project again (about 3 s of CPU each, at every start and every
+    restart after a failure or a cancel); a forked one starts in milliseconds. The server starts here, at
+    once, so that its imports overlap the caller's model loading, and with SIGTERM blocked: a SIGTERM to the
+    whole process group (systemd, Slurm) must leave the stopping to the main process, and a server it ended
+    would make every worker look gone (multiprocessing learns their ends from the server)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["keep.pipeline"])  # not the caller's script: each worker imports it, as spawned
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited through fork and exec
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return context
+
+
 def worker_niceness(device: str) -> int:
     """How much lower the worker processes' CPU priority is than the main process's.
 
@@ -75,7 +98,7 @@ def worker_niceness(device: str) -> int:
 class WorkerSettings:
     """What a worker process sets up before it builds its stages (threads: nothing, they share the process's)."""
 
-    child: bool  # a spawned process rather than a thread
+    child: bool  # a process rather than a thread
     log_level: int
     threads: int  # torch's and OpenCV's, as the main process (keep.threads.set_threads)
     niceness: int  # worker_niceness
@@ -90,6 +113,7 @@ class WorkerSettings:
         # job at once) and stops the workers itself, after which it removes the partial output.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked in the fork server: ignored now
         logging.basicConfig(level=self.log_level, format="%(message)s", stream=sys.stderr)
         torch.set_num_threads(self.threads)
         cv2.setNumThreads(self.threads)  # warps, blends, resizes
