@@ -73,7 +73,6 @@ log = logging.getLogger("app")
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = argparse.ArgumentParser(prog="app.py", description="Restore the faces of a video in the browser with KEEP.")
     p.add_argument(
         "--model", default="keep", help="the model selected first: registry name, checkpoint path or preset:NAME"
@@ -321,7 +320,6 @@ def events(page, jobs, base, models: list[str], run, stop, inputs: list, results
 
 
 def _main(args: argparse.Namespace) -> int:
-
     limits = limits_from_args(args)
     logins = read_logins(args.auth_file)
     check_model(args.model)

@@ -183,7 +183,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: fl
 
     boxes `(K, 4)` left, top, right, bottom; scores `(K,)`; groups `(K,)` integers. A box is dropped when its
     intersection over union with a kept box of its group exceeds `iou`, computed in float32 and compared in
-    float64, as torchvision's `batched_nms` does on the CPU (whose import costs a process 3 s of its start)."""
+    float64, as torchvision's CPU `nms` does for one image (torchvision is not imported here: its import costs a
+    process about 3 s of its start)."""
     if not len(boxes):
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     b, s, g = (t.detach().cpu().numpy() for t in (boxes.float(), scores, groups))

@@ -15,10 +15,10 @@ the queue to the group after, an `End` with what the stages counted at the end o
 `mode="processes"` (default) runs each worker group in a process of its own, forked from a server process that
 imported the pipeline once (`process_context`): dlib's detector and the Python tracking hold the GIL, so in
 threads they would stall the network (measured: a detection thread beside the network thread made both slower
-than running one after the other). Frames stay in a shared
-`FramePool`; the queues carry slot numbers, landmarks and restored crops. `mode="threads"` runs the same
-groups in threads (cheaper to start; for small jobs and tests), `mode="off"` runs every stage one after
-another in the calling thread (each stage's time alone, for the benchmark).
+than running one after the other). Frames stay in a shared `FramePool`; the queues carry slot numbers,
+landmarks and restored crops. `mode="threads"` runs the same groups in threads (cheaper to start; for small
+jobs and tests), `mode="off"` runs every stage one after another in the calling thread (each stage's time
+alone, for the benchmark).
 
 Memory is bounded by the pool: the decoder waits for a free slot. An exception in any stage sets the
 shared stop flag; every stage leaves its loop, and the main thread raises one error (a `KeepError` for
@@ -198,8 +198,8 @@ class Runner:
         self.generation = 0
         self.source = None  # the input being restored (named when a worker is lost)
         self.workers: dict[str, Any] = {}
-        if mode == "processes":
-            process_context()  # the workers' fork server imports while this process builds its stages
+        # processes: the workers' fork server starts now and imports while this process builds its stages
+        self.context = process_context() if mode == "processes" else None
         in_process = [(name, specs) for name, specs in groups if name == "main" or not self.overlapped]
         built = {} if built is None else built
         for spec in (spec for _, specs in in_process for spec in specs):
@@ -231,8 +231,8 @@ class Runner:
         return faces_queue_size(self.window) if index <= main else restored_queue_size(self.window)
 
     def _start_workers(self, groups: Sequence[tuple[str, Sequence]], device: str) -> None:
-        child = self.mode == "processes"
-        ctx = process_context() if child else None
+        ctx = self.context
+        child = ctx is not None
         make_queue = ctx.Queue if child else queue.Queue
         self.stop = ctx.Event() if child else threading.Event()
         self.q = {"free": make_queue(), "events": make_queue()}  # every queue, by name
