@@ -71,10 +71,11 @@ def process_context():
     would make every worker look gone (multiprocessing learns their ends from the server)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["keep.pipeline"])  # not the caller's script: each worker imports it, as spawned
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGTERM, which the server must inherit blocked
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited through fork and exec
     try:
         forkserver.ensure_running()
